@@ -1,0 +1,56 @@
+"""Domain errors of the inference worker.
+
+The engine, the LoRA manager and the loaders raise these; the gRPC layer maps them to status codes in
+one place and the gateway maps them to OpenAI error objects. Messages are written for a person: they
+say what was wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Base class for every error the engine reports to a caller."""
+
+
+class InvalidRequestError(EngineError):
+    """A request that can never succeed as written (bad sampling values, empty prompt, too long)."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class ModelNotFoundError(EngineError):
+    """A request names a model or adapter this worker does not serve."""
+
+
+class AdapterNotFoundError(ModelNotFoundError):
+    """The adapter name is not loaded (or was unloaded)."""
+
+
+class AdapterAlreadyLoadedError(EngineError):
+    """An adapter with this name is already loaded with different weights."""
+
+
+class AdapterLoadError(EngineError):
+    """An adapter cannot be loaded: bad config, unsupported feature, shapes that do not fit."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class AdapterSourceNotFoundError(AdapterLoadError):
+    """The adapter's source (path or hub id) holds no adapter."""
+
+
+class ModelLoadError(EngineError):
+    """The base model cannot be loaded (unknown path, a folder with no model, unsupported architecture)."""
+
+
+class EngineOverloadedError(EngineError):
+    """The request queue is full; the caller should retry later."""
+
+
+class EngineDeadError(EngineError):
+    """The engine loop has stopped; nothing more can be served."""
