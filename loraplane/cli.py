@@ -1,0 +1,72 @@
+"""The `loraplane` command: one entry point whose subcommands live with their components.
+
+Each subcommand is a module exposing `add_arguments(parser)` and `run(args) -> int`. Those modules
+import nothing heavy at import time (no torch, no model code), so `loraplane --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    name: str
+    module: str
+    help: str
+
+
+SUBCOMMANDS = (
+    Subcommand("serve", "loraplane.serve", "run control plane, one worker and the gateway together"),
+    Subcommand("up", "loraplane.up", "run a multi-worker topology on this machine, optionally behind Envoy"),
+    Subcommand("control-plane", "control_plane.cli", "run the adapter registry and worker command server"),
+    Subcommand("worker", "inference_worker.cli", "run an inference worker (engine + gRPC server)"),
+    Subcommand("gateway", "gateway.cli", "run the OpenAI-compatible REST gateway"),
+    Subcommand("adapters", "control_plane.admin_cli.adapters", "manage registered adapters"),
+    Subcommand("workers", "control_plane.admin_cli.workers", "list inference workers"),
+)
+
+
+def _load(sub: Subcommand):
+    try:
+        return importlib.import_module(sub.module)
+    except ModuleNotFoundError as exc:
+        if exc.name and sub.module.startswith(exc.name):
+            return None
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="loraplane",
+        description="Multi-LoRA LLM serving: control plane, inference workers and an OpenAI gateway.",
+    )
+    parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for sub in SUBCOMMANDS:
+        sub_parser = subparsers.add_parser(sub.name, help=sub.help, description=sub.help)
+        module = _load(sub)
+        if module is not None:
+            module.add_arguments(sub_parser)
+        sub_parser.set_defaults(_subcommand=sub, _module=module)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args._module is None:
+        print(f"loraplane {args._subcommand.name}: not built yet in this version.", file=sys.stderr)
+        return 2
+    return int(args._module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
