@@ -1,0 +1,47 @@
+"""`LoRAConfig`: the engine's multi-LoRA capacity settings, built once at the entry point."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from inference_worker.errors import InvalidRequestError
+
+LORA_DTYPES = ("auto", "float16", "bfloat16", "float32")
+
+
+@dataclass(frozen=True)
+class LoRAConfig:
+    """Capacity of the multi-LoRA engine (vLLM's names and defaults, except `max_loras=4`).
+
+    Semantics: `max_loras` GPU slots (distinct adapters in one batch); every slot holds up to
+    `max_lora_rank`; `max_cpu_loras` adapters' weights stay in host memory (an LRU behind the slots,
+    `None` -> `max_loras`); `lora_dtype="auto"` uses the base model's dtype.
+    """
+
+    max_loras: int = 4
+    max_lora_rank: int = 16
+    max_cpu_loras: int | None = None
+    lora_dtype: str = "auto"
+
+    def __post_init__(self) -> None:
+        _require_positive_int("max_loras", self.max_loras)
+        _require_positive_int("max_lora_rank", self.max_lora_rank)
+        if self.max_cpu_loras is None or self.max_cpu_loras <= 0:
+            object.__setattr__(self, "max_cpu_loras", self.max_loras)
+        _require_positive_int("max_cpu_loras", self.max_cpu_loras)
+        if self.max_cpu_loras < self.max_loras:
+            raise InvalidRequestError(
+                f"max_cpu_loras ({self.max_cpu_loras}) must be >= max_loras ({self.max_loras})",
+                param="max_cpu_loras",
+            )
+        dtype = str(self.lora_dtype).removeprefix("torch.")
+        if dtype not in LORA_DTYPES:
+            raise InvalidRequestError(
+                f"lora_dtype must be one of {', '.join(LORA_DTYPES)}, got {self.lora_dtype!r}", "lora_dtype"
+            )
+        object.__setattr__(self, "lora_dtype", dtype)
+
+
+def _require_positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidRequestError(f"{name} must be an int >= 1, got {value!r}", param=name)

@@ -1,0 +1,68 @@
+"""Fixtures: a tiny random Llama and PEFT adapters written by peft itself for it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+TINY_LLAMA = dict(
+    vocab_size=256,
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+    tie_word_embeddings=False,
+)
+
+
+def tiny_llama_config(**overrides: Any):
+    from transformers import LlamaConfig
+
+    return LlamaConfig(**{**TINY_LLAMA, **overrides})
+
+
+@pytest.fixture(scope="session")
+def tiny_llama():
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(tiny_llama_config()).eval()
+
+
+def write_peft_adapter(base, out_dir: Path, seed: int = 0, **lora_kwargs: Any) -> Path:
+    """Save a PEFT LoRA adapter for `base` with random, non-zero A and B (PEFT initialises B to 0)."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(**{"r": 8, "lora_alpha": 16, "target_modules": ["q_proj", "v_proj"], **lora_kwargs})
+    model = get_peft_model(base, config)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
+    model.save_pretrained(out_dir)
+    model.unload()  # restore the shared base model's original modules
+    return out_dir
+
+
+@pytest.fixture
+def make_adapter(tiny_llama, tmp_path: Path) -> Callable[..., Path]:
+    def make(name: str = "adapter", seed: int = 0, **lora_kwargs: Any) -> Path:
+        return write_peft_adapter(tiny_llama, tmp_path / name, seed=seed, **lora_kwargs)
+
+    return make
+
+
+def edit_config(adapter_dir: Path, **changes: Any) -> Path:
+    path = adapter_dir / "adapter_config.json"
+    config = json.loads(path.read_text())
+    config.update(changes)
+    path.write_text(json.dumps(config))
+    return adapter_dir
