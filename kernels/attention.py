@@ -1,0 +1,195 @@
+"""Paged attention over a block-table KV cache: Triton on CUDA, vectorized PyTorch elsewhere.
+
+KV cache layout: one tensor for K and one for V, each ``[num_blocks, block_size, num_kv_heads,
+head_dim]``; token position ``p`` of a sequence lives at slot ``block_table[p // block_size] *
+block_size + p % block_size``. Query heads map to KV heads by ``kv_head = head // (H // Hkv)`` (GQA).
+See :mod:`kernels.dispatch` for when the Triton kernels run.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from kernels.dispatch import use_triton
+
+
+def store_kvcache_ref(
+    key: torch.Tensor,
+    value: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> None:
+    """Reference cache write.
+
+    Semantics::
+
+        for t in range(T):
+            if slot_mapping[t] >= 0:
+                block, offset = divmod(slot_mapping[t], block_size)
+                k_cache[block, offset] = key[t]; v_cache[block, offset] = value[t]
+
+    Shape:
+        key, value: [T, Hkv, D]
+        k_cache, v_cache: [num_blocks, block_size, Hkv, D]
+        slot_mapping: [T] int, -1 = skip (padding)
+    """
+    keep = slot_mapping >= 0
+    slots = slot_mapping[keep].long()
+    k_cache.view(-1, *k_cache.shape[2:])[slots] = key[keep].to(k_cache.dtype)
+    v_cache.view(-1, *v_cache.shape[2:])[slots] = value[keep].to(v_cache.dtype)
+
+
+def _gather_context(cache: torch.Tensor, block_table: torch.Tensor, num_positions: int) -> torch.Tensor:
+    """[..., max_blocks] block ids -> [..., num_positions, Hkv, D] cached rows in position order."""
+    num_blocks = -(-num_positions // cache.shape[1])
+    rows = cache[block_table[..., :num_blocks].long()]
+    return rows.flatten(-4, -3)[..., :num_positions, :, :]
+
+
+def paged_decode_attention_ref(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """Reference decode attention: one query per sequence over its whole cached context.
+
+    Semantics::
+
+        for b in range(B):
+            K, V = cached rows of positions 0 .. context_lens[b]-1 of sequence b
+            for h in range(H):
+                out[b, h] = softmax(scale * q[b, h] @ K[:, h // G].T) @ V[:, h // G]   # G = H // Hkv
+
+    Shape:
+        q: [B, H, D] -> out: [B, H, D]
+        block_tables: [B, max_blocks] int32; context_lens: [B] int32 (>= 1)
+    """
+    max_len = int(context_lens.max())
+    keys = _gather_context(k_cache, block_tables, max_len).transpose(1, 2)  # [B, Hkv, L, D]
+    values = _gather_context(v_cache, block_tables, max_len).transpose(1, 2)
+    valid = torch.arange(max_len, device=q.device)[None, :] < context_lens[:, None].to(q.device)
+    out = F.scaled_dot_product_attention(
+        q.unsqueeze(2),
+        keys.to(q.dtype),
+        values.to(q.dtype),
+        attn_mask=valid[:, None, None, :],
+        scale=scale,
+        enable_gqa=True,
+    )
+    return out.squeeze(2)
+
+
+def paged_prefill_attention_ref(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    seq_lens: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """Reference causal prefill / chunked prefill over cached prefix plus this chunk's tokens.
+
+    Semantics::
+
+        for b in range(B):
+            q_len = cu_seqlens_q[b+1] - cu_seqlens_q[b]
+            for i in range(q_len):              # query i sits at position p = seq_lens[b] - q_len + i
+                t = cu_seqlens_q[b] + i
+                K, V = cached rows of positions 0 .. p of sequence b
+                out[t, h] = softmax(scale * q[t, h] @ K[:, h // G].T) @ V[:, h // G]
+
+    Shape:
+        q: [Tq, H, D] -> out: [Tq, H, D]
+        block_tables: [B, max_blocks] int32; cu_seqlens_q: [B+1] int32; seq_lens: [B] int32
+    """
+    out = torch.empty_like(q)
+    bounds, lens = cu_seqlens_q.tolist(), seq_lens.tolist()
+    for b, seq_len in enumerate(lens):
+        start, end = bounds[b], bounds[b + 1]
+        if end == start:
+            continue
+        keys = _gather_context(k_cache, block_tables[b], seq_len).transpose(0, 1)  # [Hkv, L, D]
+        values = _gather_context(v_cache, block_tables[b], seq_len).transpose(0, 1)
+        positions = torch.arange(seq_len - (end - start), seq_len, device=q.device)
+        causal = torch.arange(seq_len, device=q.device)[None, :] <= positions[:, None]
+        out[start:end] = F.scaled_dot_product_attention(
+            q[start:end].transpose(0, 1),
+            keys.to(q.dtype),
+            values.to(q.dtype),
+            attn_mask=causal,
+            scale=scale,
+            enable_gqa=True,
+        ).transpose(0, 1)
+    return out
+
+
+def store_kvcache(
+    key: torch.Tensor,
+    value: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+) -> None:
+    """Write this step's K/V rows into their cache slots (contract: :func:`store_kvcache_ref`)."""
+    if key.shape != value.shape or key.shape[1:] != k_cache.shape[2:] or k_cache.shape != v_cache.shape:
+        raise ValueError(f"key {tuple(key.shape)} / cache {tuple(k_cache.shape)} shapes do not match")
+    if use_triton(key):
+        from kernels import triton_attention
+
+        triton_attention.store_kvcache(key, value, k_cache, v_cache, slot_mapping)
+    else:
+        store_kvcache_ref(key, value, k_cache, v_cache, slot_mapping)
+
+
+def paged_decode_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    context_lens: torch.Tensor,
+    scale: float,
+) -> torch.Tensor:
+    """Decode attention (contract: :func:`paged_decode_attention_ref`); split-K on the GPU."""
+    _check_heads(q, k_cache)
+    if use_triton(q):
+        from kernels import triton_attention
+
+        return triton_attention.paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale)
+    return paged_decode_attention_ref(q, k_cache, v_cache, block_tables, context_lens, scale)
+
+
+def paged_prefill_attention(
+    q: torch.Tensor,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    block_tables: torch.Tensor,
+    cu_seqlens_q: torch.Tensor,
+    seq_lens: torch.Tensor,
+    scale: float,
+    max_seqlen_q: int | None = None,
+) -> torch.Tensor:
+    """Causal (chunked) prefill attention (contract: :func:`paged_prefill_attention_ref`).
+
+    ``max_seqlen_q`` (longest query run) sizes the Triton grid; pass it to avoid a device sync.
+    """
+    _check_heads(q, k_cache)
+    if use_triton(q):
+        from kernels import triton_attention
+
+        return triton_attention.paged_prefill_attention(
+            q, k_cache, v_cache, block_tables, cu_seqlens_q, seq_lens, scale, max_seqlen_q
+        )
+    return paged_prefill_attention_ref(q, k_cache, v_cache, block_tables, cu_seqlens_q, seq_lens, scale)
+
+
+def _check_heads(q: torch.Tensor, k_cache: torch.Tensor) -> None:
+    if q.dim() != 3 or k_cache.dim() != 4 or q.shape[2] != k_cache.shape[3]:
+        raise ValueError(f"q {tuple(q.shape)} must be [*, H, D] against cache {tuple(k_cache.shape)}")
+    if q.shape[1] % k_cache.shape[2]:
+        raise ValueError(f"{q.shape[1]} query heads are not a multiple of {k_cache.shape[2]} KV heads")

@@ -1,0 +1,186 @@
+"""Multi-LoRA shrink/expand ops: Triton kernels on CUDA, PyTorch references elsewhere.
+
+Weights are stacked per layer and slice: A ``[max_loras, max_rank, in]``, B ``[max_loras, out_i,
+max_rank]`` (scaling folded into B when the adapter is loaded). Tokens are grouped by slot through
+:class:`~kernels.lora_meta.LoRAKernelMeta`; tokens with slot -1 are never touched. See
+:mod:`kernels.dispatch` for when the Triton kernels run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from kernels.dispatch import use_triton
+from kernels.lora_meta import LoRAKernelMeta
+
+
+def lora_shrink_ref(
+    x: torch.Tensor, lora_a: Sequence[torch.Tensor], y: torch.Tensor, meta: LoRAKernelMeta, scale: float = 1.0
+) -> None:
+    """Reference shrink: ``y[i, t, :r] = scale * x[t] @ A_i[slot(t), :r]^T``.
+
+    Semantics::
+
+        for i, A in enumerate(lora_a):
+            for t in range(T):
+                s = slot(t)                      # -1: base only, y[:, t] untouched
+                if s >= 0:
+                    r = min(slot_rank[s], max_rank)
+                    y[i, t, :r] = scale * (x[t] @ A[s, :r].T)   # fp32 accumulation
+                    y[i, t, r:] = 0              # the Triton kernel leaves these unspecified
+
+    Shape:
+        x: [T, in]
+        lora_a[i]: [max_loras, max_rank, in]
+        y: [num_slices, T, max_rank] fp32 (written)
+    """
+    ranks = meta.slot_rank.tolist()
+    index = meta.token_indices_sorted.to(device=x.device, dtype=torch.int64)
+    for slot, start, count in meta.segments():
+        tokens = index[start : start + count]
+        xs = x.index_select(0, tokens).float()
+        for i, a in enumerate(lora_a):
+            rank = min(ranks[slot], a.shape[1])
+            part = scale * (xs @ a[slot, :rank].float().t())
+            y[i, tokens, :rank] = part
+            y[i, tokens, rank:] = 0.0
+
+
+def lora_expand_ref(
+    y: torch.Tensor,
+    lora_b: Sequence[torch.Tensor],
+    out: torch.Tensor,
+    meta: LoRAKernelMeta,
+    slice_offsets: Sequence[int] | None = None,
+    add_inputs: bool = True,
+) -> None:
+    """Reference expand: ``out[t, off_i:off_i+out_i] (+)= y[i, t, :r] @ B_i[slot(t), :, :r]^T``.
+
+    Semantics::
+
+        for i, B in enumerate(lora_b):
+            for t in range(T):
+                s = slot(t)                      # -1: out[t] untouched
+                if s >= 0:
+                    r = min(slot_rank[s], max_rank)
+                    delta = y[i, t, :r] @ B[s, :, :r].T        # fp32 accumulation
+                    cols = slice(off_i, off_i + out_i)
+                    out[t, cols] = out[t, cols] + delta if add_inputs else delta
+
+    Shape:
+        y: [num_slices, T, max_rank] fp32
+        lora_b[i]: [max_loras, out_i, max_rank]
+        out: [T, sum(out_i)] (updated in place)
+        slice_offsets: num_slices ints (default: running sum of out_i)
+    """
+    offsets = _slice_offsets(lora_b, slice_offsets)
+    ranks = meta.slot_rank.tolist()
+    index = meta.token_indices_sorted.to(device=out.device, dtype=torch.int64)
+    for slot, start, count in meta.segments():
+        tokens = index[start : start + count]
+        for i, b in enumerate(lora_b):
+            rank = min(ranks[slot], b.shape[2])
+            delta = y[i].index_select(0, tokens)[:, :rank] @ b[slot, :, :rank].float().t()
+            cols = slice(offsets[i], offsets[i] + b.shape[1])
+            if add_inputs:
+                delta = delta + out[tokens, cols].float()
+            out[tokens, cols] = delta.to(out.dtype)
+
+
+def lora_shrink(
+    x: torch.Tensor, lora_a: Sequence[torch.Tensor], y: torch.Tensor, meta: LoRAKernelMeta, scale: float = 1.0
+) -> None:
+    """Shrink (see :func:`lora_shrink_ref` for the contract); launches nothing without adapters."""
+    _check_shrink(x, lora_a, y)
+    if not meta.has_lora:
+        return
+    if use_triton(x):
+        from kernels import triton_lora
+
+        triton_lora.shrink(x, lora_a, y, meta, scale)
+    else:
+        lora_shrink_ref(x, lora_a, y, meta, scale)
+
+
+def lora_expand(
+    y: torch.Tensor,
+    lora_b: Sequence[torch.Tensor],
+    out: torch.Tensor,
+    meta: LoRAKernelMeta,
+    slice_offsets: Sequence[int] | None = None,
+    add_inputs: bool = True,
+) -> None:
+    """Expand (see :func:`lora_expand_ref` for the contract); launches nothing without adapters."""
+    offsets = _slice_offsets(lora_b, slice_offsets)
+    _check_expand(y, lora_b, out, offsets)
+    if not meta.has_lora:
+        return
+    if use_triton(out):
+        from kernels import triton_lora
+
+        triton_lora.expand(y, lora_b, out, meta, offsets, add_inputs)
+    else:
+        lora_expand_ref(y, lora_b, out, meta, offsets, add_inputs)
+
+
+def add_lora(
+    out: torch.Tensor,
+    x: torch.Tensor,
+    lora_a: Sequence[torch.Tensor],
+    lora_b: Sequence[torch.Tensor],
+    meta: LoRAKernelMeta,
+    buffer: torch.Tensor | None = None,
+) -> None:
+    """``out += x @ A^T @ B^T`` per token and slice (scaling already folded into B).
+
+    Shape:
+        out: [T, sum(out_i)]; x: [T, in]
+        lora_a[i]: [max_loras, max_rank, in]; lora_b[i]: [max_loras, out_i, max_rank]
+        buffer: optional fp32 scratch [>= num_slices, >= T, max_rank] (a graph-stable address)
+    """
+    if not meta.has_lora:
+        return
+    num_slices, num_tokens, max_rank = len(lora_a), x.shape[0], lora_a[0].shape[1]
+    if buffer is None:
+        buffer = torch.empty(num_slices, num_tokens, max_rank, dtype=torch.float32, device=x.device)
+    y = buffer[:num_slices, :num_tokens, :max_rank]
+    lora_shrink(x, lora_a, y, meta)
+    lora_expand(y, lora_b, out, meta)
+
+
+def _slice_offsets(lora_b: Sequence[torch.Tensor], slice_offsets: Sequence[int] | None) -> list[int]:
+    if slice_offsets is not None:
+        return [int(o) for o in slice_offsets]
+    offsets, total = [], 0
+    for b in lora_b:
+        offsets.append(total)
+        total += b.shape[1]
+    return offsets
+
+
+def _check_shrink(x: torch.Tensor, lora_a: Sequence[torch.Tensor], y: torch.Tensor) -> None:
+    if x.dim() != 2 or y.dim() != 3:
+        raise ValueError(
+            f"x must be [T, in] and y [num_slices, T, max_rank]; got {tuple(x.shape)}, {tuple(y.shape)}"
+        )
+    if y.shape[0] != len(lora_a) or y.shape[1] != x.shape[0] or y.dtype != torch.float32:
+        raise ValueError(f"y {tuple(y.shape)} {y.dtype} must be fp32 [{len(lora_a)}, {x.shape[0]}, max_rank]")
+    for a in lora_a:
+        if a.dim() != 3 or a.shape[2] != x.shape[1] or a.shape[1] != y.shape[2]:
+            raise ValueError(f"lora_a slice {tuple(a.shape)} must be [max_loras, {y.shape[2]}, {x.shape[1]}]")
+
+
+def _check_expand(
+    y: torch.Tensor, lora_b: Sequence[torch.Tensor], out: torch.Tensor, offsets: Sequence[int]
+) -> None:
+    if y.dim() != 3 or y.shape[0] != len(lora_b) or y.shape[1] != out.shape[0]:
+        raise ValueError(f"y {tuple(y.shape)} must be [{len(lora_b)}, {out.shape[0]}, max_rank]")
+    if len(offsets) != len(lora_b):
+        raise ValueError(f"{len(offsets)} slice offsets for {len(lora_b)} slices")
+    for b, off in zip(lora_b, offsets, strict=True):
+        if b.dim() != 3 or b.shape[2] != y.shape[2] or off + b.shape[1] > out.shape[1]:
+            raise ValueError(
+                f"lora_b slice {tuple(b.shape)} at offset {off} does not fit out {tuple(out.shape)}"
+            )

@@ -1,0 +1,43 @@
+"""LoRAKernelMeta grouping: table-driven checks of the segment tensors."""
+
+import pytest
+import torch
+
+from kernels.lora_meta import LoRAKernelMeta
+
+
+@pytest.mark.parametrize(
+    ("slots", "counts", "starts", "active"),
+    [
+        ([2, 0, -1, 2], [1, 0, 2, 0], [1, 2, 2, 4], [0, 2, -1, -1]),
+        ([-1, -1], [0, 0, 0, 0], [2, 2, 2, 2], [-1, -1, -1, -1]),
+        ([3, 3, 3], [0, 0, 0, 3], [0, 0, 0, 0], [3, -1, -1, -1]),
+        ([1, 0, 3, 2], [1, 1, 1, 1], [0, 1, 2, 3], [0, 1, 2, 3]),
+    ],
+)
+def test_prepare_groups_tokens_by_slot(slots, counts, starts, active):
+    meta = LoRAKernelMeta(8, 4, "cpu")
+    meta.prepare(torch.tensor(slots))
+    order = meta.token_indices_sorted[: len(slots)].tolist()
+    assert [slots[t] for t in order] == sorted(slots)
+    assert meta.num_tokens_per_slot.tolist() == counts
+    assert meta.slot_start.tolist() == starts
+    assert meta.active_slots.tolist() == active
+    assert meta.num_active.item() == sum(a >= 0 for a in active)
+    assert meta.has_lora == any(s >= 0 for s in slots) and meta.num_tokens == len(slots)
+
+
+def test_prepare_reuses_the_same_storage_and_copies_ranks():
+    meta = LoRAKernelMeta(8, 4, "cpu")
+    pointers = [t.data_ptr() for t in (meta.token_indices_sorted, meta.active_slots, meta.slot_rank)]
+    meta.prepare(torch.tensor([0, 1]), slot_rank=torch.tensor([8, 16, 4, 64]))
+    meta.prepare(torch.tensor([3, 3, 2]))
+    assert [t.data_ptr() for t in (meta.token_indices_sorted, meta.active_slots, meta.slot_rank)] == pointers
+    assert meta.slot_rank.tolist() == [8, 16, 4, 64]
+    assert meta.segments() == [(2, 0, 1), (3, 1, 2)]
+
+
+@pytest.mark.parametrize(("slots", "message"), [([0] * 9, "max_num_tokens"), ([4], "max_loras")])
+def test_prepare_rejects_out_of_range_input(slots, message):
+    with pytest.raises(ValueError, match=message):
+        LoRAKernelMeta(8, 4, "cpu").prepare(torch.tensor(slots))
