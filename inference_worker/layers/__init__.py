@@ -1,0 +1,1 @@
+"""Model building blocks: fused linears, paged attention, rotary embedding, norms, sampler."""

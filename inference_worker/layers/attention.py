@@ -1,0 +1,68 @@
+"""Paged attention layer: stores the new tokens' K/V in the cache and attends over it.
+
+Reads the per-forward Context. The ops come from `kernels.attention` (Triton on CUDA, PyTorch reference
+on CPU). Without a KV cache (the warm-up forward that sizes the cache) it runs plain causal attention
+over the batch's sequences.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from inference_worker.context import get_context
+from kernels import attention as attn_ops
+
+
+class Attention(nn.Module):
+    """Shape: q [T, H*D], k/v [T, Hkv*D] -> [T, H*D]. `k_cache`/`v_cache` [num_blocks, block_size, Hkv, D]."""
+
+    def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, scale: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
+        self.scale = scale
+        self.k_cache = torch.empty(0)
+        self.v_cache = torch.empty(0)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        ctx = get_context()
+        q = q.view(-1, self.num_heads, self.head_dim)
+        k = k.view(-1, self.num_kv_heads, self.head_dim)
+        v = v.view(-1, self.num_kv_heads, self.head_dim)
+        if self.k_cache.numel() == 0:
+            return self._no_cache(q, k, v, ctx.cu_seqlens_q).flatten(1)
+        attn_ops.store_kvcache(k, v, self.k_cache, self.v_cache, ctx.slot_mapping)
+        if ctx.is_prefill:
+            out = attn_ops.paged_prefill_attention(
+                q,
+                self.k_cache,
+                self.v_cache,
+                ctx.block_tables,
+                ctx.cu_seqlens_q,
+                ctx.seq_lens,
+                self.scale,
+                ctx.max_seqlen_q,
+            )
+        else:
+            out = attn_ops.paged_decode_attention(
+                q, self.k_cache, self.v_cache, ctx.block_tables, ctx.context_lens, self.scale
+            )
+        return out.flatten(1)
+
+    def _no_cache(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor
+    ) -> torch.Tensor:
+        """Causal attention within each sequence of a prefill batch (warm-up only; no prefix)."""
+        outs = []
+        bounds = cu_seqlens.tolist()
+        group = self.num_heads // self.num_kv_heads
+        for start, end in zip(bounds[:-1], bounds[1:], strict=False):
+            qs = q[start:end].transpose(0, 1)
+            ks = k[start:end].repeat_interleave(group, dim=1).transpose(0, 1)
+            vs = v[start:end].repeat_interleave(group, dim=1).transpose(0, 1)
+            o = F.scaled_dot_product_attention(qs, ks, vs, is_causal=True, scale=self.scale)
+            outs.append(o.transpose(0, 1))
+        return torch.cat(outs)

@@ -1,0 +1,56 @@
+"""Rotary position embedding with HF's rope-scaling rules (default, linear, llama3, yarn, ...)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+
+def _rope_type(config) -> str:
+    params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
+    return params.get("rope_type", params.get("type", "default"))
+
+
+def _default_inv_freq(config, head_dim: int) -> tuple[torch.Tensor, float]:
+    params = getattr(config, "rope_parameters", None) or {}
+    theta = params.get("rope_theta", getattr(config, "rope_theta", 10000.0))
+    exponent = torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim
+    return 1.0 / (theta**exponent), 1.0
+
+
+class RotaryEmbedding(nn.Module):
+    """Applies rotate-half RoPE to q and k at the given positions.
+
+    Shape: positions [T] int64; q [T, Hq*D], k [T, Hkv*D] -> same shapes. The cos/sin table is built
+    once for `max_positions` in fp32 (as HF computes it) and cast to the activation dtype.
+    """
+
+    def __init__(self, config, head_dim: int, max_positions: int) -> None:
+        super().__init__()
+        self.head_dim = head_dim
+        rope_type = _rope_type(config)
+        if rope_type == "default":
+            inv_freq, scaling = _default_inv_freq(config, head_dim)
+        else:
+            inv_freq, scaling = ROPE_INIT_FUNCTIONS[rope_type](config, torch.device("cpu"))
+        t = torch.arange(max_positions, dtype=torch.float32)
+        freqs = torch.outer(t, inv_freq.float())
+        emb = torch.cat((freqs, freqs), dim=-1)
+        self.register_buffer("cos", emb.cos() * scaling, persistent=False)
+        self.register_buffer("sin", emb.sin() * scaling, persistent=False)
+
+    def forward(
+        self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        cos = self.cos[positions].unsqueeze(1)
+        sin = self.sin[positions].unsqueeze(1)
+        return self._rotate(q, cos, sin), self._rotate(k, cos, sin)
+
+    def _rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        x = x.view(shape[0], -1, self.head_dim)
+        x1, x2 = x.chunk(2, dim=-1)
+        rotated = torch.cat((-x2, x1), dim=-1)
+        out = x.float() * cos + rotated.float() * sin
+        return out.to(x.dtype).view(shape)

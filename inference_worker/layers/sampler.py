@@ -1,0 +1,145 @@
+"""Sampling from next-token logits with every vLLM SamplingParams knob, vectorized over the batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from inference_worker.sequence import Sequence
+
+_EPS = 1e-5
+
+
+@dataclass
+class SampleResult:
+    """Per sequence: the sampled token, its logprob, and top-k logprobs {token: (logprob, rank)} if asked."""
+
+    token_ids: list[int]
+    logprobs: list[float | None]
+    top_logprobs: list[dict[int, tuple[float, int]] | None]
+
+
+class Sampler(nn.Module):
+    """Semantics, per row (all on fp32 logits): penalties (repetition on prompt+output, presence and
+    frequency on output) -> EOS/stop suppression below min_tokens -> logprobs (of this distribution) ->
+    greedy argmax if temperature == 0, else temperature, top_k, top_p, min_p, and an exponential-race
+    draw (argmax p / q, q ~ Exp(1)) with the sequence's own generator when it has a seed.
+    Shape: logits [B, V] -> B tokens.
+    """
+
+    def __init__(self, eos_token_ids: set[int]) -> None:
+        super().__init__()
+        self.eos_token_ids = sorted(eos_token_ids)
+
+    def forward(
+        self, logits: torch.Tensor, seqs: list[Sequence], generators: list[torch.Generator | None]
+    ) -> SampleResult:
+        params = [s.params for s in seqs]
+        if any(p.needs_penalties for p in params):
+            logits = apply_penalties(logits, seqs)
+        if any(p.min_tokens > s.num_output_tokens for p, s in zip(params, seqs, strict=False)):
+            logits = self._suppress_stop(logits, seqs)
+        want_logprobs = any(p.logprobs is not None for p in params)
+        logprobs = torch.log_softmax(logits, dim=-1) if want_logprobs else None
+        greedy = torch.tensor([p.is_greedy for p in params], device=logits.device)
+        if bool(greedy.all()):
+            tokens = logits.argmax(dim=-1)
+        else:
+            tokens = torch.where(greedy, logits.argmax(dim=-1), self._random(logits, seqs, generators))
+        token_list = tokens.tolist()
+        if logprobs is None:
+            return SampleResult(token_list, [None] * len(seqs), [None] * len(seqs))
+        return _gather_logprobs(logprobs, tokens, params)
+
+    def _suppress_stop(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+        logits = logits.clone()
+        for row, seq in enumerate(seqs):
+            if seq.params.min_tokens > seq.num_output_tokens:
+                ids = list(seq.params.stop_token_ids) + ([] if seq.params.ignore_eos else self.eos_token_ids)
+                logits[row, ids] = -float("inf")
+        return logits
+
+    def _random(
+        self, logits: torch.Tensor, seqs: list[Sequence], generators: list[torch.Generator | None]
+    ) -> torch.Tensor:
+        params = [s.params for s in seqs]
+        device = logits.device
+        temps = torch.tensor([p.temperature if p.temperature > 0 else 1.0 for p in params], device=device)
+        logits = logits / temps.clamp(min=_EPS).unsqueeze(1)
+        top_ks = [p.effective_top_k for p in params]
+        if any(top_ks):
+            logits = _apply_top_k(logits, torch.tensor(top_ks, device=device))
+        if any(p.top_p < 1.0 for p in params):
+            logits = _apply_top_p(logits, torch.tensor([p.top_p for p in params], device=device))
+        probs = torch.softmax(logits, dim=-1)
+        if any(p.min_p > 0.0 for p in params):
+            min_p = torch.tensor([p.min_p for p in params], device=device).unsqueeze(1)
+            probs = probs.masked_fill(probs < min_p * probs.max(dim=-1, keepdim=True).values, 0.0)
+        q = torch.empty_like(probs)
+        for row, gen in enumerate(generators):
+            q[row].exponential_(generator=gen)
+        return (probs / q).argmax(dim=-1)
+
+
+def apply_penalties(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+    """Repetition (CTRL: divide positive logits, multiply negative) over prompt+output tokens;
+    presence and frequency (OpenAI) over output tokens."""
+    logits = logits.clone()
+    vocab = logits.shape[1]
+    for row, seq in enumerate(seqs):
+        p = seq.params
+        if not p.needs_penalties:
+            continue
+        if p.repetition_penalty != 1.0:
+            seen = torch.tensor(sorted(set(seq.token_ids)), device=logits.device, dtype=torch.long)
+            vals = logits[row, seen]
+            logits[row, seen] = torch.where(
+                vals > 0, vals / p.repetition_penalty, vals * p.repetition_penalty
+            )
+        if p.presence_penalty or p.frequency_penalty:
+            out = torch.tensor(seq.output_token_ids, device=logits.device, dtype=torch.long)
+            counts = torch.zeros(vocab, device=logits.device).scatter_add_(
+                0, out, torch.ones_like(out, dtype=torch.float)
+            )
+            logits[row] -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0).float()
+    return logits
+
+
+def _apply_top_k(logits: torch.Tensor, top_k: torch.Tensor) -> torch.Tensor:
+    k = top_k.clamp(min=1, max=logits.shape[1])
+    max_k = int(k.max())
+    kth = logits.topk(max_k, dim=-1).values.gather(1, (k - 1).unsqueeze(1))
+    mask = (logits < kth) & (top_k > 0).unsqueeze(1)
+    return logits.masked_fill(mask, -float("inf"))
+
+
+def _apply_top_p(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    probs = sorted_logits.softmax(dim=-1)
+    cum_before = probs.cumsum(dim=-1) - probs
+    remove_sorted = cum_before > top_p.unsqueeze(1)  # keep the smallest set whose mass reaches top_p
+    remove = torch.zeros_like(remove_sorted).scatter(1, order, remove_sorted)
+    return logits.masked_fill(remove, -float("inf"))
+
+
+def _gather_logprobs(logprobs: torch.Tensor, tokens: torch.Tensor, params) -> SampleResult:
+    sampled = logprobs.gather(1, tokens.unsqueeze(1)).squeeze(1)
+    ranks = (logprobs > sampled.unsqueeze(1)).sum(dim=1) + 1
+    max_k = max(p.logprobs or 0 for p in params)
+    top_vals, top_ids = logprobs.topk(max_k, dim=-1) if max_k else (None, None)
+    token_list, lp_list, rank_list = tokens.tolist(), sampled.tolist(), ranks.tolist()
+    tops: list[dict[int, tuple[float, int]] | None] = []
+    for row, p in enumerate(params):
+        if p.logprobs is None:
+            tops.append(None)
+            continue
+        top = {token_list[row]: (lp_list[row], rank_list[row])}
+        if p.logprobs:
+            for rank, (tid, lp) in enumerate(
+                zip(top_ids[row, : p.logprobs].tolist(), top_vals[row, : p.logprobs].tolist(), strict=False)
+            ):
+                top.setdefault(tid, (lp, rank + 1))
+        tops.append(top)
+    return SampleResult(token_list, lp_list, tops)

@@ -1,0 +1,148 @@
+"""The offline API, as vLLM has it: `LLM(model=...).generate(prompts, sampling_params)`."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Sequence as Seq
+
+from inference_worker.config import EngineConfig
+from inference_worker.llm_engine import LLMEngine
+from inference_worker.outputs import RequestOutput
+from inference_worker.sampling_params import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+Prompt = str | list[int]
+
+
+def _per_prompt(value, count: int, name: str) -> list:
+    if isinstance(value, list):
+        if len(value) != count:
+            raise ValueError(f"{name}: got {len(value)} values for {count} prompts")
+        return value
+    return [value] * count
+
+
+class LLM:
+    """Loads a model once and generates for batches of prompts (continuous batching inside).
+
+    `LLM()` serves the demo model; keyword arguments are `EngineConfig` fields (vLLM's names:
+    dtype, device, max_num_seqs, max_model_len, gpu_memory_utilization, load_format, enable_lora,
+    max_loras, max_lora_rank, max_cpu_loras, lora_dtype, enable_prefix_caching, seed, ...).
+    """
+
+    def __init__(self, model: str | None = None, **kwargs) -> None:
+        self.config = EngineConfig.from_kwargs(model=model, **kwargs)
+        self.engine = LLMEngine(self.config)
+        self._ids = itertools.count()
+
+    def get_tokenizer(self):
+        return self.engine.tokenizer
+
+    def generate(
+        self,
+        prompts: Prompt | Seq[Prompt],
+        sampling_params: SamplingParams | list[SamplingParams] | None = None,
+        lora_request=None,
+        use_tqdm: bool = False,
+    ) -> list[RequestOutput]:
+        """One RequestOutput per prompt, in order. A bad request raises before anything runs."""
+        if isinstance(prompts, str) or (
+            isinstance(prompts, list) and prompts and isinstance(prompts[0], int)
+        ):
+            prompts = [prompts]
+        prompts = list(prompts)
+        params = _per_prompt(sampling_params or SamplingParams(), len(prompts), "sampling_params")
+        loras = _per_prompt(lora_request, len(prompts), "lora_request")
+        ids = [f"offline-{next(self._ids)}" for _ in prompts]
+        try:
+            for request_id, prompt, p, lora in zip(ids, prompts, params, loras, strict=False):
+                self.engine.add_request(request_id, prompt, p, lora)
+        except Exception:
+            for request_id in ids:
+                self.engine.abort(request_id)
+            raise
+        return self._run(ids, use_tqdm)
+
+    def _run(self, ids: list[str], use_tqdm: bool) -> list[RequestOutput]:
+        wanted = set(ids)
+        done: dict[str, RequestOutput] = {}
+        progress = None
+        if use_tqdm:
+            from tqdm import tqdm
+
+            progress = tqdm(total=len(ids), desc="generating")
+        try:
+            while len(done) < len(ids):
+                for out in self.engine.step():
+                    if out.finished and out.request_id in wanted:
+                        done[out.request_id] = out
+                        if progress is not None:
+                            progress.update(1)
+        except BaseException:
+            for request_id in ids:
+                self.engine.abort(request_id)
+            raise
+        finally:
+            if progress is not None:
+                progress.close()
+        return [done[i] for i in ids]
+
+    def chat(
+        self,
+        messages,
+        sampling_params=None,
+        lora_request=None,
+        add_generation_prompt: bool = True,
+        chat_template: str | None = None,
+        use_tqdm: bool = False,
+    ) -> list[RequestOutput]:
+        """Apply the tokenizer's chat template to one conversation (a list of {role, content}) or to a list
+        of conversations, then generate."""
+        conversations = [messages] if messages and isinstance(messages[0], dict) else list(messages)
+        tokenizer = self.engine.tokenizer
+        prompts = [
+            list(
+                tokenizer.apply_chat_template(
+                    conv,
+                    add_generation_prompt=add_generation_prompt,
+                    tokenize=True,
+                    chat_template=chat_template,
+                    return_dict=False,
+                )
+            )
+            for conv in conversations
+        ]
+        return self.generate(prompts, sampling_params, lora_request, use_tqdm)
+
+    # ---- adapters (need enable_lora) -------------------------------------------------------------
+    def _lora(self):
+        from inference_worker.errors import InvalidRequestError
+
+        if self.engine.lora_manager is None:
+            raise InvalidRequestError("this LLM was created without enable_lora=True", param="lora_request")
+        return self.engine.lora_manager
+
+    def add_lora(self, lora_request) -> bool:
+        self._lora().add(lora_request).result()
+        return True
+
+    def remove_lora(self, name_or_id: str | int) -> bool:
+        return self._lora().remove(self._lora_name(name_or_id))
+
+    def pin_lora(self, name_or_id: str | int) -> bool:
+        return self._lora().pin(self._lora_name(name_or_id))
+
+    def list_loras(self) -> list:
+        return self._lora().list()
+
+    def _lora_name(self, name_or_id: str | int) -> str:
+        if isinstance(name_or_id, str):
+            return name_or_id
+        for info in self._lora().list():
+            if info.int_id == name_or_id:
+                return info.name
+        from inference_worker.errors import AdapterNotFoundError
+
+        raise AdapterNotFoundError(f"no adapter with lora_int_id {name_or_id}")

@@ -1,0 +1,277 @@
+"""LLMEngine: requests in, one scheduled step at a time, RequestOutput snapshots out (synchronous).
+
+Engine -> Scheduler -> ModelRunner -> Model. The offline `LLM` and the `AsyncLLMEngine` both drive it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from transformers import AutoTokenizer
+
+from inference_worker.block_manager import BlockManager
+from inference_worker.config import EngineConfig
+from inference_worker.detokenizer import IncrementalDetokenizer
+from inference_worker.errors import InvalidRequestError, ModelLoadError
+from inference_worker.layers.sampler import SampleResult
+from inference_worker.model_loader import build_model, load_hf_config, resolve_model_path
+from inference_worker.model_runner import ModelRunner
+from inference_worker.outputs import EngineStats, Logprob, RequestOutput
+from inference_worker.request_state import RequestState
+from inference_worker.sampling_params import SamplingParams
+from inference_worker.scheduler import Scheduler, SchedulerConfig
+from inference_worker.sequence import Sequence, SequenceStatus
+
+logger = logging.getLogger(__name__)
+
+
+class LLMEngine:
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        path = resolve_model_path(config.model)
+        self.model_path = path
+        self.model_name = config.served_model_name or _default_name(config.model, path)
+        self.hf_config = load_hf_config(path)
+        self.device = config.torch_device()
+        self.dtype = config.torch_dtype(self.hf_config, self.device)
+        self.max_model_len = _max_model_len(config, self.hf_config)
+        self.tokenizer = _load_tokenizer(config.tokenizer or path)
+        model = build_model(config, self.hf_config, path, self.device, self.dtype, self.max_model_len)
+        self.lora_manager = self._make_lora_manager(model) if config.enable_lora else None
+        self.eos_token_ids = _eos_ids(self.hf_config, self.tokenizer, path)
+        self.runner = ModelRunner(
+            config,
+            self.hf_config,
+            model,
+            self.device,
+            self.dtype,
+            self.max_model_len,
+            self.eos_token_ids,
+            self.lora_manager,
+        )
+        max_tokens = config.max_num_batched_tokens or max(
+            8192 if self.device.type == "cuda" else 2048, config.max_num_seqs
+        )
+        num_blocks = self.runner.num_blocks_to_allocate(max_tokens)
+        self.runner.allocate_kv_cache(num_blocks)
+        self.runner.capture_cuda_graphs()
+        self.block_manager = BlockManager(num_blocks, config.block_size, config.enable_prefix_caching)
+        sched_config = SchedulerConfig(
+            config.max_num_seqs,
+            max_tokens,
+            config.max_loras if config.enable_lora else 0,
+            config.lora_starvation_steps,
+        )
+        ready = self.lora_manager.is_ready if self.lora_manager is not None else (lambda version: True)
+        self.scheduler = Scheduler(sched_config, self.block_manager, ready)
+        self.requests: dict[str, RequestState] = {}
+        logger.info(
+            "engine ready: %s on %s (%s), max_model_len=%d",
+            self.model_name,
+            self.device,
+            self.dtype,
+            self.max_model_len,
+        )
+
+    def _make_lora_manager(self, model):
+        from inference_worker.lora import LoRAConfig, LoRAManager
+
+        c = self.config
+        lora_config = LoRAConfig(
+            max_loras=c.max_loras,
+            max_lora_rank=c.max_lora_rank,
+            max_cpu_loras=c.max_cpu_loras,
+            lora_dtype=c.lora_dtype,
+        )
+        return LoRAManager(lora_config, model, self.device, self.dtype)
+
+    # ---- requests -------------------------------------------------------------------------------
+    def add_request(
+        self,
+        request_id: str,
+        prompt: str | list[int],
+        params: SamplingParams | None = None,
+        lora_request=None,
+    ) -> None:
+        """Validate and queue a request. Raises InvalidRequestError / AdapterNotFoundError; on error
+        nothing is queued."""
+        params = params or SamplingParams()
+        if request_id in self.requests:
+            raise InvalidRequestError(f"request_id {request_id!r} is already in use", param="request_id")
+        prompt_text, prompt_ids = self._tokenize(prompt)
+        version = self._lora_version(lora_request)
+        state = RequestState(request_id, prompt_text, prompt_ids, params, [], [], lora_request)
+        for index in range(params.n):
+            seq = Sequence(
+                prompt_ids,
+                params,
+                request_id=request_id,
+                index=index,
+                lora_version=version,
+                block_size=self.config.block_size,
+            )
+            state.seqs.append(seq)
+            detok = None
+            if params.detokenize:
+                detok = IncrementalDetokenizer(
+                    self.tokenizer, prompt_ids, params.skip_special_tokens, params.stop_strings
+                )
+            state.detokenizers.append(detok)
+        self.requests[request_id] = state
+        for seq in state.seqs:
+            self.scheduler.add(seq)
+
+    def _tokenize(self, prompt: str | list[int]) -> tuple[str | None, list[int]]:
+        if isinstance(prompt, str):
+            text, ids = prompt, self.tokenizer.encode(prompt)
+        else:
+            text, ids = None, [int(t) for t in prompt]
+        if not ids:
+            raise InvalidRequestError("prompt is empty", param="prompt")
+        if len(ids) >= self.max_model_len:
+            raise InvalidRequestError(
+                f"prompt has {len(ids)} tokens but max_model_len is {self.max_model_len} "
+                "(at least one token must fit after it); shorten the prompt",
+                param="prompt",
+            )
+        vocab = self.hf_config.vocab_size
+        if min(ids) < 0 or max(ids) >= vocab:
+            raise InvalidRequestError(f"prompt token ids must be in [0, {vocab})", param="prompt")
+        return text, ids
+
+    def _lora_version(self, lora_request) -> str | None:
+        if lora_request is None:
+            return None
+        if self.lora_manager is None:
+            raise InvalidRequestError("this engine was started without enable_lora", param="lora_request")
+        return self.lora_manager.version_of(lora_request)
+
+    def abort(self, request_id: str) -> bool:
+        """Drop a request and free its KV blocks at once; False when it is unknown or already done."""
+        state = self.requests.pop(request_id, None)
+        if state is None:
+            return False
+        for seq in state.seqs:
+            self._release(seq)
+        return True
+
+    def _release(self, seq: Sequence) -> None:
+        self.scheduler.finish(seq)
+        self.runner.release(seq)
+
+    def has_unfinished_requests(self) -> bool:
+        return bool(self.requests)
+
+    # ---- the step ------------------------------------------------------------------------------
+    def step(self) -> list[RequestOutput]:
+        """Schedule and run one batch; returns a snapshot of every request that made progress."""
+        batch = self.scheduler.schedule()
+        if batch.is_empty:
+            return []
+        sampled, result = self.runner.execute(batch)
+        for seq, num_new in zip(batch.seqs, batch.num_new_tokens, strict=False):
+            seq.num_computed_tokens += num_new
+        touched: dict[str, RequestState] = {}
+        for i, seq in enumerate(sampled):
+            self._append(seq, result, i)
+            touched[seq.request_id] = self.requests[seq.request_id]
+        for seq in batch.seqs:
+            self.block_manager.cache_blocks(seq)
+            if seq.is_finished:
+                self._release(seq)
+        outputs = [state.snapshot() for state in touched.values()]
+        for out in outputs:
+            if out.finished:
+                del self.requests[out.request_id]
+        return outputs
+
+    def _append(self, seq: Sequence, result: SampleResult, i: int) -> None:
+        token = result.token_ids[i]
+        seq.append_token(token)
+        if result.logprobs[i] is not None:
+            seq.cumulative_logprob += result.logprobs[i]
+            seq.output_logprobs.append(
+                {
+                    t: Logprob(lp, rank, self.tokenizer.decode([t]))
+                    for t, (lp, rank) in result.top_logprobs[i].items()
+                }
+            )
+        params = seq.params
+        is_eos = token in self.eos_token_ids and not params.ignore_eos
+        detok = self.requests[seq.request_id].detokenizers[seq.index]
+        stop_str = None
+        if detok is not None and not is_eos and token not in params.stop_token_ids:
+            stop_str = detok.add_token(token)
+        if is_eos:
+            self._finish(seq, "stop", None)
+        elif token in params.stop_token_ids:
+            self._finish(seq, "stop", token)
+        elif stop_str is not None:
+            self._finish(seq, "stop", stop_str)
+        elif (
+            seq.num_output_tokens >= (params.max_tokens or self.max_model_len)
+            or len(seq) >= self.max_model_len
+        ):
+            self._finish(seq, "length", None)
+
+    def _finish(self, seq: Sequence, reason: str, stop_reason) -> None:
+        seq.finish_reason, seq.stop_reason = reason, stop_reason
+        seq.status = SequenceStatus.FINISHED
+
+    def stats(self) -> EngineStats:
+        bm = self.block_manager
+        return EngineStats(
+            num_running=self.scheduler.num_running,
+            num_waiting=self.scheduler.num_waiting,
+            kv_usage=bm.usage,
+            num_free_blocks=bm.num_free_blocks,
+            num_total_blocks=bm.num_blocks,
+            prefix_cache_hits=bm.stats.hits,
+            prefix_cache_queries=bm.stats.queries,
+        )
+
+
+def _default_name(model: str | None, path: str) -> str:
+    if model is None:
+        from inference_worker.demo import DEMO_MODEL_NAME
+
+        return DEMO_MODEL_NAME
+    return model
+
+
+def _max_model_len(config: EngineConfig, hf_config) -> int:
+    limit = getattr(hf_config, "max_position_embeddings", None) or 4096
+    window = getattr(hf_config, "sliding_window", None)
+    if window and getattr(hf_config, "use_sliding_window", True):
+        limit = min(limit, window)
+    if config.max_model_len is None:
+        return limit
+    if config.max_model_len > limit:
+        raise ModelLoadError(
+            f"max_model_len={config.max_model_len} exceeds the model's limit of {limit} positions"
+        )
+    return config.max_model_len
+
+
+def _load_tokenizer(path: str):
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: cannot load its tokenizer: {exc}") from exc
+
+
+def _eos_ids(hf_config, tokenizer, path: str) -> set[int]:
+    ids: set[int] = set()
+    candidates = [getattr(hf_config, "eos_token_id", None), tokenizer.eos_token_id]
+    try:
+        from transformers import GenerationConfig
+
+        candidates.append(GenerationConfig.from_pretrained(path).eos_token_id)
+    except Exception:
+        logger.debug("no generation_config.json in %s", path)
+    for c in candidates:
+        if isinstance(c, int):
+            ids.add(c)
+        elif isinstance(c, (list, tuple)):
+            ids.update(int(x) for x in c)
+    return ids

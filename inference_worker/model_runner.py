@@ -1,0 +1,200 @@
+"""ModelRunner: the only code that turns scheduled sequences into tensors and runs the model.
+
+Per step: build input ids, positions, the KV slot mapping and block tables into one Context (plus
+the per-token LoRA slots when adapters are in the batch), run the model (a captured CUDA graph for
+pure decode steps on GPU), compute logits only for sequences that complete this step, and sample.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from inference_worker.config import EngineConfig
+from inference_worker.context import Context, set_context
+from inference_worker.cuda_graphs import CudaGraphRunner
+from inference_worker.layers.attention import Attention
+from inference_worker.layers.sampler import Sampler, SampleResult
+from inference_worker.models.llama import head_dim_of
+from inference_worker.scheduler import ScheduledBatch
+from inference_worker.sequence import Sequence
+
+logger = logging.getLogger(__name__)
+
+
+class ModelRunner:
+    def __init__(
+        self,
+        config: EngineConfig,
+        hf_config,
+        model,
+        device: torch.device,
+        dtype: torch.dtype,
+        max_model_len: int,
+        eos_token_ids: set[int],
+        lora_manager=None,
+    ) -> None:
+        self.config = config
+        self.hf_config = hf_config
+        self.model = model
+        self.device = device
+        self.dtype = dtype
+        self.block_size = config.block_size
+        self.max_model_len = max_model_len
+        self.max_blocks_per_seq = -(-max_model_len // self.block_size)
+        self.lora_manager = lora_manager
+        self.sampler = Sampler(eos_token_ids)
+        self.generator = torch.Generator(device=device).manual_seed(config.seed)
+        self.seq_generators: dict[int, torch.Generator] = {}
+        self.attn_layers = [m for m in model.modules() if isinstance(m, Attention)]
+        self.kv_cache: torch.Tensor | None = None
+        self.graphs: CudaGraphRunner | None = None
+
+    # ---- KV cache -------------------------------------------------------------------------------
+    def block_bytes(self) -> int:
+        c = self.hf_config
+        per_token = 2 * c.num_hidden_layers * c.num_key_value_heads * head_dim_of(c)
+        return per_token * self.block_size * torch.empty(0, dtype=self.dtype).element_size()
+
+    def num_blocks_to_allocate(self, max_num_batched_tokens: int) -> int:
+        if self.config.num_kv_blocks is not None:
+            return self.config.num_kv_blocks
+        useful = self.config.max_num_seqs * self.max_blocks_per_seq
+        if self.device.type != "cuda":
+            return max(1, min(useful, int(self.config.cpu_kv_cache_gb * 2**30) // self.block_bytes()))
+        return max(1, min(useful, self._cuda_free_bytes(max_num_batched_tokens) // self.block_bytes()))
+
+    def _cuda_free_bytes(self, num_tokens: int) -> int:
+        """Bytes left for KV after a warm-up forward of `num_tokens` tokens (keeping its activation peak)."""
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        lengths = [min(num_tokens - i, self.max_model_len) for i in range(0, num_tokens, self.max_model_len)]
+        cu = torch.tensor(
+            [0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32, device=self.device
+        )
+        ids = torch.zeros(num_tokens, dtype=torch.long, device=self.device)
+        positions = torch.cat([torch.arange(n, device=self.device) for n in lengths])
+        with set_context(Context(is_prefill=True, cu_seqlens_q=cu)):
+            self.model.compute_logits(self.model(ids, positions)[cu[1:] - 1])
+        torch.cuda.synchronize()
+        free, total = torch.cuda.mem_get_info()
+        stats = torch.cuda.memory_stats()
+        peak_extra = stats["allocated_bytes.all.peak"] - stats["allocated_bytes.all.current"]
+        used = total - free
+        return int(total * self.config.gpu_memory_utilization - used - peak_extra)
+
+    def allocate_kv_cache(self, num_blocks: int) -> None:
+        c = self.hf_config
+        shape = (2, c.num_hidden_layers, num_blocks, self.block_size, c.num_key_value_heads, head_dim_of(c))
+        self.kv_cache = torch.zeros(shape, dtype=self.dtype, device=self.device)
+        for i, layer in enumerate(self.attn_layers):
+            layer.k_cache, layer.v_cache = self.kv_cache[0, i], self.kv_cache[1, i]
+        logger.info(
+            "KV cache: %d blocks of %d tokens (%.2f GiB)",
+            num_blocks,
+            self.block_size,
+            self.kv_cache.numel() * self.kv_cache.element_size() / 2**30,
+        )
+
+    def capture_cuda_graphs(self) -> None:
+        if self.device.type != "cuda" or self.config.enforce_eager:
+            return
+        self.graphs = CudaGraphRunner(
+            self.model, self.device, self.config.max_num_seqs, self.max_blocks_per_seq, self.lora_manager
+        )
+        self.graphs.capture()
+
+    # ---- one step -------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def execute(self, batch: ScheduledBatch) -> tuple[list[Sequence], SampleResult | None]:
+        """Run one scheduled batch; returns the sequences that got a new token and the samples."""
+        is_decode = batch.is_decode
+        input_ids, positions, ctx, logits_rows, sample_seqs = self._prepare(batch, is_decode)
+        use_graph = is_decode and self.graphs is not None and self.graphs.can_run(len(batch.seqs))
+        num_tokens = self.graphs.bucket_for(len(batch.seqs)) if use_graph else len(input_ids)
+        ctx.lora_meta = self._lora_meta(batch, num_tokens)
+        if use_graph:
+            hidden = self.graphs.run(input_ids, positions, ctx)
+        else:
+            with set_context(ctx):
+                hidden = self.model(input_ids, positions)
+        if not sample_seqs:
+            return [], None
+        logits = self.model.compute_logits(hidden[logits_rows])
+        return sample_seqs, self.sampler(logits, sample_seqs, [self._generator(s) for s in sample_seqs])
+
+    @torch.inference_mode()
+    def logits_of(self, batch: ScheduledBatch) -> torch.Tensor:
+        """Logits of the last token of each sequence in a prefill batch (for parity tests)."""
+        input_ids, positions, ctx, logits_rows, _ = self._prepare(batch, False)
+        with set_context(ctx):
+            hidden = self.model(input_ids, positions)
+        return self.model.compute_logits(hidden[logits_rows])
+
+    def _prepare(self, batch: ScheduledBatch, is_decode: bool):
+        ids, positions, slots, cu, seq_lens, rows, sample_seqs = [], [], [], [0], [], [], []
+        for seq, num_new in zip(batch.seqs, batch.num_new_tokens, strict=False):
+            start, end = seq.num_computed_tokens, seq.num_computed_tokens + num_new
+            ids.extend(seq.token_ids[start:end])
+            positions.extend(range(start, end))
+            table = seq.block_table
+            slots.extend(
+                table[p // self.block_size] * self.block_size + p % self.block_size for p in range(start, end)
+            )
+            cu.append(cu[-1] + num_new)
+            seq_lens.append(end)
+            if end == len(seq):
+                rows.append(cu[-1] - 1)
+                sample_seqs.append(seq)
+        max_blocks = max(len(s.block_table) for s in batch.seqs)
+        tables = [s.block_table + [0] * (max_blocks - len(s.block_table)) for s in batch.seqs]
+        to = dict(device=self.device)
+        i32 = dict(dtype=torch.int32, **to)
+        ctx = Context(
+            is_prefill=not is_decode,
+            slot_mapping=torch.tensor(slots, dtype=torch.long, **to),
+            block_tables=torch.tensor(tables, **i32),
+            context_lens=torch.tensor(seq_lens, **i32) if is_decode else None,
+            cu_seqlens_q=torch.tensor(cu, **i32),
+            seq_lens=torch.tensor(seq_lens, **i32),
+            max_seqlen_q=max(batch.num_new_tokens),
+        )
+        input_ids = torch.tensor(ids, dtype=torch.long, **to)
+        return (
+            input_ids,
+            torch.tensor(positions, dtype=torch.long, **to),
+            ctx,
+            torch.tensor(rows, **to),
+            sample_seqs,
+        )
+
+    def _lora_meta(self, batch: ScheduledBatch, num_tokens: int):
+        """Per-token adapter slots for this step (None when no sequence has an adapter)."""
+        if self.lora_manager is None:
+            return None
+        versions = {s.lora_version for s in batch.seqs if s.lora_version is not None}
+        if not versions:
+            return None
+        slot_of = self.lora_manager.activate(versions)
+        token_slots = torch.full((num_tokens,), -1, dtype=torch.int32)  # padding rows: no adapter
+        offset = 0
+        for seq, num_new in zip(batch.seqs, batch.num_new_tokens, strict=False):
+            token_slots[offset : offset + num_new] = slot_of[seq.lora_version] if seq.lora_version else -1
+            offset += num_new
+        meta = self.lora_manager.meta
+        meta.prepare(token_slots, self.lora_manager.slot_rank)
+        return meta
+
+    def _generator(self, seq: Sequence) -> torch.Generator:
+        seed = seq.params.seed
+        if seed is None:
+            return self.generator
+        gen = self.seq_generators.get(seq.seq_id)
+        if gen is None:
+            gen = torch.Generator(device=self.device).manual_seed(seed + seq.index)
+            self.seq_generators[seq.seq_id] = gen
+        return gen
+
+    def release(self, seq: Sequence) -> None:
+        self.seq_generators.pop(seq.seq_id, None)

@@ -1,0 +1,52 @@
+"""Per-request bookkeeping in the engine: its sequences, detokenizers and output snapshots."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from inference_worker.detokenizer import IncrementalDetokenizer
+from inference_worker.outputs import CompletionOutput, RequestOutput
+from inference_worker.sampling_params import SamplingParams
+from inference_worker.sequence import Sequence
+
+
+@dataclass
+class RequestState:
+    request_id: str
+    prompt: str | None
+    prompt_token_ids: list[int]
+    params: SamplingParams
+    seqs: list[Sequence]
+    detokenizers: list[IncrementalDetokenizer | None]
+    lora_request: object | None = None
+
+    @property
+    def finished(self) -> bool:
+        return all(s.is_finished for s in self.seqs)
+
+    def snapshot(self) -> RequestOutput:
+        outputs = []
+        for seq, detok in zip(self.seqs, self.detokenizers, strict=False):
+            finished = seq.is_finished
+            text = detok.visible_text(finished) if detok is not None else ""
+            want = self.params.logprobs is not None
+            outputs.append(
+                CompletionOutput(
+                    index=seq.index,
+                    text=text,
+                    token_ids=seq.output_token_ids,
+                    cumulative_logprob=seq.cumulative_logprob if want else None,
+                    logprobs=list(seq.output_logprobs) if want else None,
+                    finish_reason=seq.finish_reason,
+                    stop_reason=seq.stop_reason,
+                )
+            )
+        return RequestOutput(
+            request_id=self.request_id,
+            prompt=self.prompt,
+            prompt_token_ids=self.prompt_token_ids,
+            outputs=outputs,
+            finished=self.finished,
+            num_cached_tokens=max((s.num_cached_tokens for s in self.seqs), default=0),
+            lora_request=self.lora_request,
+        )

@@ -1,0 +1,186 @@
+"""Continuous batching: which sequences run this step and how many tokens each (pure Python).
+
+Policy (vLLM v1's shape): running sequences first, in admission order — decodes take one token,
+partially prefilled ones take a chunk of what the token budget leaves — then waiting sequences in
+first-come order. When a decode cannot get a KV block, the most recently admitted running sequence is
+preempted by recompute (its blocks freed, back to the front of the queue).
+
+LoRA-aware admission: at most `max_loras` distinct adapter versions run at once, base requests always
+mix in; a request whose adapter is still loading is skipped without holding a slot or blocking others.
+Fairness: once the oldest request waiting for an adapter slot has waited `lora_starvation_steps`
+steps, no other adapter's requests are admitted until it gets a slot, so busy slots drain.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from inference_worker.block_manager import BlockManager
+from inference_worker.sequence import Sequence, SequenceStatus
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192
+    max_loras: int = 0
+    lora_starvation_steps: int = 32
+
+    def __post_init__(self) -> None:
+        if self.max_num_seqs < 1:
+            raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
+        if self.max_num_batched_tokens < 1:
+            raise ValueError(f"max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}")
+
+
+@dataclass
+class ScheduledBatch:
+    """One step's work: `seqs[i]` computes `num_new_tokens[i]` tokens from `seq.num_computed_tokens`."""
+
+    seqs: list[Sequence] = field(default_factory=list)
+    num_new_tokens: list[int] = field(default_factory=list)
+    preempted: list[Sequence] = field(default_factory=list)
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.seqs
+
+    @property
+    def is_decode(self) -> bool:
+        """True when every sequence computes exactly its last token (a pure decode step)."""
+        pairs = zip(self.seqs, self.num_new_tokens, strict=True)
+        return all(n == 1 and s.num_computed_tokens == len(s) - 1 for s, n in pairs)
+
+    @property
+    def num_tokens(self) -> int:
+        return sum(self.num_new_tokens)
+
+    def add(self, seq: Sequence, num_new: int) -> None:
+        self.seqs.append(seq)
+        self.num_new_tokens.append(num_new)
+
+
+def _always_ready(version: str) -> bool:
+    return True
+
+
+class Scheduler:
+    def __init__(
+        self,
+        config: SchedulerConfig,
+        block_manager: BlockManager,
+        is_adapter_ready: Callable[[str], bool] = _always_ready,
+    ) -> None:
+        self.config = config
+        self.block_manager = block_manager
+        self.is_adapter_ready = is_adapter_ready
+        self.waiting: deque[Sequence] = deque()
+        self.running: list[Sequence] = []
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.waiting)
+
+    @property
+    def num_running(self) -> int:
+        return len(self.running)
+
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def add(self, seq: Sequence) -> None:
+        seq.status = SequenceStatus.WAITING
+        self.waiting.append(seq)
+
+    def finish(self, seq: Sequence) -> None:
+        """Remove a sequence (finished or aborted) from the queues and free its blocks at once."""
+        if seq in self.running:
+            self.running.remove(seq)
+            self.block_manager.free(seq)
+        elif seq in self.waiting:
+            self.waiting.remove(seq)
+        seq.status = SequenceStatus.FINISHED
+
+    def schedule(self) -> ScheduledBatch:
+        batch = ScheduledBatch()
+        budget = self._schedule_running(batch, self.config.max_num_batched_tokens)
+        if not batch.preempted:
+            self._schedule_waiting(batch, budget)
+        return batch
+
+    def _schedule_running(self, batch: ScheduledBatch, budget: int) -> int:
+        i = 0
+        while i < len(self.running) and budget > 0:
+            seq = self.running[i]
+            num_new = min(seq.num_uncomputed_tokens, budget)
+            if not self._make_room(seq, batch):
+                break  # the sequence preempted itself
+            batch.add(seq, num_new)
+            budget -= num_new
+            i += 1
+        return budget
+
+    def _make_room(self, seq: Sequence, batch: ScheduledBatch) -> bool:
+        """Get blocks for all of `seq`'s tokens, preempting the newest running sequences if needed."""
+        while not self.block_manager.can_append(seq):
+            victim = self.running[-1]
+            self._preempt(victim, batch)
+            if victim is seq:
+                return False
+        self.block_manager.append_slot(seq)
+        return True
+
+    def _preempt(self, seq: Sequence, batch: ScheduledBatch) -> None:
+        self.running.remove(seq)
+        self.block_manager.free(seq)
+        seq.reset_for_recompute()
+        self.waiting.appendleft(seq)
+        batch.preempted.append(seq)
+
+    def _schedule_waiting(self, batch: ScheduledBatch, budget: int) -> None:
+        active = {s.lora_version for s in self.running if s.lora_version is not None}
+        starving = self._starving_version(active)
+        admitted: list[Sequence] = []
+        for seq in list(self.waiting):
+            if budget <= 0 or len(self.running) >= self.config.max_num_seqs:
+                break
+            if not self._lora_admissible(seq, active, starving):
+                continue
+            if not self.block_manager.can_allocate(seq):
+                break  # first-come order: nobody overtakes a request that only waits for KV blocks
+            self.block_manager.allocate(seq)
+            num_new = min(seq.num_uncomputed_tokens, budget)
+            budget -= num_new
+            seq.status = SequenceStatus.RUNNING
+            self.running.append(seq)
+            admitted.append(seq)
+            batch.add(seq, num_new)
+            if seq.lora_version is not None:
+                active.add(seq.lora_version)
+        for seq in admitted:
+            self.waiting.remove(seq)
+
+    def _lora_admissible(self, seq: Sequence, active: set[str], starving: str | None) -> bool:
+        version = seq.lora_version
+        if version is None or version in active and (starving is None or version == starving):
+            return True
+        if not self.is_adapter_ready(version):
+            return False  # still loading: skip without holding a slot
+        if starving is not None and version != starving:
+            return False  # let busy slots drain for the starving adapter
+        if version in active:
+            return True
+        if len(active) >= self.config.max_loras:
+            seq.lora_blocked_steps += 1
+            return False
+        return True
+
+    def _starving_version(self, active: set[str]) -> str | None:
+        """Adapter of the oldest request kept out by full adapter slots for too long, if any."""
+        for seq in self.waiting:
+            blocked = seq.lora_version is not None and seq.lora_version not in active
+            if blocked and seq.lora_blocked_steps > self.config.lora_starvation_steps:
+                return seq.lora_version
+        return None
