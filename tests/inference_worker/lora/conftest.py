@@ -66,3 +66,29 @@ def edit_config(adapter_dir: Path, **changes: Any) -> Path:
     config.update(changes)
     path.write_text(json.dumps(config))
     return adapter_dir
+
+
+# Adapters covering the PEFT features the engine must reproduce exactly (name -> LoraConfig kwargs).
+ADAPTER_SPECS: dict[str, dict[str, Any]] = {
+    "qv": dict(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"]),
+    "all-rslora": dict(r=4, lora_alpha=8, target_modules="all-linear", use_rslora=True),
+    "patterns": dict(
+        r=8,
+        lora_alpha=16,
+        target_modules=["q_proj", "k_proj", "o_proj", "down_proj"],
+        rank_pattern={"k_proj": 2, "model.layers.1.self_attn.o_proj": 4},
+        alpha_pattern={"down_proj": 3},
+    ),
+    "mlp-layer1": dict(r=16, lora_alpha=32, target_modules=["gate_proj", "up_proj"], layers_to_transform=[1]),
+    "regex": dict(r=2, lora_alpha=4, target_modules=r".*\.layers\.0\.self_attn\.(q|v)_proj"),
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_adapters(tiny_llama, tmp_path_factory) -> dict[str, Path]:
+    """Every ADAPTER_SPECS adapter written by peft for `tiny_llama` (session-wide, read-only)."""
+    root = tmp_path_factory.mktemp("tiny-adapters")
+    return {
+        name: write_peft_adapter(tiny_llama, root / name, seed=i, **spec)
+        for i, (name, spec) in enumerate(ADAPTER_SPECS.items())
+    }

@@ -1,0 +1,282 @@
+"""`LoRAManager`: adapters by name and version, a CPU LRU behind GPU slots, a background loader.
+
+The engine loop calls the synchronous `is_ready` / `activate`; `add` loads on a loader thread so disk
+I/O never blocks a step. One lock guards the bookkeeping; weight copies into slots happen in the
+engine thread inside `activate`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from inference_worker.errors import AdapterAlreadyLoadedError, AdapterLoadError, AdapterNotFoundError
+from inference_worker.lora.cache import AdapterCache
+from inference_worker.lora.config import LoRAConfig
+from inference_worker.lora.files import adapter_version
+from inference_worker.lora.layers import LoRALinear, wrap_lora_layers
+from inference_worker.lora.peft_config import PeftLoRAConfig, load_peft_config
+from inference_worker.lora.request import LoRARequest
+from inference_worker.lora.resolve import resolve_adapter_path
+from inference_worker.lora.slots import SlotTable
+from inference_worker.lora.weights import AdapterWeights, BaseModelShapes, load_adapter_weights
+from kernels.lora_meta import LoRAKernelMeta
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    """A registered adapter as callers see it; `tier` is "gpu", "cpu", "loading" or "disk"."""
+
+    name: str
+    int_id: int
+    path: str
+    version: str
+    base_model_name: str | None
+    rank: int
+    tier: str
+    pinned: bool
+
+
+@dataclass
+class _Record:
+    request: LoRARequest
+    directory: Path
+    version: str
+    config: PeftLoRAConfig
+    rank: int
+
+
+class LoRAManager:
+    """Owns the LoRA-wrapped projections of `model`, their GPU slots, and the adapter caches.
+
+    Semantics: `add` registers a name -> version (sha256 of the files) and loads its weights into the
+    CPU LRU (`max_cpu_loras`); `activate(versions)` gives each version one of `max_loras` GPU slots,
+    evicting the least recently used slots outside `versions`; `meta` and `slot_rank` feed the kernels.
+    A removed name's version keeps its cached weights until evicted, so in-flight requests finish.
+    """
+
+    def __init__(
+        self,
+        config: LoRAConfig,
+        model: nn.Module,
+        device: torch.device | str,
+        dtype: torch.dtype,
+        max_num_tokens: int = 8192,
+        allow_download: bool = True,
+    ) -> None:
+        self.config = config
+        self.device = torch.device(device)
+        self.dtype = dtype if config.lora_dtype == "auto" else getattr(torch, config.lora_dtype)
+        self.allow_download = allow_download
+        self.layers = wrap_lora_layers(model, config.max_loras, config.max_lora_rank, self.dtype, self.device)
+        self.shapes = _base_shapes(self.layers)
+        self.meta = LoRAKernelMeta(max_num_tokens, config.max_loras, self.device)
+        self.slot_rank = torch.zeros(config.max_loras, dtype=torch.int32)
+        self._lock = threading.RLock()
+        self._by_name: dict[str, _Record] = {}
+        self._by_version: dict[str, _Record] = {}
+        self._pending: dict[str, Future] = {}
+        self._reloading: dict[str, Future] = {}
+        self._cache = AdapterCache(config.max_cpu_loras)
+        self._slots = SlotTable(config.max_loras)
+        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lora-loader")
+
+    # ---- registration (any thread) ----------------------------------------------------------------
+    def add(self, request: LoRARequest) -> Future[AdapterInfo]:
+        """Validate and load `request` in the background; errors come through the future."""
+        with self._lock:
+            pending = self._pending.get(request.lora_name)
+            if pending is not None:
+                return pending
+            future = self._loader.submit(self._add, request)
+            self._pending[request.lora_name] = future
+            future.add_done_callback(lambda f, name=request.lora_name: self._drop_pending(name, f))
+            return future
+
+    def remove(self, name: str) -> bool:
+        with self._lock:
+            record = self._by_name.pop(name, None)
+            if record is None:
+                return self._pending.pop(name, None) is not None
+            self._cache.unpin(record.version)
+            logger.info("removed adapter %s (version %s)", name, record.version[:12])
+            return True
+
+    def pin(self, name: str) -> bool:
+        with self._lock:
+            record = self._record(name)
+            if not self._cache.pin(record.version):
+                return False
+            self._schedule_reload(record.version)
+            return True
+
+    def list(self) -> list[AdapterInfo]:
+        with self._lock:
+            infos = [self._info(record) for record in self._by_name.values()]
+            loading = [name for name in self._pending if name not in self._by_name]
+        placeholders = [AdapterInfo(name, 0, "", "", None, 0, "loading", False) for name in loading]
+        return infos + placeholders
+
+    def lookup(self, name: str) -> AdapterInfo:
+        with self._lock:
+            return self._info(self._record(name))
+
+    def version_of(self, request: LoRARequest) -> str:
+        with self._lock:
+            return self._record(request.lora_name).version
+
+    def close(self) -> None:
+        self._loader.shutdown(wait=False, cancel_futures=True)
+
+    # ---- engine loop (synchronous, no disk I/O) ---------------------------------------------------
+    def is_ready(self, version: str) -> bool:
+        """True when `version` can get a slot without disk I/O; otherwise starts a background reload."""
+        with self._lock:
+            if version in self._cache or self._slots.slot_of(version) is not None:
+                return True
+            self._schedule_reload(version)
+            return False
+
+    def activate(self, versions: set[str]) -> dict[str, int]:
+        """Give every version a GPU slot (copying weights in as needed); returns version -> slot."""
+        with self._lock:
+            slot_of, to_load = self._slots.assign(set(versions))
+            for version in versions:
+                self._cache.get(version)  # refresh CPU recency of what is in use
+            for slot, version in to_load:
+                self._fill_slot(slot, self._weights_for_slot(version))
+        return slot_of
+
+    # ---- internals -----------------------------------------------------------------------------------
+    def _add(self, request: LoRARequest) -> AdapterInfo:
+        directory = resolve_adapter_path(request.lora_path, allow_download=self.allow_download)
+        config = load_peft_config(directory, self.config.max_lora_rank, self.shapes.num_layers)
+        version = adapter_version(directory)
+        with self._lock:
+            existing = self._by_name.get(request.lora_name)
+            if existing is not None:
+                return self._same_or_conflict(existing, request, version)
+            cached = version in self._cache
+        weights = None if cached else self._load(directory, config, version)
+        record = _Record(request, directory, version, config, weights.rank if weights else 0)
+        with self._lock:
+            if weights is not None:
+                self._cache.put(weights)
+            else:
+                record.rank = self._by_version[version].rank
+            self._by_name[request.lora_name] = record
+            self._by_version[version] = record
+            logger.info(
+                "loaded adapter %s (version %s, rank %d)", request.lora_name, version[:12], record.rank
+            )
+            return self._info(record)
+
+    def _same_or_conflict(self, existing: _Record, request: LoRARequest, version: str) -> AdapterInfo:
+        if existing.version != version:
+            raise AdapterAlreadyLoadedError(
+                f"adapter {request.lora_name!r} is already loaded with other weights "
+                f"(version {existing.version[:12]}, new {version[:12]}); remove it first or use a new name"
+            )
+        return self._info(existing)
+
+    def _load(self, directory: Path, config: PeftLoRAConfig, version: str) -> AdapterWeights:
+        weights = load_adapter_weights(
+            directory, config, self.shapes, self.config.max_lora_rank, self.dtype, version
+        )
+        return weights.pin_memory() if self.device.type == "cuda" else weights
+
+    def _reload(self, version: str) -> None:
+        record = self._by_version[version]
+        if adapter_version(record.directory) != version:
+            raise AdapterLoadError(
+                f"the files of adapter {record.request.lora_name!r} in {record.directory} changed since it "
+                "was registered; remove and re-add it to serve the new weights",
+                field="weights",
+            )
+        weights = self._load(record.directory, record.config, version)
+        with self._lock:
+            self._cache.put(weights)
+
+    def _schedule_reload(self, version: str) -> None:
+        if version in self._cache or version in self._reloading or version not in self._by_version:
+            return
+        future = self._loader.submit(self._reload, version)
+        self._reloading[version] = future
+        future.add_done_callback(lambda f, v=version: self._reload_done(v, f))
+
+    def _reload_done(self, version: str, future: Future) -> None:
+        with self._lock:
+            self._reloading.pop(version, None)
+        if future.exception() is not None:
+            logger.error("reloading adapter version %s failed: %s", version[:12], future.exception())
+
+    def _drop_pending(self, name: str, future: Future) -> None:
+        with self._lock:
+            if self._pending.get(name) is future:
+                del self._pending[name]
+
+    def _weights_for_slot(self, version: str) -> AdapterWeights:
+        weights = self._cache.get(version)
+        if weights is not None:
+            return weights
+        # Only reachable if the CPU copy was evicted between is_ready and activate: load in line.
+        record = self._by_version.get(version)
+        if record is None:
+            raise AdapterNotFoundError(f"adapter version {version[:12]} is not loaded")
+        logger.warning("adapter %s was evicted before activation; loading it synchronously", version[:12])
+        weights = self._load(record.directory, record.config, version)
+        self._cache.put(weights)
+        return weights
+
+    def _fill_slot(self, slot: int, weights: AdapterWeights) -> None:
+        for layer_index, modules in enumerate(self.layers):
+            for module in modules:
+                factors = {
+                    name: weights.modules[(layer_index, name)]
+                    for name in module.lora_names
+                    if (layer_index, name) in weights.modules
+                }
+                module.set_slot(slot, factors)
+        self.slot_rank[slot] = weights.rank
+
+    def _record(self, name: str) -> _Record:
+        record = self._by_name.get(name)
+        if record is None:
+            raise AdapterNotFoundError(f"adapter {name!r} is not loaded; add it first (LLM.add_lora)")
+        return record
+
+    def _info(self, record: _Record) -> AdapterInfo:
+        version = record.version
+        if self._slots.slot_of(version) is not None:
+            tier = "gpu"
+        elif version in self._cache:
+            tier = "cpu"
+        else:
+            tier = "loading" if version in self._reloading else "disk"
+        request = record.request
+        return AdapterInfo(
+            name=request.lora_name,
+            int_id=request.lora_int_id,
+            path=str(record.directory),
+            version=version,
+            base_model_name=request.base_model_name,
+            rank=record.rank,
+            tier=tier,
+            pinned=self._cache.is_pinned(version),
+        )
+
+
+def _base_shapes(layers: list[list[LoRALinear]]) -> BaseModelShapes:
+    modules = {}
+    for module in layers[0]:
+        for name, out_size in zip(module.lora_names, module.output_sizes, strict=True):
+            modules[name] = (module.in_features, out_size)
+    return BaseModelShapes(num_layers=len(layers), modules=modules)
