@@ -1,0 +1,146 @@
+"""POST /v1/completions and /v1/chat/completions: OpenAI JSON in, Generate calls out, JSON or SSE back."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Sequence
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from gateway.convert import chat_request, completion_prompts, completion_requests, new_request_id
+from gateway.errors import OpenAIError
+from gateway.generation import GenerationStream, merged, open_streams
+from gateway.protocol import ChatCompletionRequest, CompletionRequest
+from gateway.responses import ChatFormatter, CompletionFormatter, Formatter
+
+router = APIRouter()
+WORKER_HEADER = "x-loraplane-worker"
+
+
+def sse(payload: dict) -> str:
+    return f"data: {json.dumps(payload, separators=(',', ':'), ensure_ascii=False)}\n\n"
+
+
+class Tracker:
+    """Per-request metrics: time to first token, inter-token latency, tokens, latency, in-flight."""
+
+    def __init__(self, metrics, adapter_label: str) -> None:
+        self.metrics, self.start, self.last = metrics, time.perf_counter(), None
+        metrics.adapter_requests.labels(adapter_label).inc()
+        metrics.in_flight.inc()
+
+    def on_chunk(self, num_tokens: int) -> None:
+        now = time.perf_counter()
+        if num_tokens:
+            (self.metrics.ttft if self.last is None else self.metrics.itl).observe(
+                now - (self.last or self.start)
+            )
+            self.last = now
+            self.metrics.generation_tokens.inc(num_tokens)
+
+    def finish(self, formatter: Formatter) -> None:
+        self.metrics.prompt_tokens.inc(sum(u.prompt_tokens for u in formatter.usages))
+        self.metrics.e2e.observe(time.perf_counter() - self.start)
+        self.metrics.in_flight.dec()
+
+
+async def _consume(streams: Sequence[GenerationStream], formatter: Formatter, tracker: Tracker) -> None:
+    async for index, message in merged(streams):
+        kind = message.WhichOneof("response")
+        if kind == "chunk":
+            formatter.on_chunk(index, message.chunk)
+            tracker.on_chunk(len(message.chunk.token_ids))
+        elif kind == "usage":
+            formatter.usages.append(message.usage)
+
+
+async def _events(streams, formatter: Formatter, first: list[dict], include_usage: bool, tracker: Tracker):
+    usage_field = {"usage": None} if include_usage else {}
+    try:
+        for choice in first:
+            yield sse({**formatter.envelope([choice], chunk=True), **usage_field})
+        async for index, message in merged(streams):
+            kind = message.WhichOneof("response")
+            if kind == "chunk":
+                tracker.on_chunk(len(message.chunk.token_ids))
+                choice = formatter.on_chunk(index, message.chunk)
+                yield sse({**formatter.envelope([choice], chunk=True), **usage_field})
+            elif kind == "usage":
+                formatter.usages.append(message.usage)
+        if include_usage:
+            yield sse(formatter.usage_chunk())
+    except OpenAIError as exc:
+        yield sse(exc.body())
+    finally:
+        for stream in streams:
+            stream.close()
+        tracker.finish(formatter)
+    yield "data: [DONE]\n\n"
+
+
+async def _until_disconnect(request: Request, work) -> None:
+    """Run `work`; if the client goes away first, cancel it (which cancels the gRPC calls)."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    await task
+
+
+async def _respond(request: Request, streams, formatter: Formatter, first: list[dict], body) -> Response:
+    state = request.app.state.gateway
+    tracker = Tracker(
+        state.metrics, state.metrics.adapter_label(formatter.model, state.pool.is_base_model(formatter.model))
+    )
+    headers = {WORKER_HEADER: streams[0].worker.worker_id} if state.config.served_by_header else {}
+    endpoint = request.url.path
+    state.metrics.requests.labels(endpoint, "200").inc()
+    if body.stream:
+        events: AsyncIterator[str] = _events(streams, formatter, first, body.include_usage, tracker)
+        return StreamingResponse(events, media_type="text/event-stream", headers=headers)
+    try:
+        await _until_disconnect(request, _consume(streams, formatter, tracker))
+    finally:
+        for stream in streams:
+            stream.close()
+        tracker.finish(formatter)
+    return JSONResponse(formatter.final(), headers=headers)
+
+
+@router.post("/v1/completions")
+async def completions(body: CompletionRequest, request: Request) -> Response:
+    pool = request.app.state.gateway.pool
+    request_id = new_request_id("cmpl")
+    model = body.model or ""
+    prompts = completion_prompts(body)
+    streams = await open_streams(pool, model, completion_requests(body, model, request_id))
+    served = model or streams[0].start.model
+    formatter = CompletionFormatter(request_id, served, body.n, body.logprobs is not None, body.echo)
+    first = [c for i, s in enumerate(streams) for c in formatter.on_start(i, s.start, prompts[i])]
+    return await _respond(request, streams, formatter, first if body.stream else [], body)
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+    pool = request.app.state.gateway.pool
+    request_id = new_request_id("chatcmpl")
+    model = body.model or ""
+    streams = await open_streams(pool, model, [chat_request(body, model, request_id)])
+    formatter = ChatFormatter(request_id, model or streams[0].start.model, body.n, body.logprobs)
+    first = formatter.opening_chunks() if body.stream else []
+    return await _respond(request, streams, formatter, first, body)

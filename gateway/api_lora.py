@@ -1,0 +1,83 @@
+"""POST /v1/load_lora_adapter and /v1/unload_lora_adapter with vLLM's bodies, replies and messages.
+
+Semantics: both go through the control plane (CreateAdapter / DeleteAdapter), so the change is stored
+and reaches every worker of the base model, not just one process as in vLLM. Success is HTTP 200 with
+vLLM's plain-text body. Errors are vLLM's: a taken name -> 400 "has already been loaded"; a path with
+no adapter -> 404; an adapter that cannot be loaded -> 400 naming the problem (vLLM answers 500);
+unloading an unknown name -> 404. The router is mounted only when runtime updates are enabled.
+"""
+
+from __future__ import annotations
+
+import grpc
+from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse
+
+from gateway.errors import OpenAIError, from_grpc
+from gateway.protocol import LoadLoRAAdapterRequest, UnloadLoRAAdapterRequest
+
+router = APIRouter()
+
+
+def _registry(request: Request):
+    registry = request.app.state.gateway.registry
+    if registry is None:
+        raise OpenAIError(
+            503, "runtime adapter changes need a control plane (start the gateway with --control-plane)"
+        )
+    return registry
+
+
+@router.post("/v1/load_lora_adapter")
+async def load_lora_adapter(body: LoadLoRAAdapterRequest, request: Request) -> PlainTextResponse:
+    name, path = body.lora_name, body.lora_path
+    if not name or not path:
+        raise OpenAIError(400, "Both 'lora_name' and 'lora_path' must be provided.", type="InvalidUserInput")
+    registry = _registry(request)
+    try:
+        result = await registry.create_adapter(name, path, body.base_model_name, replace=body.load_inplace)
+    except grpc.aio.AioRpcError as exc:
+        raise _load_error(exc, name, path) from exc
+    if result.failed and not result.loaded:
+        reasons = "; ".join(result.failure_reasons) or result.message
+        raise OpenAIError(400, f"Loading lora {name} failed: {reasons}", "lora_path")
+    await request.app.state.gateway.pool.refresh()
+    return PlainTextResponse(f"Success: LoRA adapter '{name}' added successfully.")
+
+
+def _load_error(exc: grpc.aio.AioRpcError, name: str, path: str) -> OpenAIError:
+    code = exc.code()
+    if code == grpc.StatusCode.ALREADY_EXISTS:
+        return OpenAIError(
+            400,
+            f"The lora adapter '{name}' has already been loaded. If you want to load the adapter in place, "
+            "set 'load_inplace' to True.",
+            "lora_name",
+            "InvalidUserInput",
+        )
+    if code == grpc.StatusCode.NOT_FOUND:
+        detail = exc.details() or ""
+        return OpenAIError(
+            404, f"Loading lora {name} failed: No adapter found for {path}. {detail}".strip(), "lora_path"
+        )
+    if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION):
+        return OpenAIError(400, f"Loading lora {name} failed: {exc.details()}", "lora_path")
+    return from_grpc(exc, "lora_path")
+
+
+@router.post("/v1/unload_lora_adapter")
+async def unload_lora_adapter(body: UnloadLoRAAdapterRequest, request: Request) -> PlainTextResponse:
+    name = body.lora_name
+    if not name:
+        raise OpenAIError(
+            400, "'lora_name' needs to be provided to unload a LoRA adapter.", type="InvalidUserInput"
+        )
+    registry = _registry(request)
+    try:
+        await registry.delete_adapter(name)
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.NOT_FOUND:
+            raise OpenAIError(404, f"The lora adapter '{name}' cannot be found.", "lora_name") from exc
+        raise from_grpc(exc, "lora_name") from exc
+    await request.app.state.gateway.pool.refresh()
+    return PlainTextResponse(f"Success: LoRA adapter '{name}' removed successfully.")

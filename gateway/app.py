@@ -1,0 +1,130 @@
+"""The FastAPI application: routes, error handlers, and the lifecycle of the worker pool.
+
+Semantics: `create_app(config)` builds an app whose lifespan connects to the control plane (when
+configured), discovers workers, and refreshes them in the background. Every error a client sees is
+an OpenAI error object; validation errors are 400; unexpected exceptions are logged and answered 500
+without a traceback. The runtime LoRA routes are mounted only when `allow_runtime_lora_updating`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from gateway import api_generate, api_lora
+from gateway.config import GatewayConfig
+from gateway.errors import OpenAIError
+from gateway.metrics import GatewayMetrics
+from gateway.registry_client import RegistryClient
+from gateway.workers import WorkerPool
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GatewayState:
+    """What request handlers reach through `request.app.state.gateway`."""
+
+    config: GatewayConfig
+    pool: WorkerPool
+    registry: RegistryClient | None
+    metrics: GatewayMetrics
+
+
+def _model_json(card) -> dict:
+    is_adapter = bool(card.parent)
+    return {
+        "id": card.id,
+        "object": "model",
+        "created": card.created,
+        "owned_by": card.owned_by or "loraplane",
+        "root": card.root or card.id,
+        "parent": card.parent or None,
+        "max_model_len": None if is_adapter else (card.max_model_len or None),
+        "permission": [],
+    }
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    def count(request: Request, status: int) -> None:
+        request.app.state.gateway.metrics.requests.labels(request.url.path, str(status)).inc()
+
+    @app.exception_handler(OpenAIError)
+    async def openai_error(request: Request, exc: OpenAIError) -> JSONResponse:
+        count(request, exc.status)
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}"
+            for e in exc.errors()
+        )
+        first = exc.errors()[0].get("loc", ()) if exc.errors() else ()
+        param = str(first[1]) if len(first) > 1 else None
+        count(request, 400)
+        return JSONResponse(OpenAIError(400, problems or "invalid request", param).body(), status_code=400)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error serving %s", request.url.path)
+        count(request, 500)
+        error = OpenAIError(500, f"internal error in the gateway ({type(exc).__name__}); see its log")
+        return JSONResponse(error.body(), status_code=500)
+
+
+def create_app(config: GatewayConfig, pool: WorkerPool | None = None) -> FastAPI:
+    """The gateway app for `config`; pass `pool` to reuse an existing (started) worker pool in tests."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        registry = RegistryClient(config.control_plane, config.admin_token) if config.control_plane else None
+        own_pool = pool is None
+        worker_pool = pool or WorkerPool(config, registry)
+        if own_pool:
+            await worker_pool.start()
+        app.state.gateway = GatewayState(
+            config, worker_pool, registry, GatewayMetrics(config.max_adapter_labels)
+        )
+        try:
+            yield
+        finally:
+            if own_pool:
+                await worker_pool.close()
+            if registry is not None:
+                await registry.close()
+
+    app = FastAPI(title="loraplane gateway", lifespan=lifespan)
+    app.include_router(api_generate.router)
+    if config.allow_runtime_lora_updating:
+        log.warning(
+            "runtime LoRA updating is enabled (LORAPLANE_ALLOW_RUNTIME_LORA_UPDATING): anyone who can reach "
+            "/v1/load_lora_adapter can register adapters; use it only on trusted networks"
+        )
+        app.include_router(api_lora.router)
+    _add_error_handlers(app)
+
+    @app.get("/v1/models")
+    async def models(request: Request) -> JSONResponse:
+        cards = await request.app.state.gateway.pool.list_models()
+        return JSONResponse({"object": "list", "data": [_model_json(c) for c in cards]})
+
+    @app.get("/health")
+    async def health(request: Request) -> JSONResponse:
+        pool = request.app.state.gateway.pool
+        healthy = sum(1 for w in pool.workers.values() if w.healthy)
+        status = 200 if healthy else 503
+        return JSONResponse({"status": "ok" if healthy else "no_workers", "workers": healthy}, status)
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        state = request.app.state.gateway
+        state.metrics.set_workers(list(state.pool.workers.values()))
+        return Response(state.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    return app

@@ -1,0 +1,54 @@
+"""`loraplane gateway`: the OpenAI-compatible REST gateway in front of the inference workers."""
+
+from __future__ import annotations
+
+import argparse
+
+from gateway.config import DEFAULT_PORT
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"HTTP port (default: {DEFAULT_PORT})")
+    parser.add_argument(
+        "--control-plane",
+        default=None,
+        help="control plane HOST:PORT to learn workers from (default: env LORAPLANE_CONTROL_PLANE)",
+    )
+    parser.add_argument(
+        "--worker",
+        action="append",
+        default=None,
+        metavar="HOST:PORT",
+        help="a worker's Inference address, repeatable (static routing; env LORAPLANE_WORKERS=a,b)",
+    )
+    parser.add_argument(
+        "--admin-token", default=None, help="bearer token for the control plane's admin calls"
+    )
+    parser.add_argument(
+        "--refresh-interval", type=float, default=None, help="seconds between worker refreshes"
+    )
+    parser.add_argument(
+        "--allow-runtime-lora-updating",
+        action="store_true",
+        default=None,
+        help="mount /v1/load_lora_adapter and /v1/unload_lora_adapter "
+        "(also env LORAPLANE_ALLOW_RUNTIME_LORA_UPDATING=true)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from gateway.config import GatewayConfig
+    from gateway.server import serve
+
+    config = GatewayConfig.from_env(
+        host=args.host,
+        port=args.port,
+        control_plane=args.control_plane,
+        workers=tuple(args.worker or ()),
+        admin_token=args.admin_token,
+        refresh_interval_s=args.refresh_interval,
+        allow_runtime_lora_updating=args.allow_runtime_lora_updating,
+    )
+    serve(config)
+    return 0

@@ -1,0 +1,84 @@
+"""Configuration of the OpenAI gateway, built once from the command line and the environment.
+
+This is the only gateway module that reads environment variables.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+ENV_CONTROL_PLANE = "LORAPLANE_CONTROL_PLANE"
+ENV_ADMIN_TOKEN = "LORAPLANE_ADMIN_TOKEN"
+ENV_RUNTIME_LORA = "LORAPLANE_ALLOW_RUNTIME_LORA_UPDATING"
+ENV_WORKERS = "LORAPLANE_WORKERS"
+DEFAULT_PORT = 8000
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """`HOST:PORT` (IPv6 as `[::1]:PORT`) -> (host, port); ValueError naming the expected form."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"address {address!r} must look like HOST:PORT (e.g. 127.0.0.1:50061)")
+    return host.strip("[]"), int(port)
+
+
+def env_flag(name: str) -> bool:
+    """True when the variable is set to 1/true/yes/on (any case), as vLLM reads its flags."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Everything the gateway needs, frozen.
+
+    Semantics: workers come from the control plane (`control_plane`, refreshed every
+    `refresh_interval_s`) or from the static `workers` list (HOST:PORT each), or both. A worker that
+    fails with UNAVAILABLE is skipped for `down_cooldown_s`. Adapter requests go to the adapter's
+    rendezvous-hash worker unless its load exceeds the least-loaded worker's by more than
+    `affinity_slack` requests. At most `max_adapter_labels` adapter names get their own metrics label.
+    """
+
+    host: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    control_plane: str | None = None
+    workers: tuple[str, ...] = ()
+    admin_token: str | None = None
+    allow_runtime_lora_updating: bool = False
+    refresh_interval_s: float = 2.0
+    down_cooldown_s: float = 5.0
+    affinity_slack: int = 8
+    max_adapter_labels: int = 64
+    rpc_timeout_s: float = 10.0
+    served_by_header: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.control_plane and not self.workers:
+            raise ValueError(
+                "the gateway needs workers: pass --control-plane HOST:PORT (or set LORAPLANE_CONTROL_PLANE) "
+                "or at least one --worker HOST:PORT"
+            )
+        for address in (self.control_plane, *self.workers):
+            if address:
+                split_host_port(address)
+        if not 0 <= self.port < 65536:
+            raise ValueError(f"port must be in [0, 65535], got {self.port}")
+        for name in ("refresh_interval_s", "down_cooldown_s", "rpc_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.affinity_slack < 0 or self.max_adapter_labels < 0:
+            raise ValueError("affinity_slack and max_adapter_labels must be >= 0")
+
+    @classmethod
+    def from_env(cls, **overrides) -> GatewayConfig:
+        """Fill unset fields from LORAPLANE_* variables; explicit (not None) overrides win."""
+        env_workers = tuple(w for w in os.environ.get(ENV_WORKERS, "").split(",") if w.strip())
+        values = {
+            "control_plane": os.environ.get(ENV_CONTROL_PLANE) or None,
+            "workers": env_workers,
+            "admin_token": os.environ.get(ENV_ADMIN_TOKEN) or None,
+            "allow_runtime_lora_updating": env_flag(ENV_RUNTIME_LORA),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None and v != ()})
+        values["workers"] = tuple(values.get("workers", ()))
+        return cls(**values)

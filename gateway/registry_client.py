@@ -1,0 +1,100 @@
+"""gRPC client of the control plane's AdapterRegistry, as the gateway uses it.
+
+Semantics: plain Python values in and out; protobuf stays inside this module. Failures raise
+`grpc.aio.AioRpcError`, which callers turn into OpenAI errors with `gateway.errors.from_grpc`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import grpc
+
+from loraplane.grpc_options import client_options
+from loraplane.registry.v1 import registry_pb2 as pb
+from loraplane.registry.v1 import registry_pb2_grpc
+
+_SERVING_STATES = frozenset(
+    {pb.RESIDENCY_STATE_GPU, pb.RESIDENCY_STATE_CPU, pb.RESIDENCY_STATE_DISK, pb.RESIDENCY_STATE_LOADING}
+)
+_STATE_NAMES = {
+    v: pb.ResidencyState.Name(v).removeprefix("RESIDENCY_STATE_").lower() for v in _SERVING_STATES
+}
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    """A worker as ListWorkers reports it; `adapters` maps adapter name -> tier ("gpu", "cpu", ...)."""
+
+    worker_id: str
+    endpoint: str
+    base_model: str
+    ready: bool
+    load: int
+    adapters: dict[str, str]
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    """What CreateAdapter answered: the workers that loaded, rejected, or have not answered yet."""
+
+    version: str
+    loaded: tuple[str, ...]
+    failed: tuple[str, ...]
+    pending: tuple[str, ...]
+    message: str
+    failure_reasons: tuple[str, ...]
+
+
+class RegistryClient:
+    """Calls AdapterRegistry over one channel; `admin_token` is sent as `authorization: Bearer ...`."""
+
+    def __init__(self, address: str, admin_token: str | None = None, timeout_s: float = 10.0) -> None:
+        self._channel = grpc.aio.insecure_channel(address, options=client_options())
+        self._stub = registry_pb2_grpc.AdapterRegistryStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {admin_token}"),) if admin_token else ()
+        self._timeout_s = timeout_s
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def list_workers(self) -> list[WorkerInfo]:
+        reply = await self._stub.ListWorkers(pb.ListWorkersRequest(), timeout=self._timeout_s)
+        return [_worker_info(w) for w in reply.workers]
+
+    async def create_adapter(
+        self, name: str, path: str, base_model_name: str | None = None, replace: bool = False
+    ) -> CreateResult:
+        adapter = pb.Adapter(
+            name=name, source=pb.AdapterSource(path=path), base_model_name=base_model_name or ""
+        )
+        request = pb.CreateAdapterRequest(adapter=adapter, replace=replace)
+        reply = await self._stub.CreateAdapter(
+            request, metadata=self._metadata, timeout=max(self._timeout_s, 120.0)
+        )
+        reasons = tuple(r.error for r in reply.adapter.residency if r.state == pb.RESIDENCY_STATE_FAILED)
+        return CreateResult(
+            version=reply.adapter.version,
+            loaded=tuple(reply.loaded_workers),
+            failed=tuple(reply.failed_workers),
+            pending=tuple(reply.pending_workers),
+            message=reply.message,
+            failure_reasons=reasons,
+        )
+
+    async def delete_adapter(self, name: str) -> None:
+        await self._stub.DeleteAdapter(
+            pb.DeleteAdapterRequest(name=name), metadata=self._metadata, timeout=max(self._timeout_s, 60.0)
+        )
+
+
+def _worker_info(worker: pb.Worker) -> WorkerInfo:
+    adapters = {a.name: _STATE_NAMES[a.state] for a in worker.adapters if a.state in _SERVING_STATES}
+    return WorkerInfo(
+        worker_id=worker.worker_id,
+        endpoint=worker.endpoint,
+        base_model=worker.base_model_name,
+        ready=worker.state == pb.WORKER_STATE_READY,
+        load=worker.num_running + worker.num_waiting,
+        adapters=adapters,
+    )

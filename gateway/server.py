@@ -1,0 +1,66 @@
+"""Serving the gateway app with uvicorn, in the foreground or as a task of a running event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import uvicorn
+
+from gateway.app import create_app
+from gateway.config import GatewayConfig
+from gateway.workers import WorkerPool
+
+log = logging.getLogger(__name__)
+
+
+def uvicorn_config(config: GatewayConfig, pool: WorkerPool | None = None) -> uvicorn.Config:
+    return uvicorn.Config(
+        create_app(config, pool),
+        host=config.host,
+        port=config.port,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=5,
+        lifespan="on",
+    )
+
+
+class BackgroundGateway:
+    """A gateway served by uvicorn as a task of the current event loop (tests, benchmarks).
+
+    Semantics: `await start()` returns once the socket is bound and the lifespan ran; `port` is the
+    bound port (config.port may be 0); `await stop()` shuts the server down.
+    """
+
+    def __init__(self, config: GatewayConfig, pool: WorkerPool | None = None) -> None:
+        self.server = uvicorn.Server(uvicorn_config(config, pool))
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self.server.serve())
+        while not self.server.started:
+            if self._task.done():
+                self._task.result()
+                raise RuntimeError("the gateway stopped before it started")
+            await asyncio.sleep(0.01)
+
+    @property
+    def port(self) -> int:
+        return self.server.servers[0].sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        self.server.should_exit = True
+        if self._task:
+            await self._task
+
+
+def serve(config: GatewayConfig) -> None:
+    """Serve in the foreground until SIGINT/SIGTERM."""
+    server = uvicorn.Server(uvicorn_config(config))
+    log.info("gateway listening on http://%s:%d", config.host, config.port)
+    server.run()
