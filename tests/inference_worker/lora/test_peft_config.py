@@ -143,11 +143,19 @@ def test_missing_directory_is_source_not_found(tmp_path):
         validate_adapter_dir(tmp_path / "nope")
 
 
-def test_validation_does_not_import_torch():
+def test_validation_modules_do_not_import_torch():
+    """The control plane's imports (config validation, versions, resolution) stay torch-free.
+
+    The parent package is stubbed so only inference_worker.lora's own imports are measured."""
+    import importlib.util
     import subprocess
 
+    package_dir = importlib.util.find_spec("inference_worker").submodule_search_locations[0]
     code = (
-        "import sys, inference_worker.lora.peft_config, inference_worker.lora.resolve;"
+        "import sys, types; pkg = types.ModuleType('inference_worker');"
+        f"pkg.__path__ = [{package_dir!r}]; sys.modules['inference_worker'] = pkg;"
+        "import inference_worker.lora.peft_config, inference_worker.lora.resolve, inference_worker.lora;"
+        "from inference_worker.lora import LoRARequest, LoRAConfig, adapter_version;"
         "print('torch' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
