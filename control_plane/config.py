@@ -1,0 +1,67 @@
+"""Control-plane configuration: one frozen dataclass built at the entry point (the only env reads)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from loraplane.grpc_options import MAX_MESSAGE_BYTES
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_ADMIN_TOKEN_ENV = "LORAPLANE_ADMIN_TOKEN"
+DEFAULT_WORKER_TOKEN_ENV = "LORAPLANE_WORKER_TOKEN"
+DEFAULT_MAX_RECEIVE_BYTES = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ControlPlaneConfig:
+    """Everything `loraplane control-plane` needs.
+
+    Semantics: `adapter_roots` are resolved (symlinks followed) once here; local adapter sources must lie
+    under one of them. Tokens are secrets: they are never logged and `repr` hides them. An empty
+    `admin_token` leaves the registry's mutating calls open; an empty `worker_token` leaves
+    WorkerControl open.
+    """
+
+    listen: str = DEFAULT_LISTEN
+    data_dir: Path = Path("loraplane-data")
+    adapter_roots: tuple[Path, ...] = ()
+    allow_hub_sources: bool = False
+    admin_token: str = field(default="", repr=False)
+    worker_token: str = field(default="", repr=False)
+    rollout_timeout_s: float = 30.0
+    heartbeat_interval_s: int = 5
+    heartbeat_timeout_s: float = 15.0
+    max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES
+    shutdown_grace_s: float = 2.0
+
+    def __post_init__(self) -> None:
+        roots = tuple(Path(os.path.realpath(os.path.expanduser(root))) for root in self.adapter_roots)
+        object.__setattr__(self, "adapter_roots", roots)
+        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
+        if ":" not in self.listen:
+            raise ValueError(f"--listen must be HOST:PORT, got {self.listen!r}")
+        if self.rollout_timeout_s <= 0:
+            raise ValueError(f"rollout timeout must be > 0 s, got {self.rollout_timeout_s}")
+        if self.heartbeat_interval_s < 1:
+            raise ValueError(f"heartbeat interval must be >= 1 s, got {self.heartbeat_interval_s}")
+        if self.heartbeat_timeout_s <= self.heartbeat_interval_s:
+            raise ValueError(
+                f"heartbeat timeout ({self.heartbeat_timeout_s} s) must exceed the interval "
+                f"({self.heartbeat_interval_s} s); three intervals is a good choice"
+            )
+        if not 1024 <= self.max_receive_bytes <= MAX_MESSAGE_BYTES * 4:
+            raise ValueError(f"max receive size {self.max_receive_bytes} is out of range")
+
+    @classmethod
+    def from_env(
+        cls,
+        admin_token_env: str = DEFAULT_ADMIN_TOKEN_ENV,
+        worker_token_env: str = DEFAULT_WORKER_TOKEN_ENV,
+        **kwargs,
+    ) -> ControlPlaneConfig:
+        """Build a config with the tokens read from the named environment variables."""
+        admin = os.environ.get(admin_token_env, "") if admin_token_env else ""
+        worker = os.environ.get(worker_token_env, "") if worker_token_env else ""
+        return cls(admin_token=admin, worker_token=worker, **kwargs)

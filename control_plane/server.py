@@ -1,0 +1,92 @@
+"""Control-plane server lifecycle: store, services, health, reflection, heartbeat watcher."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from control_plane.config import ControlPlaneConfig
+from control_plane.fleet import Fleet
+from control_plane.interceptors import REGISTRY_SERVICE, WORKER_SERVICE, AuthInterceptor, ErrorInterceptor
+from control_plane.registry import AdapterService
+from control_plane.servicers import AdapterRegistryServicer, WorkerControlServicer
+from control_plane.sqlite_store import SQLiteStore
+from control_plane.store import RegistryStore
+from control_plane.workers import WorkerHub
+from loraplane.grpc_options import server_options
+from loraplane.registry.v1 import registry_pb2, registry_pb2_grpc
+from loraplane.worker.v1 import worker_pb2, worker_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+
+class ControlPlaneServer:
+    """`await start()` binds and serves; `port` is the bound port; `await stop()` drains and closes."""
+
+    def __init__(self, config: ControlPlaneConfig, store: RegistryStore | None = None) -> None:
+        self.config = config
+        self.store = store if store is not None else SQLiteStore.in_dir(config.data_dir)
+        self.hub = WorkerHub(self.store, Fleet(), config.heartbeat_interval_s, config.heartbeat_timeout_s)
+        self.service = AdapterService(config, self.hub)
+        self.health = health.aio.HealthServicer()
+        self.port = 0
+        self._server: grpc.aio.Server | None = None
+        self._watcher: asyncio.Task | None = None
+
+    async def start(self) -> int:
+        if not self.config.admin_token:
+            logger.warning("no admin token set: anyone who reaches this port can create and delete adapters")
+        if not self.config.adapter_roots:
+            logger.warning("no --adapter-root given: local adapter sources will be refused")
+        self.store.mark_all_workers_down()  # no stream survives a restart; workers reconnect and resync
+        server = grpc.aio.server(
+            interceptors=[
+                AuthInterceptor(self.config.admin_token, self.config.worker_token),
+                ErrorInterceptor(),
+            ],
+            options=server_options(self.config.max_receive_bytes),
+        )
+        registry_pb2_grpc.add_AdapterRegistryServicer_to_server(AdapterRegistryServicer(self.service), server)
+        worker_pb2_grpc.add_WorkerControlServicer_to_server(WorkerControlServicer(self.hub), server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        names = (
+            registry_pb2.DESCRIPTOR.services_by_name["AdapterRegistry"].full_name,
+            worker_pb2.DESCRIPTOR.services_by_name["WorkerControl"].full_name,
+            health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+            reflection.SERVICE_NAME,
+        )
+        reflection.enable_server_reflection(names, server)
+        self.port = server.add_insecure_port(self.config.listen)
+        if self.port == 0:
+            raise RuntimeError(f"cannot bind {self.config.listen}")
+        await server.start()
+        self._server = server
+        for service in ("", REGISTRY_SERVICE, WORKER_SERVICE):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
+        self._watcher = asyncio.create_task(self.hub.watch_heartbeats())
+        host = self.config.listen.rsplit(":", 1)[0]
+        logger.info("control plane listening on %s:%d (data in %s)", host, self.port, self.config.data_dir)
+        return self.port
+
+    async def wait(self) -> None:
+        assert self._server is not None
+        await self._server.wait_for_termination()
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        await self.health.enter_graceful_shutdown()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        for session in self.hub.fleet.sessions():
+            self.hub.disconnect(session, "control plane shutting down")
+        await self._server.stop(self.config.shutdown_grace_s)
+        self._server = None
+        self.store.close()

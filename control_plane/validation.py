@@ -1,0 +1,115 @@
+"""Cheap checks of what a caller sends: names, sources (allowed roots, no escapes) and the PEFT config.
+
+The adapter config is validated with the LoRA engine's own parser (`inference_worker.lora.peft_config`,
+torch-free) so the control plane and the workers agree on what is a valid adapter.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from control_plane.errors import InvalidArgumentError, SourceNotFoundError
+from inference_worker.errors import AdapterLoadError
+from inference_worker.lora.modules import SUPPORTED_MODULES, module_key
+from inference_worker.lora.peft_config import PeftLoRAConfig, validate_adapter_dir
+
+MAX_NAME_LENGTH = 128
+MAX_BASE_MODEL_LENGTH = 256
+MAX_RANK = 1024  # beyond any adapter a worker could hold; a larger r is a broken config
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}")
+_PROBE_LAYERS = 64
+
+
+@dataclass(frozen=True)
+class CheckedAdapter:
+    """What the control plane learned about an adapter's files."""
+
+    version: str
+    rank: int
+    target_modules: tuple[str, ...]
+
+
+def check_name(name: str, what: str = "adapter name") -> str:
+    """The name, if it is 1-128 letters, digits, '.', '_', '-', ':' starting with a letter or digit."""
+    if not name:
+        raise InvalidArgumentError(f"{what} is empty; give 1-{MAX_NAME_LENGTH} characters")
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidArgumentError(f"{what} is {len(name)} characters long; the limit is {MAX_NAME_LENGTH}")
+    if not _NAME.fullmatch(name):
+        raise InvalidArgumentError(
+            f"{what} {name!r} is not allowed: use letters, digits, '.', '_', '-' and ':' only "
+            "(no spaces or slashes), starting with a letter or digit"
+        )
+    return name
+
+
+def check_base_model_name(name: str) -> str:
+    """Empty, or up to 256 printable characters without whitespace (hub ids like org/model are fine)."""
+    if len(name) > MAX_BASE_MODEL_LENGTH or any(c.isspace() or not c.isprintable() for c in name):
+        raise InvalidArgumentError(
+            f"base_model_name must be at most {MAX_BASE_MODEL_LENGTH} printable characters without spaces"
+        )
+    return name
+
+
+def check_hub_id(hub_id: str, allow_hub: bool) -> str:
+    if not allow_hub:
+        raise InvalidArgumentError(
+            f"hub source {hub_id[:200]!r} refused: this control plane only accepts local paths under its "
+            "adapter roots (start it with --allow-hub-sources to accept hub ids)"
+        )
+    if not _HUB_ID.fullmatch(hub_id):
+        raise InvalidArgumentError(f"hub id {hub_id[:200]!r} is not of the form owner/name")
+    return hub_id
+
+
+def resolve_local_source(source: str, roots: Sequence[Path]) -> Path:
+    """The real directory for `source`, which must lie under one of `roots` after resolving symlinks.
+
+    Semantics: a relative source is taken relative to the first root; `..` components and symlinks are
+    resolved before the check, so neither can escape a root. Outside -> InvalidArgumentError (checked
+    before existence, so callers learn nothing about paths outside the roots); missing ->
+    SourceNotFoundError.
+    """
+    if not source or "\0" in source:
+        raise InvalidArgumentError("adapter source path is empty or contains a NUL byte")
+    if not roots:
+        raise InvalidArgumentError(
+            "this control plane has no adapter roots; start it with --adapter-root DIR"
+        )
+    path = Path(os.path.expanduser(source))
+    if not path.is_absolute():
+        path = roots[0] / path
+    real = Path(os.path.realpath(path))
+    if not any(real == root or real.is_relative_to(root) for root in roots):
+        allowed = ", ".join(str(root) for root in roots)
+        raise InvalidArgumentError(
+            f"adapter source {source[:300]!r} resolves outside the allowed adapter roots ({allowed}); "
+            "copy the adapter under a root or start the control plane with another --adapter-root"
+        )
+    if not real.exists():
+        raise SourceNotFoundError(f"adapter source {source[:300]!r} does not exist")
+    if not real.is_dir():
+        raise InvalidArgumentError(f"adapter source {source[:300]!r} is not a directory")
+    return real
+
+
+def check_adapter_dir(directory: Path) -> CheckedAdapter:
+    """Validate the PEFT config and weight files; InvalidArgumentError says what to fix."""
+    try:
+        config, version = validate_adapter_dir(directory, max_lora_rank=MAX_RANK)
+    except AdapterLoadError as exc:
+        raise InvalidArgumentError(f"{directory} is not a usable PEFT LoRA adapter: {exc}") from exc
+    return CheckedAdapter(version=version, rank=config.max_rank, target_modules=_modules(config))
+
+
+def _modules(config: PeftLoRAConfig) -> tuple[str, ...]:
+    keys = {
+        module: [module_key(layer, module) for layer in range(_PROBE_LAYERS)] for module in SUPPORTED_MODULES
+    }
+    return tuple(module for module, probes in keys.items() if any(config.targets(key) for key in probes))
