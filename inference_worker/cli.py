@@ -1,0 +1,149 @@
+"""`loraplane worker`: run one inference worker (engine + gRPC server), standalone or under a control plane.
+
+Engine flags keep vLLM's names. Importing this module is cheap (no torch): the engine loads in `run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import socket
+import sys
+from typing import Any
+
+from inference_worker.service_config import (
+    DEFAULT_LISTEN,
+    DEFAULT_MAX_NUM_SEQS,
+    QUEUE_LEN_PER_SEQ,
+    WorkerServiceConfig,
+    env_control_plane,
+    env_worker_id,
+    parse_lora_modules,
+    split_host_port,
+)
+
+logger = logging.getLogger(__name__)
+
+# (flag, engine option, type, help); only flags given on the command line reach the engine.
+ENGINE_OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
+    ("--model", "model", str, "model directory or hub id (default: the demo model SmolLM2-135M-Instruct)"),
+    ("--tokenizer", "tokenizer", str, "tokenizer directory or hub id (default: the model's)"),
+    ("--served-model-name", "served_model_name", str, "the base model's name in requests and ListModels"),
+    ("--dtype", "dtype", str, "auto, float32, bfloat16 or float16 (default: auto)"),
+    ("--device", "device", str, "auto, cpu or cuda[:N] (default: auto)"),
+    ("--max-num-seqs", "max_num_seqs", int, f"most sequences per batch (default: {DEFAULT_MAX_NUM_SEQS})"),
+    ("--max-model-len", "max_model_len", int, "context length (default: the model's)"),
+    ("--max-num-batched-tokens", "max_num_batched_tokens", int, "most tokens per step"),
+    ("--gpu-memory-utilization", "gpu_memory_utilization", float, "GPU memory fraction (default: 0.9)"),
+    ("--cpu-kv-cache-gb", "cpu_kv_cache_gb", float, "KV cache size on CPU in GiB (default: 1)"),
+    ("--num-gpu-blocks-override", "num_kv_blocks", int, "KV cache blocks, overriding the sizing"),
+    ("--block-size", "block_size", int, "tokens per KV cache block (default: 16)"),
+    ("--load-format", "load_format", str, "auto, safetensors, pt or dummy (default: auto)"),
+    ("--seed", "seed", int, "engine seed (default: 0)"),
+    ("--max-loras", "max_loras", int, "adapters in GPU slots at once (default: 4)"),
+    ("--max-lora-rank", "max_lora_rank", int, "largest adapter rank accepted (default: 16)"),
+    ("--max-cpu-loras", "max_cpu_loras", int, "adapters in the CPU cache (default: max-loras)"),
+    ("--lora-dtype", "lora_dtype", str, "adapter weight dtype (default: auto = the model's)"),
+)
+ENGINE_SWITCHES = (
+    ("--enable-lora", "enable_lora", "serve LoRA adapters"),
+    ("--enforce-eager", "enforce_eager", "never capture CUDA graphs"),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    service = parser.add_argument_group("service")
+    service.add_argument(
+        "--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT to serve on (default: {DEFAULT_LISTEN})"
+    )
+    service.add_argument(
+        "--control-plane",
+        default=None,
+        help="control plane HOST:PORT (default: $LORAPLANE_CONTROL_PLANE; unset = standalone)",
+    )
+    service.add_argument(
+        "--worker-id", default=None, help="stable worker id (default: $LORAPLANE_WORKER_ID or host:port)"
+    )
+    service.add_argument(
+        "--advertise-endpoint", default=None, help="HOST:PORT others use to reach this worker"
+    )
+    service.add_argument(
+        "--max-queue-len",
+        type=int,
+        default=None,
+        help=f"Generate calls admitted beyond max-num-seqs before RESOURCE_EXHAUSTED "
+        f"(default: {QUEUE_LEN_PER_SEQ} x max-num-seqs)",
+    )
+    service.add_argument(
+        "--shutdown-grace-s", type=float, default=30.0, help="seconds in-flight streams get on SIGTERM"
+    )
+    service.add_argument(
+        "--lora-modules",
+        nargs="+",
+        default=None,
+        help='static adapters: name=path or JSON {"name", "path", "base_model_name"} (needs --enable-lora)',
+    )
+    engine = parser.add_argument_group("engine (vLLM names)")
+    for flag, dest, kind, text in ENGINE_OPTIONS:
+        engine.add_argument(flag, dest=dest, type=kind, default=None, help=text)
+    for flag, dest, text in ENGINE_SWITCHES:
+        engine.add_argument(flag, dest=dest, action="store_true", help=text)
+    engine.add_argument(
+        "--enable-prefix-caching",
+        dest="enable_prefix_caching",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="reuse KV blocks of shared prompt prefixes (default: on)",
+    )
+
+
+def engine_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The engine options given on the command line, by their EngineConfig names."""
+    kwargs = {
+        dest: getattr(args, dest) for _, dest, _, _ in ENGINE_OPTIONS if getattr(args, dest) is not None
+    }
+    kwargs.update({dest: True for _, dest, _ in ENGINE_SWITCHES if getattr(args, dest)})
+    if args.enable_prefix_caching is not None:
+        kwargs["enable_prefix_caching"] = args.enable_prefix_caching
+    return kwargs
+
+
+def config_from_args(args: argparse.Namespace) -> WorkerServiceConfig:
+    """Build the frozen service config; ValueError with the offending flag on bad values."""
+    max_num_seqs = args.max_num_seqs or DEFAULT_MAX_NUM_SEQS
+    _, port = split_host_port(args.listen)
+    worker_id = args.worker_id or env_worker_id() or f"{socket.gethostname()}:{port or os.getpid()}"
+    max_queue_len = args.max_queue_len if args.max_queue_len is not None else QUEUE_LEN_PER_SEQ * max_num_seqs
+    return WorkerServiceConfig(
+        listen=args.listen,
+        control_plane=args.control_plane or env_control_plane(),
+        worker_id=worker_id,
+        advertise_endpoint=args.advertise_endpoint,
+        max_num_seqs=max_num_seqs,
+        max_queue_len=max_queue_len,
+        shutdown_grace_s=args.shutdown_grace_s,
+        lora_modules=parse_lora_modules(args.lora_modules),
+        engine_kwargs=engine_kwargs_from_args(args),
+    )
+
+
+def _announce(worker: Any) -> None:
+    print(f"loraplane worker {worker.config.worker_id} serving on {worker.endpoint}", flush=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        print(f"loraplane worker: {exc}", file=sys.stderr)
+        return 2
+    from inference_worker.errors import EngineError
+    from inference_worker.server import serve
+
+    try:
+        return asyncio.run(serve(config, on_ready=_announce))
+    except (EngineError, RuntimeError) as exc:
+        logger.error("worker failed to start: %s", exc)
+        return 1

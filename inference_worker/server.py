@@ -1,0 +1,186 @@
+"""The worker process's lifecycle: gRPC server, engine, static adapters, control-plane link, shutdown.
+
+Order: the server starts first with health NOT_SERVING (so orchestrators see the worker while the model
+loads), then the engine starts, `--lora-modules` load, health turns SERVING and the control-plane client
+connects. On SIGTERM/SIGINT: health NOT_SERVING, a draining heartbeat, then `server.stop(grace)`: new
+calls are refused with UNAVAILABLE while in-flight streams get `shutdown_grace_s` to finish; then the
+engine stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from inference_worker.control_client import ControlPlaneClient, WorkerIdentity
+from inference_worker.grpc_errors import ErrorMappingInterceptor
+from inference_worker.served_models import AdapterTarget, ServedModels
+from inference_worker.service_config import WorkerServiceConfig
+from inference_worker.servicer import SERVICE_NAME, InferenceServicer
+from loraplane.grpc_options import server_options
+from loraplane.inference.v1 import inference_pb2_grpc
+
+logger = logging.getLogger(__name__)
+
+
+def build_engine(engine_kwargs: dict[str, Any]) -> Any:
+    """Construct the async engine (loads the model; call it off the event loop)."""
+    from inference_worker import AsyncLLMEngine, EngineConfig
+
+    return AsyncLLMEngine(EngineConfig.from_kwargs(**engine_kwargs))
+
+
+def model_root(engine_kwargs: dict[str, Any]) -> str:
+    """The base model's `root` for ListModels: the path or hub id as given, the demo model's path if none."""
+    model = engine_kwargs.get("model")
+    if model:
+        return str(model)
+    from inference_worker.demo import demo_model_path
+
+    return demo_model_path()
+
+
+class WorkerServer:
+    """One worker: `await start()` binds and loads, `await wait_for_termination()` serves until a signal
+    or `request_stop()`, `await stop()` drains and exits (see module doc)."""
+
+    def __init__(self, config: WorkerServiceConfig) -> None:
+        self.config = config
+        self.server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()], options=server_options())
+        self.health = health.aio.HealthServicer()
+        self.servicer = InferenceServicer(config.max_in_flight)
+        self.engine: Any = None
+        self.models: ServedModels | None = None
+        self.control: ControlPlaneClient | None = None
+        self.port = 0
+        self.draining = False
+        self._stop_requested = asyncio.Event()
+        self._control_task: asyncio.Task | None = None
+        inference_pb2_grpc.add_InferenceServicer_to_server(self.servicer, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+
+    @property
+    def endpoint(self) -> str:
+        return self.config.endpoint_for(self.port)
+
+    async def start(self) -> None:
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.port = self.server.add_insecure_port(self.config.listen)
+        await self.server.start()
+        logger.info(
+            "worker listening on %s (endpoint %s); loading the model", self.config.listen, self.endpoint
+        )
+        engine_kwargs = dict(self.config.engine_kwargs)
+        self.engine = await asyncio.to_thread(build_engine, engine_kwargs)
+        await self.engine.start()
+        root = await asyncio.to_thread(model_root, engine_kwargs)
+        enable_lora = bool(engine_kwargs.get("enable_lora"))
+        self.models = ServedModels(self.engine, self.engine.model_name, root, enable_lora)
+        for module in self.config.lora_modules:
+            await self.models.load(
+                AdapterTarget(module.name, module.path, base_model_name=module.base_model_name)
+            )
+            logger.info("loaded adapter %s from %s", module.name, module.path)
+        self.servicer.attach(self.engine, self.models)
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        logger.info(
+            "worker %s serving %s on %s", self.config.worker_id, self.engine.model_name, self.endpoint
+        )
+        if self.config.control_plane:
+            self._start_control_client(enable_lora)
+
+    def _start_control_client(self, enable_lora: bool) -> None:
+        engine_config = self.engine.config
+        self.control = ControlPlaneClient(
+            target=self.config.control_plane,
+            identity=WorkerIdentity(
+                worker_id=self.config.worker_id,
+                base_model_name=self.engine.model_name,
+                endpoint=self.endpoint,
+                max_loras=engine_config.max_loras if enable_lora else 0,
+                max_lora_rank=engine_config.max_lora_rank if enable_lora else 0,
+                max_cpu_loras=(engine_config.max_cpu_loras or engine_config.max_loras) if enable_lora else 0,
+                max_num_seqs=engine_config.max_num_seqs,
+                max_model_len=int(self.engine.max_model_len),
+                num_kv_blocks=self.engine.stats().num_total_blocks,
+                enable_lora=enable_lora,
+            ),
+            models=self.models,
+            stats=self._load_stats,
+            draining=lambda: self.draining,
+            heartbeat_interval_s=self.config.heartbeat_interval_s,
+        )
+        self._control_task = asyncio.create_task(self.control.run(), name="control-plane-client")
+
+    def _load_stats(self) -> Any:
+        return self.engine.stats()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+
+    def request_stop(self) -> None:
+        logger.info("stop requested; draining")
+        self._stop_requested.set()
+
+    async def wait_for_termination(self) -> None:
+        await self._stop_requested.wait()
+
+    async def stop(self) -> None:
+        """Drain and stop: NOT_SERVING, refuse new calls, give in-flight streams the grace period."""
+        self.draining = True
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self.control is not None:
+            self.control.send_heartbeat_now()
+            await asyncio.sleep(0)
+        grace = self.config.shutdown_grace_s
+        logger.info("stopping: %d streams in flight, grace %.1fs", self.servicer.num_in_flight, grace)
+        await self.server.stop(grace)
+        if self._control_task is not None:
+            self._control_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._control_task
+        if self.engine is not None:
+            await self.engine.shutdown()
+        logger.info("worker stopped")
+
+    async def _set_health(self, status: int) -> None:
+        for service in ("", SERVICE_NAME):
+            await self.health.set(service, status)
+
+
+async def serve(config: WorkerServiceConfig, on_ready: Any = None) -> int:
+    """Run a worker until SIGTERM/SIGINT; `on_ready(server)` is called once it serves. Returns an exit
+    code (0 after a clean drain)."""
+    worker = WorkerServer(config)
+    worker.install_signal_handlers()
+    startup = asyncio.create_task(worker.start())
+    stopper = asyncio.create_task(worker.wait_for_termination())
+    await asyncio.wait({startup, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    failure = None
+    if startup.done():
+        failure = startup.exception()
+        if failure is None:
+            if on_ready is not None:
+                on_ready(worker)
+            await stopper
+    else:
+        startup.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await startup
+    stopper.cancel()
+    await worker.stop()
+    if failure is not None:
+        raise failure
+    return 0
