@@ -1,0 +1,156 @@
+"""Child processes for `loraplane serve` and `loraplane up`: start, wait for health, stop together.
+
+Semantics: children run in their own process group (so a terminal's Ctrl-C reaches only the
+supervisor, which then stops them in reverse start order: SIGTERM, then SIGKILL after `grace_s`).
+`supervise()` returns when a child exits or SIGINT/SIGTERM arrives, and always stops every child.
+Health probes are plain gRPC health checks and HTTP GETs; nothing heavy is imported here.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Child:
+    """A supervised process and where it listens."""
+
+    name: str
+    proc: subprocess.Popen
+    address: str = ""
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (the child binds it right after; good enough on loopback)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def grpc_healthy(address: str, service: str = "", timeout_s: float = 1.0) -> bool:
+    """True when the gRPC server at `address` answers SERVING for `service`."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
+            )
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def http_ok(url: str, timeout_s: float = 1.0) -> bool:
+    """True when GET `url` answers 200."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as reply:
+            return reply.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@dataclass
+class Supervisor:
+    """Starts children and stops them together."""
+
+    grace_s: float = 15.0
+    children: list[Child] = field(default_factory=list)
+    _stopping: bool = False
+
+    def start(
+        self, name: str, argv: Sequence[str], env: dict[str, str] | None = None, address: str = ""
+    ) -> Child:
+        full_env = {**os.environ, **(env or {})}
+        proc = subprocess.Popen(list(argv), env=full_env, start_new_session=True)
+        child = Child(name, proc, address)
+        self.children.append(child)
+        log.info("started %s (pid %d)%s", name, proc.pid, f" on {address}" if address else "")
+        return child
+
+    def python_module(self, name: str, args: Sequence[str], **kwargs) -> Child:
+        """Start `python -m loraplane <args>` (the same interpreter as this process)."""
+        return self.start(name, [sys.executable, "-m", "loraplane", *args], **kwargs)
+
+    def wait_until(self, child: Child, ready: Callable[[], bool], timeout_s: float, what: str) -> None:
+        """Poll `ready()` until it is true; RuntimeError when the child dies or `timeout_s` passes."""
+        deadline = time.monotonic() + timeout_s
+        while not ready():
+            if not child.alive:
+                raise RuntimeError(f"{child.name} exited with code {child.proc.returncode} before {what}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{child.name} did not become {what} within {timeout_s:.0f} s")
+            time.sleep(0.2)
+
+    def supervise(self) -> int:
+        """Block until a child exits or SIGINT/SIGTERM; then stop all. Returns the exit code to use."""
+        stop = {"signal": None}
+
+        def on_signal(signum, _frame) -> None:
+            stop["signal"] = signum
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while stop["signal"] is None:
+                dead = next((c for c in self.children if not c.alive), None)
+                if dead is not None:
+                    log.error("%s exited with code %s; stopping the others", dead.name, dead.proc.returncode)
+                    return 1
+                time.sleep(0.2)
+            log.info("received %s; stopping", signal.Signals(stop["signal"]).name)
+            return 0
+        finally:
+            self.stop_all()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+    def stop_all(self) -> None:
+        """SIGTERM every live child (last started first), then SIGKILL what is left after `grace_s`."""
+        if self._stopping:
+            return
+        self._stopping = True
+        for child in reversed(self.children):
+            if child.alive:
+                child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.grace_s
+        for child in reversed(self.children):
+            try:
+                child.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop within %.0f s; killing it", child.name, self.grace_s)
+                child.proc.kill()
+                child.proc.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m loraplane.supervisor --grpc HOST:PORT [--service S]` or `--http URL`."""
+    parser = argparse.ArgumentParser(description="exit 0 when a loraplane process is healthy")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--grpc", help="gRPC HOST:PORT answering grpc.health.v1")
+    target.add_argument("--http", help="URL answering 200")
+    parser.add_argument("--service", default="", help="gRPC health service name (default: overall)")
+    args = parser.parse_args(argv)
+    healthy = grpc_healthy(args.grpc, args.service, 3.0) if args.grpc else http_ok(args.http, 3.0)
+    return 0 if healthy else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

