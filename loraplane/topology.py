@@ -127,7 +127,8 @@ def register_modules(control_plane: str, modules) -> None:
         try:
             for name, path, base in modules:
                 try:
-                    await client.create_adapter(name, path, base, replace=True)
+                    source = os.path.abspath(os.path.expanduser(path))
+                    await client.create_adapter(name, source, base, replace=True)
                 except grpc.aio.AioRpcError as exc:
                     raise RuntimeError(f"--lora-modules {name}={path}: {exc.details()}") from exc
         finally:
