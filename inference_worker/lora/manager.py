@@ -130,8 +130,13 @@ class LoRAManager:
             return self._info(self._record(name))
 
     def version_of(self, request: LoRARequest) -> str:
+        """The version a request runs with. Like vLLM, a request naming an adapter that is not added yet
+        loads it first (blocking the caller, never the step loop); async callers should add it first."""
         with self._lock:
-            return self._record(request.lora_name).version
+            record = self._by_name.get(request.lora_name)
+        if record is None:
+            return self.add(request).result().version
+        return record.version
 
     def close(self) -> None:
         self._loader.shutdown(wait=False, cancel_futures=True)

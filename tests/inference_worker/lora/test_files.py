@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import shutil
 
-from conftest import edit_config
-
 from inference_worker.lora import adapter_version
+from tests.inference_worker.lora.conftest import edit_config
 
 
 def test_version_is_stable_across_copies_and_changes_with_any_file(make_adapter, tmp_path):

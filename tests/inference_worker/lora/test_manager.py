@@ -7,12 +7,17 @@ import time
 
 import pytest
 import torch
-from conftest import ADAPTER_SPECS, edit_config, tiny_llama_config, write_peft_adapter
 from torch import nn
 
 from inference_worker.context import Context, set_context
 from inference_worker.errors import AdapterAlreadyLoadedError, AdapterLoadError, AdapterNotFoundError
 from inference_worker.lora import LoRAConfig, LoRAManager, LoRARequest
+from tests.inference_worker.lora.conftest import (
+    ADAPTER_SPECS,
+    edit_config,
+    tiny_llama_config,
+    write_peft_adapter,
+)
 
 PROJECTIONS = {  # engine module -> HF modules stacked along its output
     "self_attn.qkv_proj": ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],

@@ -6,10 +6,10 @@ import math
 import sys
 
 import pytest
-from conftest import edit_config
 
 from inference_worker.errors import AdapterLoadError, AdapterSourceNotFoundError
 from inference_worker.lora.peft_config import parse_peft_config, validate_adapter_dir
+from tests.inference_worker.lora.conftest import edit_config
 
 Q0 = "model.layers.0.self_attn.q_proj"
 V1 = "model.layers.1.self_attn.v_proj"
