@@ -17,6 +17,7 @@ class LoRAKernelMeta:
 
     Semantics (after ``prepare(token_slots)`` with ``T = len(token_slots)``)::
 
+        token_slots[:T] = token_slots (as int32)
         token_indices_sorted[:T] = stable argsort of token_slots (slot -1 first, then slot 0, 1, ...)
         for s in range(max_loras):
             num_tokens_per_slot[s] = count(token_slots == s)
@@ -25,7 +26,7 @@ class LoRAKernelMeta:
         slot_rank[s] = rank of the adapter in slot s (clamped to the buffer's max_rank by the kernels)
 
     Shape:
-        token_indices_sorted: [max_num_tokens] int32
+        token_indices_sorted, token_slots: [max_num_tokens] int32
         num_tokens_per_slot, slot_start, active_slots, slot_rank: [max_loras] int32
         num_active: [1] int32
     Host side: ``num_tokens`` (int) and ``has_lora`` (bool: any token has an adapter).
@@ -39,6 +40,7 @@ class LoRAKernelMeta:
         self.device = torch.device(device)
         i32 = dict(dtype=torch.int32, device=self.device)
         self.token_indices_sorted = torch.zeros(max_num_tokens, **i32)
+        self.token_slots = torch.full((max_num_tokens,), -1, **i32)
         self.num_tokens_per_slot = torch.zeros(max_loras, **i32)
         self.slot_start = torch.zeros(max_loras, **i32)
         self.active_slots = torch.full((max_loras,), -1, **i32)
@@ -68,6 +70,7 @@ class LoRAKernelMeta:
 
     def _group(self, slots: torch.Tensor) -> None:
         num_tokens = slots.numel()
+        self.token_slots[:num_tokens].copy_(slots)
         order = torch.argsort(slots, stable=True)
         self.token_indices_sorted[:num_tokens].copy_(order)
         counts = torch.zeros(self.max_loras + 1, dtype=torch.int64, device=self.device)

@@ -36,16 +36,14 @@ def lora_shrink_ref(
         lora_a[i]: [max_loras, max_rank, in]
         y: [num_slices, T, max_rank] fp32 (written)
     """
-    ranks = meta.slot_rank.tolist()
-    index = meta.token_indices_sorted.to(device=x.device, dtype=torch.int64)
-    for slot, start, count in meta.segments():
-        tokens = index[start : start + count]
+    for tokens, slots, ranks in _token_groups(meta, x.shape[0], y.shape[2]):
         xs = x.index_select(0, tokens).float()
         for i, a in enumerate(lora_a):
-            rank = min(ranks[slot], a.shape[1])
-            part = scale * (xs @ a[slot, :rank].float().t())
-            y[i, tokens, :rank] = part
-            y[i, tokens, rank:] = 0.0
+            if isinstance(slots, int):  # one adapter for the whole segment: one matmul
+                part = xs @ a[slots].float().t()
+            else:  # many adapters, few tokens: gathered weights, one batched matmul
+                part = torch.bmm(a.index_select(0, slots).float(), xs.unsqueeze(2)).squeeze(2)
+            y[i, tokens] = scale * part * _rank_mask(ranks, y.shape[2], x.device)
 
 
 def lora_expand_ref(
@@ -76,13 +74,13 @@ def lora_expand_ref(
         slice_offsets: num_slices ints (default: running sum of out_i)
     """
     offsets = _slice_offsets(lora_b, slice_offsets)
-    ranks = meta.slot_rank.tolist()
-    index = meta.token_indices_sorted.to(device=out.device, dtype=torch.int64)
-    for slot, start, count in meta.segments():
-        tokens = index[start : start + count]
+    for tokens, slots, ranks in _token_groups(meta, out.shape[0], y.shape[2]):
         for i, b in enumerate(lora_b):
-            rank = min(ranks[slot], b.shape[2])
-            delta = y[i].index_select(0, tokens)[:, :rank] @ b[slot, :, :rank].float().t()
+            ys = y[i].index_select(0, tokens) * _rank_mask(ranks, y.shape[2], out.device)
+            if isinstance(slots, int):
+                delta = ys @ b[slots].float().t()
+            else:
+                delta = torch.bmm(b.index_select(0, slots).float(), ys.unsqueeze(2)).squeeze(2)
             cols = slice(offsets[i], offsets[i] + b.shape[1])
             if add_inputs:
                 delta = delta + out[tokens, cols].float()
@@ -148,6 +146,34 @@ def add_lora(
     y = buffer[:num_slices, :num_tokens, :max_rank]
     lora_shrink(x, lora_a, y, meta)
     lora_expand(y, lora_b, out, meta)
+
+
+_GATHER_LIMIT = 64  # tokens with adapters up to which the references gather weights per token
+
+
+def _token_groups(meta: LoRAKernelMeta, num_tokens: int, max_rank: int):
+    """Groups of tokens with adapters as ``(tokens, slot or per-token slots, rank or per-token ranks)``.
+
+    Few tokens (decode): one group with per-token slots, served by a batched matmul over gathered
+    weights. Many tokens (prefill): one group per active slot, served by one plain matmul each.
+    """
+    device = meta.token_indices_sorted.device
+    num_base = int((meta.token_slots[:num_tokens] < 0).sum())
+    if num_tokens - num_base <= _GATHER_LIMIT:
+        tokens = meta.token_indices_sorted[num_base:num_tokens].long()
+        if tokens.numel():
+            slots = meta.token_slots.index_select(0, tokens).long()
+            yield tokens, slots, meta.slot_rank.index_select(0, slots).clamp(max=max_rank)
+        return
+    ranks = meta.slot_rank.tolist()
+    index = meta.token_indices_sorted.long()
+    for slot, start, count in meta.segments():
+        yield index[start : start + count], slot, torch.tensor(min(ranks[slot], max_rank), device=device)
+
+
+def _rank_mask(ranks: torch.Tensor, max_rank: int, device: torch.device) -> torch.Tensor:
+    """1.0 for columns below each token's (or the group's) rank, else 0.0: ``[n or 1, max_rank]``."""
+    return (torch.arange(max_rank, device=device)[None, :] < ranks.reshape(-1, 1)).float()
 
 
 def _slice_offsets(lora_b: Sequence[torch.Tensor], slice_offsets: Sequence[int] | None) -> list[int]:

@@ -134,7 +134,9 @@ def _shrink_kernel(
         tl.atomic_add(y_ptrs, acc, mask=y_mask, sem="relaxed")
 
 
-@triton.jit
+@triton.jit(
+    do_not_specialize=["n0", "n1", "n2", "off0", "off1", "off2", "stride_bl0", "stride_bl1", "stride_bl2"]
+)
 def _expand_kernel(
     y_ptr,
     b0_ptr,

@@ -16,7 +16,7 @@ TOL = {torch.float16: 2e-2, torch.float32: 1e-4}
 def _case(popularity, num_slices, dtype, num_tokens=20, ranks=(4, 8, 16), seed=0):
     slots = make_token_slots(popularity, num_tokens, NUM_LORAS, seed=seed)
     slot_rank = make_slot_ranks(NUM_LORAS, ranks, seed=seed)
-    meta = LoRAKernelMeta(64, NUM_LORAS, DEVICE)
+    meta = LoRAKernelMeta(max(64, num_tokens), NUM_LORAS, DEVICE)
     meta.prepare(slots, slot_rank)
     lora_a, lora_b = make_lora_weights(
         NUM_LORAS, MAX_RANK, IN_FEATURES, SLICE_WIDTHS[num_slices], dtype, DEVICE
@@ -117,3 +117,22 @@ def test_shape_errors_are_actionable():
     _, _, meta, x, lora_a, _ = _case("uniform", 1, torch.float32)
     with pytest.raises(ValueError, match="fp32"):
         lora_ops.lora_shrink(x, lora_a, torch.zeros(1, x.shape[0], MAX_RANK, dtype=torch.float16), meta)
+
+
+@pytest.mark.parametrize("num_tokens", [20, 100])  # per-token gather path and per-segment path
+def test_reference_paths_match_dense_math(num_tokens):
+    slots, slot_rank, meta, x, lora_a, lora_b = _case("base_mixed", 2, torch.float32, num_tokens=num_tokens)
+    y = torch.zeros(2, num_tokens, MAX_RANK, device=DEVICE)
+    out = torch.zeros(num_tokens, 80, device=DEVICE)
+    lora_ops.lora_shrink_ref(x, lora_a, y, meta)
+    lora_ops.lora_expand_ref(y, lora_b, out, meta)
+    keep = _rank_mask(slots, slot_rank).float()
+    index = slots.clamp(min=0).long()
+    expected = torch.cat(
+        [
+            torch.einsum("ti,tri,tr,tor->to", x, a[index], keep, b[index])
+            for a, b in zip(lora_a, lora_b, strict=True)
+        ],
+        dim=1,
+    )
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
