@@ -26,6 +26,9 @@ from loraplane.grpc_options import client_options
 from loraplane.worker.v1 import worker_pb2 as wk
 from loraplane.worker.v1 import worker_pb2_grpc
 
+# Reconnect quickly after a control-plane restart (transport backoff, not the stream-level one).
+_RECONNECT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 1000)]
+
 
 class FakeWorker:
     def __init__(
@@ -86,13 +89,16 @@ class FakeWorker:
                 backoff = 0.05
             except grpc.aio.AioRpcError as exc:
                 self.last_error = exc
+            except asyncio.InvalidStateError:
+                pass  # the stream finished while a write was in flight
             self.connected.clear()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 1.0)
 
     async def _session(self) -> None:
         metadata = (("authorization", f"Bearer {self.token}"),) if self.token else None
-        async with grpc.aio.insecure_channel(self.target, options=client_options()) as channel:
+        options = [*client_options(), *_RECONNECT_OPTIONS]
+        async with grpc.aio.insecure_channel(self.target, options=options) as channel:
             call = worker_pb2_grpc.WorkerControlStub(channel).Connect(metadata=metadata, wait_for_ready=True)
             lock = asyncio.Lock()
             await self._write(call, lock, wk.ConnectRequest(hello=self._hello()))
@@ -111,7 +117,9 @@ class FakeWorker:
             finally:
                 if beats is not None:
                     beats.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
+                    with contextlib.suppress(
+                        asyncio.CancelledError, asyncio.InvalidStateError, grpc.RpcError
+                    ):
                         await beats
 
     async def _write(self, call, lock: asyncio.Lock, message: wk.ConnectRequest) -> None:

@@ -1,0 +1,127 @@
+"""`loraplane adapters add|list|show|rm` (exit codes in control_plane.admin_cli)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from control_plane.admin_cli import client
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    add = actions.add_parser("add", help="register an adapter (or replace one with --replace)")
+    add.add_argument("name", metavar="NAME")
+    add.add_argument("source", metavar="SOURCE", help="adapter directory (under an adapter root) or hub id")
+    add.add_argument("--base-model", default="", help="base model the adapter was trained for")
+    add.add_argument("--replace", action="store_true", help="roll out new files under an existing name")
+    add.add_argument("--hub", action="store_true", help="SOURCE is a hub id (owner/name)")
+    add.add_argument("--revision", default="", help="hub revision (branch, tag or commit)")
+    add.add_argument("--rollout-timeout", type=float, default=0.0, help="seconds to wait for workers")
+    listing = actions.add_parser("list", help="list adapters")
+    listing.add_argument("--base-model", default="", help="only adapters of this base model")
+    show = actions.add_parser("show", help="show one adapter and its residency")
+    show.add_argument("name", metavar="NAME")
+    rm = actions.add_parser("rm", help="delete an adapter and unload it everywhere")
+    rm.add_argument("name", metavar="NAME")
+    rm.add_argument("--allow-missing", action="store_true", help="succeed when the name does not exist")
+    for sub in (add, listing, show, rm):
+        client.add_common_arguments(sub)
+
+
+def run(args: argparse.Namespace) -> int:
+    from loraplane.registry.v1 import registry_pb2 as reg
+    from loraplane.registry.v1 import registry_pb2_grpc
+
+    action = {"add": _add, "list": _list, "show": _show, "rm": _rm}[args.action]
+    code, output = client.call(
+        args, registry_pb2_grpc.AdapterRegistryStub, lambda stub, md: action(args, stub, md, reg)
+    )
+    if code == client.EXIT_OK:
+        output()
+    return code
+
+
+def _add(args, stub, metadata, reg):
+    if args.hub:
+        source = reg.AdapterSource(hub_id=args.source, revision=args.revision)
+    else:
+        path = (
+            os.path.abspath(os.path.expanduser(args.source)) if os.path.exists(args.source) else args.source
+        )
+        source = reg.AdapterSource(path=path)
+    request = reg.CreateAdapterRequest(
+        adapter=reg.Adapter(name=args.name, source=source, base_model_name=args.base_model),
+        replace=args.replace,
+        rollout_timeout_ms=int(args.rollout_timeout * 1000),
+    )
+    response = stub.CreateAdapter(request, metadata=metadata, timeout=args.timeout)
+    if args.json:
+        return lambda: client.print_json(client.to_dict(response))
+    return lambda: (_print_adapters([response.adapter], reg), print(response.message))
+
+
+def _list(args, stub, metadata, reg):
+    adapters, token = [], ""
+    while True:
+        page = stub.ListAdapters(
+            reg.ListAdaptersRequest(page_size=1000, page_token=token, base_model_name=args.base_model),
+            metadata=metadata,
+            timeout=args.timeout,
+        )
+        adapters.extend(page.adapters)
+        token = page.next_page_token
+        if not token:
+            break
+    if args.json:
+        return lambda: client.print_json([client.to_dict(a) for a in adapters])
+    return lambda: _print_adapters(adapters, reg)
+
+
+def _show(args, stub, metadata, reg):
+    adapter = stub.GetAdapter(
+        reg.GetAdapterRequest(name=args.name), metadata=metadata, timeout=args.timeout
+    ).adapter
+    if args.json:
+        return lambda: client.print_json(client.to_dict(adapter))
+
+    def show() -> None:
+        _print_adapters([adapter], reg)
+        rows = [
+            [
+                r.worker_id,
+                client.enum_label(reg.ResidencyState, r.state, "RESIDENCY_STATE_"),
+                r.version[:12],
+                r.error,
+            ]
+            for r in adapter.residency
+        ]
+        client.print_table(f"residency of {adapter.name}", ["worker", "state", "version", "error"], rows)
+
+    return show
+
+
+def _rm(args, stub, metadata, reg):
+    request = reg.DeleteAdapterRequest(name=args.name, allow_missing=args.allow_missing)
+    response = stub.DeleteAdapter(request, metadata=metadata, timeout=args.timeout)
+    if args.json:
+        return lambda: client.print_json(client.to_dict(response))
+    return lambda: print(f"deleted {args.name}; unloaded on {len(response.unloaded_workers)} workers")
+
+
+def _print_adapters(adapters, reg) -> None:
+    rows = []
+    for a in adapters:
+        ready = sum(r.state in (reg.RESIDENCY_STATE_GPU, reg.RESIDENCY_STATE_CPU) for r in a.residency)
+        source = a.source.path or a.source.hub_id
+        rows.append(
+            [
+                a.name,
+                a.base_model_name or "*",
+                a.version[:12],
+                str(a.rank),
+                source,
+                f"{ready}/{len(a.residency)}",
+            ]
+        )
+    client.print_table("adapters", ["name", "base model", "version", "rank", "source", "loaded"], rows)

@@ -1,0 +1,93 @@
+"""Shared plumbing of the admin CLI: common flags, the channel, error -> exit code, output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+EXIT_OK = 0
+EXIT_SERVER_ERROR = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+DEFAULT_CONTROL_PLANE = "127.0.0.1:50051"
+CONTROL_PLANE_ENV = "LORAPLANE_CONTROL_PLANE"
+ADMIN_TOKEN_ENV = "LORAPLANE_ADMIN_TOKEN"
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--control-plane",
+        default=None,
+        metavar="HOST:PORT",
+        help=f"control plane address (env {CONTROL_PLANE_ENV}, default {DEFAULT_CONTROL_PLANE})",
+    )
+    parser.add_argument("--admin-token", default=None, help=f"admin token (default: env {ADMIN_TOKEN_ENV})")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the answer (120)")
+
+
+def target(args: argparse.Namespace) -> str:
+    return args.control_plane or os.environ.get(CONTROL_PLANE_ENV) or DEFAULT_CONTROL_PLANE
+
+
+def metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
+    token = args.admin_token if args.admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV, "")
+    return (("authorization", f"Bearer {token}"),) if token else ()
+
+
+def call(
+    args: argparse.Namespace, stub_factory: Callable, fn: Callable[[Any, tuple], Any]
+) -> tuple[int, Any]:
+    """Open a channel, run `fn(stub, metadata)`, map failures to exit codes (message on stderr)."""
+    import grpc
+
+    from loraplane.grpc_options import client_options
+
+    address = target(args)
+    try:
+        with grpc.insecure_channel(address, options=client_options()) as channel:
+            grpc.channel_ready_future(channel).result(timeout=min(args.timeout, 5.0))
+            return EXIT_OK, fn(stub_factory(channel), metadata(args))
+    except grpc.FutureTimeoutError:
+        print(
+            f"error: cannot reach the control plane at {address} (is it running? see --control-plane)",
+            file=sys.stderr,
+        )
+        return EXIT_UNREACHABLE, None
+    except grpc.RpcError as exc:
+        code = exc.code()
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            print(f"error: control plane at {address} unavailable: {exc.details()}", file=sys.stderr)
+            return EXIT_UNREACHABLE, None
+        print(f"error: {code.name}: {exc.details()}", file=sys.stderr)
+        return EXIT_SERVER_ERROR, None
+
+
+def print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, sort_keys=True))
+
+
+def to_dict(message) -> dict:
+    from google.protobuf.json_format import MessageToDict
+
+    return MessageToDict(message, preserving_proto_field_name=True)
+
+
+def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+def enum_label(enum_type, value: int, prefix: str) -> str:
+    return enum_type.Name(value).removeprefix(prefix).lower()
