@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import socket
 import subprocess
@@ -31,6 +30,7 @@ class Child:
     name: str
     proc: subprocess.Popen
     address: str = ""
+    critical: bool = True
 
     @property
     def alive(self) -> bool:
@@ -76,12 +76,11 @@ class Supervisor:
     children: list[Child] = field(default_factory=list)
     _stopping: bool = False
 
-    def start(
-        self, name: str, argv: Sequence[str], env: dict[str, str] | None = None, address: str = ""
-    ) -> Child:
-        full_env = {**os.environ, **(env or {})}
-        proc = subprocess.Popen(list(argv), env=full_env, start_new_session=True)
-        child = Child(name, proc, address)
+    def start(self, name: str, argv: Sequence[str], address: str = "", critical: bool = True) -> Child:
+        """Start a child. When a `critical` child exits, `supervise()` stops everything; the others may
+        exit alone while one non-critical child (e.g. one of several workers) still lives."""
+        proc = subprocess.Popen(list(argv), start_new_session=True)
+        child = Child(name, proc, address, critical)
         self.children.append(child)
         log.info("started %s (pid %d)%s", name, proc.pid, f" on {address}" if address else "")
         return child
@@ -109,11 +108,25 @@ class Supervisor:
 
         previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
+            reported: set[str] = set()
             while stop["signal"] is None:
-                dead = next((c for c in self.children if not c.alive), None)
-                if dead is not None:
-                    log.error("%s exited with code %s; stopping the others", dead.name, dead.proc.returncode)
+                dead = [c for c in self.children if not c.alive]
+                fatal = next((c for c in dead if c.critical), None)
+                if fatal is None and dead and all(not c.alive for c in self.children if not c.critical):
+                    fatal = dead[0]
+                if fatal is not None:
+                    log.error(
+                        "%s exited with code %s; stopping the others", fatal.name, fatal.proc.returncode
+                    )
                     return 1
+                for child in dead:
+                    if child.name not in reported:
+                        reported.add(child.name)
+                        log.warning(
+                            "%s exited with code %s; the others keep serving",
+                            child.name,
+                            child.proc.returncode,
+                        )
                 time.sleep(0.2)
             log.info("received %s; stopping", signal.Signals(stop["signal"]).name)
             return 0

@@ -103,10 +103,13 @@ def start_control_plane(sup: Supervisor, args: argparse.Namespace, modules) -> C
     return child
 
 
-def start_worker(sup: Supervisor, args: argparse.Namespace, index: int, control_plane: str) -> Child:
+def start_worker(
+    sup: Supervisor, args: argparse.Namespace, index: int, control_plane: str, critical: bool = True
+) -> Child:
+    """Worker `worker-<index>`; with `critical=False` the topology outlives it while another worker lives."""
     address = f"127.0.0.1:{free_port()}"
     argv = ["worker", "--listen", address, "--control-plane", control_plane, "--worker-id", f"worker-{index}"]
-    return sup.python_module(f"worker-{index}", argv + worker_args(args), address=address)
+    return sup.python_module(f"worker-{index}", argv + worker_args(args), address=address, critical=critical)
 
 
 def wait_workers(sup: Supervisor, workers: list[Child]) -> None:

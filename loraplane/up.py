@@ -27,7 +27,10 @@ def _start(sup, args, modules) -> list[tuple[str, object]]:
     from loraplane.supervisor import free_port
 
     control_plane = topology.start_control_plane(sup, args, modules)
-    workers = [topology.start_worker(sup, args, i, control_plane.address) for i in range(args.workers)]
+    workers = [
+        topology.start_worker(sup, args, i, control_plane.address, critical=args.workers == 1)
+        for i in range(args.workers)
+    ]
     topology.wait_workers(sup, workers)
     topology.register_modules(control_plane.address, modules)
     gateway_host, gateway_port = ("127.0.0.1", free_port()) if args.envoy else (args.host, args.port)
