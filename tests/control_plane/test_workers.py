@@ -1,0 +1,94 @@
+"""WorkerControl stream: heartbeats, liveness, worker token, health and reflection."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import pytest
+from conftest import make_config
+from fake_worker import FakeWorker
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from control_plane.server import ControlPlaneServer
+from loraplane.registry.v1 import registry_pb2 as reg
+from loraplane.worker.v1 import worker_pb2 as wk
+from loraplane.worker.v1 import worker_pb2_grpc
+
+
+async def test_heartbeats_report_load_and_silence_marks_down(registry, workers):
+    worker = await workers("w0")
+    await worker.wait_until(lambda w: len(w.received) >= 1)
+    listed = await registry.ListWorkers(reg.ListWorkersRequest())
+    assert listed.workers[0].state == reg.WORKER_STATE_READY
+    worker.send_heartbeats = False
+    await worker.wait_until(lambda w: w.last_error is not None, timeout=10)
+    assert (
+        worker.last_error.code() == grpc.StatusCode.UNAVAILABLE
+        and "no heartbeat" in worker.last_error.details()
+    )
+    worker.send_heartbeats = True
+    await worker.wait_until(lambda w: w.num_connects >= 2, timeout=10)  # reconnects and resyncs
+    assert worker.kinds().count("sync") == 2
+
+
+async def test_heartbeat_updates_load(registry, workers):
+    await workers("w0")
+    for _ in range(50):
+        listed = await registry.ListWorkers(reg.ListWorkersRequest())
+        if listed.workers[0].num_running == 1:
+            break
+        await asyncio.sleep(0.1)
+    assert listed.workers[0].num_running == 1 and listed.workers[0].kv_usage == pytest.approx(0.25)
+
+
+async def test_closed_stream_marks_worker_down(registry, workers):
+    worker = await workers("w0")
+    await worker.stop()
+    for _ in range(50):
+        listed = await registry.ListWorkers(reg.ListWorkersRequest(include_down=True))
+        if listed.workers[0].state == reg.WORKER_STATE_DOWN:
+            break
+        await asyncio.sleep(0.05)
+    assert listed.workers[0].state == reg.WORKER_STATE_DOWN
+    assert (await registry.ListWorkers(reg.ListWorkersRequest())).workers == []
+
+
+async def test_first_message_must_be_hello(target):
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = worker_pb2_grpc.WorkerControlStub(channel).Connect()
+        await call.write(wk.ConnectRequest(heartbeat=wk.Heartbeat()))
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call.read()
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "Hello" in info.value.details()
+
+
+async def test_worker_token(tmp_path, adapter_root):
+    server = ControlPlaneServer(make_config(tmp_path, adapter_root, worker_token="wtok"))
+    await server.start()
+    target = f"127.0.0.1:{server.port}"
+    try:
+        bad = FakeWorker(target, "bad")
+        await bad.start()
+        good = FakeWorker(target, "good", token="wtok")
+        await good.start()
+        await good.wait_until(lambda w: w.connected.is_set())
+        await bad.wait_until(lambda w: w.last_error is not None)
+        assert bad.last_error.code() == grpc.StatusCode.UNAUTHENTICATED and not bad.connected.is_set()
+    finally:
+        await bad.stop()
+        await good.stop()
+        await server.stop()
+
+
+async def test_health_and_reflection(target):
+    async with grpc.aio.insecure_channel(target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "loraplane.registry.v1.AdapterRegistry", "loraplane.worker.v1.WorkerControl"):
+            answer = await health.Check(health_pb2.HealthCheckRequest(service=service))
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        names = [s.name async for r in call for s in r.list_services_response.service]
+    assert "loraplane.registry.v1.AdapterRegistry" in names and "loraplane.worker.v1.WorkerControl" in names
