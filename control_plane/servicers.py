@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 
 import grpc
@@ -12,7 +13,7 @@ from control_plane import convert
 from control_plane.errors import InvalidArgumentError
 from control_plane.fleet import WorkerSession
 from control_plane.registry import AdapterService
-from control_plane.validation import check_name
+from control_plane.validation import check_base_model_name, check_name
 from control_plane.workers import WorkerHub
 from loraplane.registry.v1 import registry_pb2 as reg
 from loraplane.registry.v1 import registry_pb2_grpc
@@ -21,6 +22,7 @@ from loraplane.worker.v1 import worker_pb2_grpc
 logger = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_S = 30.0
+DEADLINE_MARGIN_S = 0.2  # time kept back from the caller's deadline to build and send the answer
 
 
 class AdapterRegistryServicer(registry_pb2_grpc.AdapterRegistryServicer):
@@ -30,7 +32,13 @@ class AdapterRegistryServicer(registry_pb2_grpc.AdapterRegistryServicer):
         self.service = service
 
     async def CreateAdapter(self, request: reg.CreateAdapterRequest, context) -> reg.CreateAdapterResponse:
-        result = await self.service.create(convert.create_request(request))
+        create = convert.create_request(request)
+        remaining = context.time_remaining()
+        if remaining is not None:  # answer before the caller's deadline: grpcio does not propagate it
+            budget = max(remaining - DEADLINE_MARGIN_S, 0.01)
+            timeout = min(create.rollout_timeout_s or budget, budget)
+            create = dataclasses.replace(create, rollout_timeout_s=timeout)
+        result = await self.service.create(create)
         return reg.CreateAdapterResponse(
             adapter=convert.adapter_pb(result.adapter),
             loaded_workers=result.loaded_workers,
@@ -100,6 +108,7 @@ class WorkerControlServicer(worker_pb2_grpc.WorkerControlServicer):
         if first.WhichOneof("message") != "hello":
             raise InvalidArgumentError("the first message on WorkerControl.Connect must be a Hello")
         check_name(first.hello.worker_id, "worker_id")
+        check_base_model_name(first.hello.base_model_name)
         return self.hub.connect(convert.hello_info(first.hello))
 
     async def _read(self, request_iterator, session: WorkerSession) -> None:

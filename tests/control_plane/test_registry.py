@@ -108,6 +108,14 @@ async def test_pending_worker_reported_after_deadline(registry, workers, make_ad
     assert list(response.pending_workers) == ["slow"] and "still loading" in response.message
 
 
+async def test_rollout_wait_respects_the_callers_deadline(registry, workers, make_adapter):
+    await workers("slow", load_delay_s=3.0)
+    response = await registry.CreateAdapter(
+        create_request("d", make_adapter("d")), metadata=ADMIN, timeout=1.0
+    )
+    assert list(response.pending_workers) == ["slow"]
+
+
 async def test_replace_stages_everywhere_then_activates(registry, workers, make_adapter):
     w0, w1 = await workers("w0"), await workers("w1")
     first = await registry.CreateAdapter(create_request("r", make_adapter("r1")), metadata=ADMIN)
