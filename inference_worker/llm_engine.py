@@ -95,9 +95,17 @@ class LLMEngine:
     ) -> None:
         """Validate and queue a request. Raises InvalidRequestError / AdapterNotFoundError; on error
         nothing is queued."""
+        self.enqueue(self.make_request(request_id, prompt, params, lora_request))
+
+    def make_request(
+        self,
+        request_id: str,
+        prompt: str | list[int],
+        params: SamplingParams | None = None,
+        lora_request=None,
+    ) -> RequestState:
+        """Validate a request and build its state without touching the queues (safe from any thread)."""
         params = params or SamplingParams()
-        if request_id in self.requests:
-            raise InvalidRequestError(f"request_id {request_id!r} is already in use", param="request_id")
         prompt_text, prompt_ids = self._tokenize(prompt)
         version = self._lora_version(lora_request)
         state = RequestState(request_id, prompt_text, prompt_ids, params, [], [], lora_request)
@@ -117,7 +125,14 @@ class LLMEngine:
                     self.tokenizer, prompt_ids, params.skip_special_tokens, params.stop_strings
                 )
             state.detokenizers.append(detok)
-        self.requests[request_id] = state
+        return state
+
+    def enqueue(self, state: RequestState) -> None:
+        if state.request_id in self.requests:
+            raise InvalidRequestError(
+                f"request_id {state.request_id!r} is already in use", param="request_id"
+            )
+        self.requests[state.request_id] = state
         for seq in state.seqs:
             self.scheduler.add(seq)
 

@@ -114,7 +114,7 @@ def _iter_weights(files: list[str]):
     for file in files:
         if file.endswith(".safetensors"):
             with safe_open(file, framework="pt") as f:
-                for name in f:
+                for name in f.keys():  # noqa: SIM118 - safe_open is not iterable
                     yield name, f.get_tensor(name)
         else:
             yield from torch.load(file, map_location="cpu", weights_only=True).items()

@@ -78,6 +78,7 @@ class Scheduler:
         self.is_adapter_ready = is_adapter_ready
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
+        self.num_preemptions = 0
 
     @property
     def num_waiting(self) -> int:
@@ -138,6 +139,7 @@ class Scheduler:
         seq.reset_for_recompute()
         self.waiting.appendleft(seq)
         batch.preempted.append(seq)
+        self.num_preemptions += 1
 
     def _schedule_waiting(self, batch: ScheduledBatch, budget: int) -> None:
         active = {s.lora_version for s in self.running if s.lora_version is not None}

@@ -1,0 +1,145 @@
+"""Scheduling policy: budgets, chunked prefill, preemption, LoRA-aware admission and fairness."""
+
+from __future__ import annotations
+
+from inference_worker.block_manager import BlockManager
+from inference_worker.sampling_params import SamplingParams
+from inference_worker.scheduler import Scheduler, SchedulerConfig
+from inference_worker.sequence import Sequence, SequenceStatus
+
+BS = 4
+
+
+def make(num_blocks=64, ready=lambda v: True, **kwargs):
+    return Scheduler(SchedulerConfig(**kwargs), BlockManager(num_blocks, BS), ready)
+
+
+def seq(n=6, version=None):
+    return Sequence(list(range(1, n + 1)), SamplingParams(), lora_version=version, block_size=BS)
+
+
+def run_step(sched, token=5):
+    """Apply a scheduled batch as the engine does (all sampled sequences get `token`)."""
+    batch = sched.schedule()
+    for s, n in zip(batch.seqs, batch.num_new_tokens, strict=True):
+        s.num_computed_tokens += n
+        if s.num_computed_tokens == len(s):
+            s.append_token(token)
+        sched.block_manager.cache_blocks(s)
+    return batch
+
+
+def test_prefill_then_decode():
+    sched = make()
+    a, b = seq(6), seq(3)
+    sched.add(a)
+    sched.add(b)
+    batch = run_step(sched)
+    assert batch.num_new_tokens == [6, 3] and not batch.is_decode
+    batch = run_step(sched)
+    assert batch.num_new_tokens == [1, 1] and batch.is_decode
+
+
+def test_chunked_prefill_under_token_budget():
+    sched = make(max_num_batched_tokens=4)
+    a = seq(10)
+    sched.add(a)
+    assert run_step(sched).num_new_tokens == [4]
+    assert run_step(sched).num_new_tokens == [4]
+    batch = run_step(sched)
+    assert batch.num_new_tokens == [2] and len(a) == 11
+
+
+def test_decodes_go_first_and_prefills_fill_the_budget():
+    sched = make(max_num_batched_tokens=5)
+    a = seq(2)
+    sched.add(a)
+    run_step(sched)
+    b = seq(10)
+    sched.add(b)
+    batch = run_step(sched)
+    assert batch.seqs == [a, b] and batch.num_new_tokens == [1, 4]
+
+
+def test_max_num_seqs_caps_running():
+    sched = make(max_num_seqs=2)
+    for _ in range(3):
+        sched.add(seq())
+    run_step(sched)
+    assert sched.num_running == 2 and sched.num_waiting == 1
+
+
+def test_preemption_by_recompute_when_blocks_run_out():
+    sched = make(num_blocks=4)
+    a, b = seq(8), seq(8)  # two blocks each: the cache is full after prefill
+    sched.add(a)
+    sched.add(b)
+    run_step(sched)
+    batch = run_step(sched)  # a needs a third block: b (newest) is preempted
+    assert batch.preempted == [b] and batch.seqs == [a]
+    assert b.status == SequenceStatus.WAITING and b.num_computed_tokens == 0 and b.block_table == []
+    assert list(sched.waiting) == [b] and sched.num_preemptions == 1
+    assert len(b) == 9  # its sampled token is kept and recomputed
+
+
+def test_finish_frees_blocks():
+    sched = make(num_blocks=8)
+    a = seq(8)
+    sched.add(a)
+    run_step(sched)
+    sched.finish(a)
+    assert sched.block_manager.num_free_blocks == 8 and not sched.has_work()
+
+
+def test_kv_shortage_blocks_later_requests_in_order():
+    sched = make(num_blocks=3)
+    big, small = seq(12), seq(2)
+    sched.add(seq(4))
+    sched.add(big)
+    sched.add(small)
+    batch = run_step(sched)
+    assert len(batch.seqs) == 1 and list(sched.waiting) == [big, small]
+
+
+def test_lora_slots_limit_distinct_adapters_and_base_mixes_in():
+    sched = make(max_loras=2)
+    seqs = [seq(version="a"), seq(version="b"), seq(version="c"), seq(), seq(version="a")]
+    for s in seqs:
+        sched.add(s)
+    run_step(sched)
+    running = {s.lora_version for s in sched.running}
+    assert running == {"a", "b", None}
+    assert list(sched.waiting) == [seqs[2]]
+    assert seqs[2].lora_blocked_steps == 1
+
+
+def test_loading_adapter_is_skipped_without_blocking_others():
+    loaded = {"b"}
+    sched = make(max_loras=1, ready=lambda v: v in loaded)
+    first, second = seq(version="a"), seq(version="b")
+    sched.add(first)
+    sched.add(second)
+    run_step(sched)
+    assert sched.running == [second] and list(sched.waiting) == [first]
+    assert first.lora_blocked_steps == 0  # waiting for the loader does not count as slot starvation
+
+
+def test_starving_adapter_gets_a_slot_when_busy_ones_drain():
+    sched = make(max_loras=1, lora_starvation_steps=2)
+    busy = seq(version="a")
+    sched.add(busy)
+    run_step(sched)
+    starving = seq(version="b")
+    sched.add(starving)
+    for _ in range(3):
+        run_step(sched)
+    assert starving.lora_blocked_steps == 3
+    late_a, base = seq(version="a"), seq()
+    sched.add(late_a)
+    sched.add(base)
+    run_step(sched)
+    assert late_a in sched.waiting  # adapter "a" must drain first
+    assert base in sched.running  # base requests still mix in
+    sched.finish(busy)
+    run_step(sched)
+    assert starving in sched.running and late_a in sched.waiting
