@@ -23,11 +23,14 @@ class LoRAKernelMeta:
             num_tokens_per_slot[s] = count(token_slots == s)
             slot_start[s] = count(token_slots < s)   # offset of slot s in token_indices_sorted
         active_slots[:num_active] = sorted slots with num_tokens_per_slot > 0; the rest is -1
+        active_num_tokens[a], active_slot_start[a] = the same per active entry a (0 past num_active),
+            so the kernels find their segment with one level of loads
         slot_rank[s] = rank of the adapter in slot s (clamped to the buffer's max_rank by the kernels)
 
     Shape:
         token_indices_sorted, token_slots: [max_num_tokens] int32
         num_tokens_per_slot, slot_start, active_slots, slot_rank: [max_loras] int32
+        active_num_tokens, active_slot_start: [max_loras] int32
         num_active: [1] int32
     Host side: ``num_tokens`` (int) and ``has_lora`` (bool: any token has an adapter).
     """
@@ -45,6 +48,8 @@ class LoRAKernelMeta:
         self.slot_start = torch.zeros(max_loras, **i32)
         self.active_slots = torch.full((max_loras,), -1, **i32)
         self.num_active = torch.zeros(1, **i32)
+        self.active_num_tokens = torch.zeros(max_loras, **i32)
+        self.active_slot_start = torch.zeros(max_loras, **i32)
         self.slot_rank = torch.full((max_loras,), _FULL_RANK, **i32)
         self._slot_ids = torch.arange(max_loras, **i32)
         self.num_tokens = 0
@@ -81,7 +86,11 @@ class LoRAKernelMeta:
         present = counts[1:] > 0
         keys = torch.where(present, self._slot_ids, self.max_loras)
         ordered = torch.sort(keys).values
-        self.active_slots.copy_(torch.where(ordered < self.max_loras, ordered, -1))
+        valid = ordered < self.max_loras
+        self.active_slots.copy_(torch.where(valid, ordered, -1))
+        picked = ordered.clamp(max=self.max_loras - 1)
+        self.active_num_tokens.copy_(torch.where(valid, counts[1:][picked], 0))
+        self.active_slot_start.copy_(torch.where(valid, cumulative[:-1][picked], 0))
         self.num_active.copy_(present.sum().reshape(1))
 
     def segments(self) -> list[tuple[int, int, int]]:

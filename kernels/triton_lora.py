@@ -44,16 +44,18 @@ class ExpandConfig:
 def _segment_tile(
     pid_tile,
     active_slots_ptr,
-    num_tokens_ptr,
-    slot_start_ptr,
+    active_num_tokens_ptr,
+    active_slot_start_ptr,
     max_loras,
     BLOCK_M: tl.constexpr,
     LORAS_P2: tl.constexpr,
 ):
     """Map a flat tile id to (slot, first row in the segment, rows in the segment, segment start)."""
     offs = tl.arange(0, LORAS_P2)
-    active = tl.load(active_slots_ptr + offs, mask=offs < max_loras, other=-1)
-    counts = tl.load(num_tokens_ptr + active, mask=active >= 0, other=0)
+    in_range = offs < max_loras
+    active = tl.load(active_slots_ptr + offs, mask=in_range, other=-1)
+    counts = tl.load(active_num_tokens_ptr + offs, mask=in_range, other=0)
+    starts = tl.load(active_slot_start_ptr + offs, mask=in_range, other=0)
     tiles = (counts + BLOCK_M - 1) // BLOCK_M
     cum = tl.cumsum(tiles, 0)
     index = tl.sum((cum <= pid_tile).to(tl.int32), 0)
@@ -61,8 +63,8 @@ def _segment_tile(
     slot = tl.sum(tl.where(pick, active, 0), 0)
     first_tile = tl.sum(tl.where(pick, cum - tiles, 0), 0)
     count = tl.sum(tl.where(pick, counts, 0), 0)
+    start = tl.sum(tl.where(pick, starts, 0), 0)
     slot = tl.where(pid_tile < tl.sum(tiles, 0), slot, -1)
-    start = tl.load(slot_start_ptr + tl.maximum(slot, 0))
     return slot, (pid_tile - first_tile) * BLOCK_M, count, start
 
 
@@ -74,8 +76,8 @@ def _shrink_kernel(
     a2_ptr,
     y_ptr,
     token_indices_ptr,
-    num_tokens_ptr,
-    slot_start_ptr,
+    active_num_tokens_ptr,
+    active_slot_start_ptr,
     active_slots_ptr,
     slot_rank_ptr,
     max_loras,
@@ -98,7 +100,7 @@ def _shrink_kernel(
 ):
     pid_tile, pid_nk, pid_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     slot, m_start, count, seg_start = _segment_tile(
-        pid_tile, active_slots_ptr, num_tokens_ptr, slot_start_ptr, max_loras, BLOCK_M, LORAS_P2
+        pid_tile, active_slots_ptr, active_num_tokens_ptr, active_slot_start_ptr, max_loras, BLOCK_M, LORAS_P2
     )
     if slot < 0:
         return
@@ -134,9 +136,7 @@ def _shrink_kernel(
         tl.atomic_add(y_ptrs, acc, mask=y_mask, sem="relaxed")
 
 
-@triton.jit(
-    do_not_specialize=["n0", "n1", "n2", "off0", "off1", "off2", "stride_bl0", "stride_bl1", "stride_bl2"]
-)
+@triton.jit
 def _expand_kernel(
     y_ptr,
     b0_ptr,
@@ -144,8 +144,8 @@ def _expand_kernel(
     b2_ptr,
     out_ptr,
     token_indices_ptr,
-    num_tokens_ptr,
-    slot_start_ptr,
+    active_num_tokens_ptr,
+    active_slot_start_ptr,
     active_slots_ptr,
     slot_rank_ptr,
     max_loras,
@@ -173,15 +173,21 @@ def _expand_kernel(
     BLOCK_R: tl.constexpr,
 ):
     pid_tile, pid_n, pid_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    b_ptr, n_out, col0, stride_bl = b0_ptr, n0, off0, stride_bl0
+    # Integers are selected arithmetically, not per branch: Triton specializes an int argument equal
+    # to 1 into a constexpr (branch types would differ), and keeps their divisibility by 16 (alignment).
+    is0, is1, is2 = (pid_s == 0).to(tl.int32), (pid_s == 1).to(tl.int32), (pid_s == 2).to(tl.int32)
+    n_out = n0 * is0 + n1 * is1 + n2 * is2
+    col0 = off0 * is0 + off1 * is1 + off2 * is2
+    stride_bl = stride_bl0 * is0 + stride_bl1 * is1 + stride_bl2 * is2
+    b_ptr = b0_ptr
     if pid_s == 1:
-        b_ptr, n_out, col0, stride_bl = b1_ptr, n1, off1, stride_bl1
+        b_ptr = b1_ptr
     elif pid_s == 2:
-        b_ptr, n_out, col0, stride_bl = b2_ptr, n2, off2, stride_bl2
+        b_ptr = b2_ptr
     if pid_n * BLOCK_N >= n_out:
         return
     slot, m_start, count, seg_start = _segment_tile(
-        pid_tile, active_slots_ptr, num_tokens_ptr, slot_start_ptr, max_loras, BLOCK_M, LORAS_P2
+        pid_tile, active_slots_ptr, active_num_tokens_ptr, active_slot_start_ptr, max_loras, BLOCK_M, LORAS_P2
     )
     if slot < 0:
         return
@@ -216,10 +222,10 @@ def shrink_config(num_tokens: int, max_rank: int) -> ShrinkConfig:
 
 
 def expand_config(num_tokens: int) -> ExpandConfig:
-    """Default expand tiles."""
-    if num_tokens <= 128:
+    """Default expand tiles (from the H200 sweep in benchmarks/results/kernels_h200.json)."""
+    if num_tokens <= 512:
         return ExpandConfig(block_m=16, block_n=128)
-    return ExpandConfig(block_m=64, block_n=128, num_warps=8)
+    return ExpandConfig(block_m=64, block_n=64)
 
 
 def _num_tiles(num_tokens: int, max_loras: int, block_m: int) -> int:
@@ -229,8 +235,8 @@ def _num_tiles(num_tokens: int, max_loras: int, block_m: int) -> int:
 def _meta_args(meta: LoRAKernelMeta) -> tuple[torch.Tensor, ...]:
     return (
         meta.token_indices_sorted,
-        meta.num_tokens_per_slot,
-        meta.slot_start,
+        meta.active_num_tokens,
+        meta.active_slot_start,
         meta.active_slots,
         meta.slot_rank,
     )

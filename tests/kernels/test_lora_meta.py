@@ -24,6 +24,8 @@ def test_prepare_groups_tokens_by_slot(slots, counts, starts, active):
     assert meta.slot_start.tolist() == starts
     assert meta.active_slots.tolist() == active
     assert meta.num_active.item() == sum(a >= 0 for a in active)
+    assert meta.active_num_tokens.tolist() == [counts[a] if a >= 0 else 0 for a in active]
+    assert meta.active_slot_start.tolist() == [starts[a] if a >= 0 else 0 for a in active]
     assert meta.has_lora == any(s >= 0 for s in slots) and meta.num_tokens == len(slots)
 
 
