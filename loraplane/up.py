@@ -2,7 +2,8 @@
 
 Control plane, N workers (worker-0 ... worker-N-1), one gateway and, with --envoy, the edge Envoy on
 --port (the gateway then listens on a loopback port behind it). Prints where everything listens, one
-line per process, then `ready`; stops everything on Ctrl-C / SIGTERM or when a process dies.
+line per process, then `ready`; stops everything on Ctrl-C / SIGTERM or when the control plane, the
+gateway or Envoy dies. A worker that dies is logged and routed around while another worker lives.
 """
 
 from __future__ import annotations
