@@ -52,6 +52,8 @@ async def test_kill9_after_acknowledged_create_loses_nothing(tmp_path, adapter_r
             got = await stub.GetAdapter(reg.GetAdapterRequest(name="acked"))
             assert sorted(r.worker_id for r in got.adapter.residency) == ["w0", "w1"]
     finally:
-        for worker in workers:
-            await worker.stop()
-        assert cp.stop() == 0
+        try:
+            for worker in workers:
+                await worker.stop()
+        finally:
+            assert cp.stop() == 0
