@@ -40,7 +40,8 @@ def _load(sub: Subcommand):
         raise
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The full parser; only `command`'s module is imported, so other subcommands cost nothing."""
     parser = argparse.ArgumentParser(
         prog="loraplane",
         description="Multi-LoRA LLM serving: control plane, inference workers and an OpenAI gateway.",
@@ -49,15 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for sub in SUBCOMMANDS:
         sub_parser = subparsers.add_parser(sub.name, help=sub.help, description=sub.help)
-        module = _load(sub)
+        module = _load(sub) if sub.name == command else None
         if module is not None:
             module.add_arguments(sub_parser)
         sub_parser.set_defaults(_subcommand=sub, _module=module)
     return parser
 
 
+def _command_in(argv: list[str]) -> str | None:
+    names = {sub.name for sub in SUBCOMMANDS}
+    return next((arg for arg in argv if arg in names), None)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_command_in(argv)).parse_args(argv)
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
