@@ -1,0 +1,99 @@
+"""Run `loraplane worker` as a real child process on loopback (demo model, CPU) for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+
+from loraplane.grpc_options import client_options
+from loraplane.inference.v1 import inference_pb2_grpc
+
+REPO = Path(__file__).resolve().parents[3]
+_READY = re.compile(r"serving on ([\w.\-]+):(\d+)")
+
+# Small engine settings shared by the worker and the offline reference, so both compute the same thing.
+ENGINE_ARGS = {
+    "device": "cpu",
+    "dtype": "float32",
+    "max_model_len": 512,
+    "max_num_seqs": 64,
+    "cpu_kv_cache_gb": 0.25,
+}
+
+
+def engine_flags(**overrides: object) -> list[str]:
+    flags = []
+    for key, value in {**ENGINE_ARGS, **overrides}.items():
+        flags += [f"--{key.replace('_', '-')}", str(value)]
+    return flags
+
+
+class WorkerProcess:
+    """`python -m loraplane worker ...` with stdout's ready line parsed for the bound port."""
+
+    def __init__(self, args: list[str], log_path: Path) -> None:
+        self.args = [
+            sys.executable,
+            "-m",
+            "loraplane",
+            "--log-level",
+            "INFO",
+            "worker",
+            "--listen",
+            "127.0.0.1:0",
+        ]
+        self.args += args
+        self.log_path = log_path
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+
+    async def start(self, timeout: float = 180.0) -> int:
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=self._log, text=True)
+        line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), timeout)
+        match = _READY.search(line)
+        if match is None:
+            self.proc.kill()
+            self.proc.wait()
+            raise RuntimeError(f"worker did not start: {line!r}; log:\n{self.log()}")
+        self.port = int(match.group(2))
+        return self.port
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def terminate(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+
+    async def wait(self, timeout: float = 60.0) -> int:
+        assert self.proc is not None
+        return await asyncio.wait_for(asyncio.to_thread(self.proc.wait), timeout)
+
+    async def stop(self) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.terminate()
+            try:
+                await self.wait(30.0)
+            except asyncio.TimeoutError:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+def inference_stub(target: str) -> tuple[grpc.aio.Channel, inference_pb2_grpc.InferenceStub]:
+    channel = grpc.aio.insecure_channel(target, options=client_options())
+    return channel, inference_pb2_grpc.InferenceStub(channel)
