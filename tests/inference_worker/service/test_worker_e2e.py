@@ -13,7 +13,15 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from worker_process import ENGINE_ARGS, REPO, WorkerProcess, engine_flags, inference_stub
+from worker_process import (
+    ENGINE_ARGS,
+    REPO,
+    WorkerProcess,
+    collect,
+    engine_flags,
+    generate_request,
+    inference_stub,
+)
 
 from loraplane.inference.v1 import inference_pb2 as pb
 from loraplane.worker.v1 import worker_pb2 as wk
@@ -83,35 +91,6 @@ async def stub(worker):
     channel, stub = inference_stub(worker.target)
     async with channel:
         yield stub
-
-
-def generate_request(prompt: str, model: str = "", **params) -> pb.GenerateRequest:
-    return pb.GenerateRequest(model=model, text=prompt, sampling_params=pb.SamplingParams(**params))
-
-
-async def collect(call, messages: list | None = None) -> dict:
-    """Read the rest of a Generate stream (after `messages`, already read), checking its shape: start,
-    chunks, then usage last."""
-    messages = list(messages or [])
-    while (message := await call.read()) != grpc.aio.EOF:
-        messages.append(message)
-    kinds = [m.WhichOneof("response") for m in messages]
-    assert kinds[0] == "start" and kinds[-1] == "usage" and set(kinds[1:-1]) == {"chunk"}, kinds
-    texts: dict[int, str] = {}
-    tokens: dict[int, list[int]] = {}
-    finish: dict[int, int] = {}
-    for message in messages[1:-1]:
-        chunk = message.chunk
-        assert chunk.index not in finish, "a chunk after the choice's finish"
-        texts[chunk.index] = texts.get(chunk.index, "") + chunk.text
-        tokens.setdefault(chunk.index, []).extend(chunk.token_ids)
-        if chunk.finish_reason:
-            finish[chunk.index] = chunk.finish_reason
-    usage = messages[-1].usage
-    assert usage.completion_tokens == sum(len(t) for t in tokens.values())
-    assert usage.prompt_tokens == len(messages[0].start.prompt_token_ids)
-    assert set(finish) == set(texts), "every choice ends with a finish reason"
-    return {"texts": [texts[i] for i in sorted(texts)], "finish": finish, "start": messages[0].start}
 
 
 async def test_health_serving_and_reflection(worker):

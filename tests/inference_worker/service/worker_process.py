@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 
 from loraplane.grpc_options import client_options
+from loraplane.inference.v1 import inference_pb2 as pb
 from loraplane.inference.v1 import inference_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[3]
@@ -97,3 +98,32 @@ class WorkerProcess:
 def inference_stub(target: str) -> tuple[grpc.aio.Channel, inference_pb2_grpc.InferenceStub]:
     channel = grpc.aio.insecure_channel(target, options=client_options())
     return channel, inference_pb2_grpc.InferenceStub(channel)
+
+
+def generate_request(prompt: str, model: str = "", **params) -> pb.GenerateRequest:
+    return pb.GenerateRequest(model=model, text=prompt, sampling_params=pb.SamplingParams(**params))
+
+
+async def collect(call, messages: list | None = None) -> dict:
+    """Read the rest of a Generate stream (after `messages`, already read), checking its shape: start,
+    chunks, then usage last."""
+    messages = list(messages or [])
+    while (message := await call.read()) != grpc.aio.EOF:
+        messages.append(message)
+    kinds = [m.WhichOneof("response") for m in messages]
+    assert kinds[0] == "start" and kinds[-1] == "usage" and set(kinds[1:-1]) == {"chunk"}, kinds
+    texts: dict[int, str] = {}
+    tokens: dict[int, list[int]] = {}
+    finish: dict[int, int] = {}
+    for message in messages[1:-1]:
+        chunk = message.chunk
+        assert chunk.index not in finish, "a chunk after the choice's finish"
+        texts[chunk.index] = texts.get(chunk.index, "") + chunk.text
+        tokens.setdefault(chunk.index, []).extend(chunk.token_ids)
+        if chunk.finish_reason:
+            finish[chunk.index] = chunk.finish_reason
+    usage = messages[-1].usage
+    assert usage.completion_tokens == sum(len(t) for t in tokens.values())
+    assert usage.prompt_tokens == len(messages[0].start.prompt_token_ids)
+    assert set(finish) == set(texts), "every choice ends with a finish reason"
+    return {"texts": [texts[i] for i in sorted(texts)], "finish": finish, "start": messages[0].start}
