@@ -48,6 +48,7 @@ class EngineConfig:
     num_kv_blocks: int | None = None
     block_size: int = 16
     load_format: str = "auto"
+    skip_tokenizer_init: bool = False
     enable_prefix_caching: bool = True
     enforce_eager: bool = False
     seed: int = 0

@@ -14,7 +14,7 @@ from inference_worker.config import EngineConfig
 from inference_worker.detokenizer import IncrementalDetokenizer
 from inference_worker.errors import InvalidRequestError, ModelLoadError
 from inference_worker.layers.sampler import SampleResult
-from inference_worker.model_loader import build_model, load_hf_config, resolve_model_path
+from inference_worker.model_loader import build_model, checkpoint_files, load_hf_config, resolve_model_path
 from inference_worker.model_runner import ModelRunner
 from inference_worker.outputs import EngineStats, Logprob, RequestOutput
 from inference_worker.request_state import RequestState
@@ -32,10 +32,12 @@ class LLMEngine:
         self.model_path = path
         self.model_name = config.served_model_name or _default_name(config.model, path)
         self.hf_config = load_hf_config(path)
+        if config.load_format != "dummy":
+            checkpoint_files(path)  # a folder without weights fails here, before anything slow
         self.device = config.torch_device()
         self.dtype = config.torch_dtype(self.hf_config, self.device)
         self.max_model_len = _max_model_len(config, self.hf_config)
-        self.tokenizer = _load_tokenizer(config.tokenizer or path)
+        self.tokenizer = None if config.skip_tokenizer_init else _load_tokenizer(config.tokenizer or path)
         model = build_model(config, self.hf_config, path, self.device, self.dtype, self.max_model_len)
         self.lora_manager = self._make_lora_manager(model) if config.enable_lora else None
         self.eos_token_ids = _eos_ids(self.hf_config, self.tokenizer, path)
@@ -120,7 +122,7 @@ class LLMEngine:
             )
             state.seqs.append(seq)
             detok = None
-            if params.detokenize:
+            if params.detokenize and self.tokenizer is not None:
                 detok = IncrementalDetokenizer(
                     self.tokenizer, prompt_ids, params.skip_special_tokens, params.stop_strings
                 )
@@ -138,6 +140,8 @@ class LLMEngine:
 
     def _tokenize(self, prompt: str | list[int]) -> tuple[str | None, list[int]]:
         if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise InvalidRequestError("skip_tokenizer_init is set: send token ids", param="prompt")
             text, ids = prompt, self.tokenizer.encode(prompt)
         else:
             text, ids = None, [int(t) for t in prompt]
@@ -207,7 +211,7 @@ class LLMEngine:
             seq.cumulative_logprob += result.logprobs[i]
             seq.output_logprobs.append(
                 {
-                    t: Logprob(lp, rank, self.tokenizer.decode([t]))
+                    t: Logprob(lp, rank, self._decode_one(t))
                     for t, (lp, rank) in result.top_logprobs[i].items()
                 }
             )
@@ -228,6 +232,9 @@ class LLMEngine:
             or len(seq) >= self.max_model_len
         ):
             self._finish(seq, "length", None)
+
+    def _decode_one(self, token_id: int) -> str | None:
+        return None if self.tokenizer is None else self.tokenizer.decode([token_id])
 
     def _finish(self, seq: Sequence, reason: str, stop_reason) -> None:
         seq.finish_reason, seq.stop_reason = reason, stop_reason
@@ -277,7 +284,7 @@ def _load_tokenizer(path: str):
 
 def _eos_ids(hf_config, tokenizer, path: str) -> set[int]:
     ids: set[int] = set()
-    candidates = [getattr(hf_config, "eos_token_id", None), tokenizer.eos_token_id]
+    candidates = [getattr(hf_config, "eos_token_id", None), getattr(tokenizer, "eos_token_id", None)]
     try:
         from transformers import GenerationConfig
 

@@ -80,7 +80,7 @@ def build_model(
     torch.set_default_dtype(dtype)
     try:
         with device:
-            model = cls(hf_config, max_positions)
+            model = cls(hf_config, max_positions).to(device)  # .to moves the CPU-built rope tables
     finally:
         torch.set_default_dtype(default_dtype)
     if config.load_format == "dummy":
@@ -100,7 +100,7 @@ def _init_dummy(model: nn.Module, seed: int, device: torch.device) -> None:
             param.data.uniform_(-1e-3, 1e-3, generator=gen)
 
 
-def _checkpoint_files(path: str) -> list[str]:
+def checkpoint_files(path: str) -> list[str]:
     for pattern in _WEIGHT_PATTERNS:
         files = sorted(f for f in glob.glob(os.path.join(path, pattern)) if "training_args" not in f)
         if files:
@@ -121,7 +121,7 @@ def _iter_weights(files: list[str]):
 
 
 def _load_checkpoint(model: nn.Module, path: str) -> None:
-    loaded = model.load_weights(_iter_weights(_checkpoint_files(path)))
+    loaded = model.load_weights(_iter_weights(checkpoint_files(path)))
     params = {n for n, _ in model.named_parameters()}
     missing = sorted(params - loaded)
     if missing:

@@ -15,7 +15,7 @@ def _rope_type(config) -> str:
 def _default_inv_freq(config, head_dim: int) -> tuple[torch.Tensor, float]:
     params = getattr(config, "rope_parameters", None) or {}
     theta = params.get("rope_theta", getattr(config, "rope_theta", 10000.0))
-    exponent = torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim
+    exponent = torch.arange(0, head_dim, 2, dtype=torch.int64, device="cpu").float() / head_dim
     return 1.0 / (theta**exponent), 1.0
 
 
@@ -34,8 +34,8 @@ class RotaryEmbedding(nn.Module):
             inv_freq, scaling = _default_inv_freq(config, head_dim)
         else:
             inv_freq, scaling = ROPE_INIT_FUNCTIONS[rope_type](config, torch.device("cpu"))
-        t = torch.arange(max_positions, dtype=torch.float32)
-        freqs = torch.outer(t, inv_freq.float())
+        t = torch.arange(max_positions, dtype=torch.float32, device="cpu")  # moved with the model later
+        freqs = torch.outer(t, inv_freq.float().cpu())
         emb = torch.cat((freqs, freqs), dim=-1)
         self.register_buffer("cos", emb.cos() * scaling, persistent=False)
         self.register_buffer("sin", emb.sin() * scaling, persistent=False)
