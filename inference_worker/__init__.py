@@ -1,11 +1,33 @@
-"""The inference worker: a batched multi-LoRA LLM engine (vLLM-shaped API) and its gRPC service."""
+"""The inference worker: a batched multi-LoRA LLM engine (vLLM-shaped API) and its gRPC service.
 
-from inference_worker.async_engine import AsyncLLMEngine
-from inference_worker.config import EngineConfig
-from inference_worker.llm import LLM
-from inference_worker.llm_engine import LLMEngine
-from inference_worker.outputs import CompletionOutput, EngineStats, Logprob, RequestOutput
-from inference_worker.sampling_params import SamplingParams
+The public names load on first access (PEP 562), so importing a light submodule such as
+`inference_worker.cli` (the `loraplane worker` subcommand) does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from inference_worker.async_engine import AsyncLLMEngine
+    from inference_worker.config import EngineConfig
+    from inference_worker.llm import LLM
+    from inference_worker.llm_engine import LLMEngine
+    from inference_worker.outputs import CompletionOutput, EngineStats, Logprob, RequestOutput
+    from inference_worker.sampling_params import SamplingParams
+
+_EXPORTS = {
+    "AsyncLLMEngine": "inference_worker.async_engine",
+    "EngineConfig": "inference_worker.config",
+    "LLM": "inference_worker.llm",
+    "LLMEngine": "inference_worker.llm_engine",
+    "CompletionOutput": "inference_worker.outputs",
+    "EngineStats": "inference_worker.outputs",
+    "Logprob": "inference_worker.outputs",
+    "RequestOutput": "inference_worker.outputs",
+    "SamplingParams": "inference_worker.sampling_params",
+}
 
 __all__ = [
     "LLM",
@@ -18,3 +40,10 @@ __all__ = [
     "RequestOutput",
     "SamplingParams",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

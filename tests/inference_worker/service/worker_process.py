@@ -38,25 +38,21 @@ def engine_flags(**overrides: object) -> list[str]:
 class WorkerProcess:
     """`python -m loraplane worker ...` with stdout's ready line parsed for the bound port."""
 
-    def __init__(self, args: list[str], log_path: Path) -> None:
-        self.args = [
-            sys.executable,
-            "-m",
-            "loraplane",
-            "--log-level",
-            "INFO",
-            "worker",
-            "--listen",
-            "127.0.0.1:0",
-        ]
+    def __init__(self, args: list[str], log_path: Path, listen: str = "127.0.0.1:0") -> None:
+        self.args = [sys.executable, "-m", "loraplane", "--log-level", "INFO", "worker", "--listen", listen]
         self.args += args
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
         self.port = 0
 
-    async def start(self, timeout: float = 180.0) -> int:
+    def spawn(self) -> None:
         self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, stderr=self._log, text=True)
+
+    async def start(self, timeout: float = 180.0) -> int:
+        """Spawn (unless spawned) and wait for the ready line; returns the bound port."""
+        if self.proc is None:
+            self.spawn()
         line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), timeout)
         match = _READY.search(line)
         if match is None:
