@@ -1,0 +1,215 @@
+"""The servicer and error mapping in process, over a real grpc.aio server, with a scripted fake engine:
+message conversion, admission (RESOURCE_EXHAUSTED), cancellation and deadlines abort the request."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import grpc
+import pytest
+from worker_process import collect, generate_request, inference_stub
+
+from inference_worker import errors
+from inference_worker.control_client import error_code_for
+from inference_worker.grpc_errors import ErrorMappingInterceptor, status_for
+from inference_worker.outputs import CompletionOutput, Logprob, RequestOutput
+from inference_worker.sampling_params import SamplingParams
+from inference_worker.served_models import ServedModels
+from inference_worker.servicer import InferenceServicer, chunk_from_completion, sampling_params_from_proto
+from loraplane.inference.v1 import inference_pb2 as pb
+from loraplane.inference.v1 import inference_pb2_grpc
+from loraplane.worker.v1 import worker_pb2 as wk
+
+
+class FakeEngine:
+    """Streams scripted snapshots; `gate` (when set) holds a stream before its first output."""
+
+    model_name = "fake-base"
+    max_model_len = 128
+    tokenizer = None  # text prompts go to the engine as given
+
+    def __init__(self) -> None:
+        self.script: list[RequestOutput] = []
+        self.gate: asyncio.Event | None = None
+        self.aborted: list[str] = []
+        self.failure: Exception | None = None
+
+    async def generate(self, prompt, params, request_id, lora_request=None):
+        if self.failure is not None:
+            raise self.failure
+        try:
+            if self.gate is not None:
+                await self.gate.wait()
+            for output in self.script:
+                yield dataclasses.replace(output, request_id=request_id)
+                await asyncio.sleep(0)
+        finally:
+            self.aborted.append(request_id)
+
+    async def abort(self, request_id: str) -> None:
+        self.aborted.append(request_id)
+
+    def list_loras(self) -> list:
+        return []
+
+
+def completion(
+    index: int, text: str, token_ids: list[int], finish: str | None = None, **kw
+) -> CompletionOutput:
+    """A snapshot whose delta is (text, token_ids); pass `all_ids` for the cumulative ids when they differ."""
+    all_ids = kw.pop("all_ids", token_ids)
+    return CompletionOutput(
+        index, text, all_ids, finish_reason=finish, text_delta=text, token_ids_delta=token_ids, **kw
+    )
+
+
+@pytest.fixture
+async def served():
+    engine = FakeEngine()
+    servicer = InferenceServicer(max_in_flight=2)
+    servicer.attach(engine, ServedModels(engine, engine.model_name, "/models/fake", enable_lora=False))
+    server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
+    inference_pb2_grpc.add_InferenceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    channel, stub = inference_stub(f"127.0.0.1:{port}")
+    async with channel:
+        yield engine, servicer, stub
+    await server.stop(0)
+
+
+def test_unset_sampling_fields_keep_engine_defaults():
+    params = sampling_params_from_proto(pb.SamplingParams())
+    assert dataclasses.replace(params, max_tokens=16) == SamplingParams()
+    assert params.max_tokens is None  # unset: up to the context length, as the proto says
+
+
+def test_set_sampling_fields_win_even_when_zero_and_floats_keep_their_decimal():
+    msg = pb.SamplingParams(
+        temperature=0, top_p=0.9, top_k=0, seed=7, stop=["\n"], stop_token_ids=[2], min_tokens=1
+    )
+    params = sampling_params_from_proto(msg)
+    assert (params.temperature, params.top_p, params.top_k, params.seed) == (0.0, 0.9, 0, 7)
+    assert (params.stop_strings, params.stop_token_ids, params.min_tokens) == (["\n"], [2], 1)
+
+
+def test_bad_or_unsupported_sampling_fields_are_invalid_arguments():
+    with pytest.raises(errors.InvalidRequestError, match="temperature"):
+        sampling_params_from_proto(pb.SamplingParams(temperature=-0.5))
+    supported = {f.name for f in dataclasses.fields(SamplingParams)}
+    unsupported = [f for f in ("prompt_logprobs", "include_stop_str_in_output") if f not in supported]
+    for name in unsupported:
+        with pytest.raises(errors.InvalidRequestError, match=name):
+            sampling_params_from_proto(pb.SamplingParams(**{name: 1}))
+
+
+def test_chunk_carries_multibyte_text_logprobs_and_stop_reason():
+    logprobs = [{5: Logprob(-0.1, 1, "é"), 6: Logprob(-2.5, 2, "e")}]
+    chunk = chunk_from_completion(
+        completion(1, "café 🙂", [5], "stop", logprobs=logprobs, stop_reason="\n"), True
+    )
+    assert (chunk.index, chunk.text, list(chunk.token_ids)) == (1, "café 🙂", [5])
+    assert chunk.finish_reason == pb.FINISH_REASON_STOP and chunk.stop_reason == "\n"
+    assert chunk.logprobs[0].logprob == pytest.approx(-0.1) and [
+        t.token_id for t in chunk.logprobs[0].top_logprobs
+    ] == [5, 6]
+    assert chunk_from_completion(completion(0, "", []), False) is None
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (errors.InvalidRequestError("bad", "top_p"), grpc.StatusCode.INVALID_ARGUMENT),
+        (errors.ModelNotFoundError("no model"), grpc.StatusCode.NOT_FOUND),
+        (errors.AdapterNotFoundError("no adapter"), grpc.StatusCode.NOT_FOUND),
+        (errors.AdapterAlreadyLoadedError("dup"), grpc.StatusCode.ALREADY_EXISTS),
+        (errors.AdapterSourceNotFoundError("gone"), grpc.StatusCode.NOT_FOUND),
+        (errors.AdapterLoadError("bad r"), grpc.StatusCode.INVALID_ARGUMENT),
+        (errors.EngineOverloadedError("full"), grpc.StatusCode.RESOURCE_EXHAUSTED),
+        (errors.EngineDeadError("dead"), grpc.StatusCode.UNAVAILABLE),
+        (KeyError("secret internals"), grpc.StatusCode.INTERNAL),
+    ],
+)
+def test_status_mapping(error, code):
+    mapped, message = status_for(error)
+    assert mapped == code and ("secret" not in message)
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (errors.AdapterSourceNotFoundError("gone", field="source"), wk.COMMAND_ERROR_CODE_SOURCE_NOT_FOUND),
+        (errors.AdapterLoadError("rank 64 > 16", field="r"), wk.COMMAND_ERROR_CODE_RANK_TOO_LARGE),
+        (errors.AdapterLoadError("hash", field="version"), wk.COMMAND_ERROR_CODE_VERSION_MISMATCH),
+        (errors.AdapterLoadError("DoRA", field="use_dora"), wk.COMMAND_ERROR_CODE_INVALID_ADAPTER),
+        (errors.AdapterNotFoundError("x"), wk.COMMAND_ERROR_CODE_NOT_FOUND),
+        (errors.InvalidRequestError("off", param="enable_lora"), wk.COMMAND_ERROR_CODE_CAPACITY),
+        (RuntimeError("boom"), wk.COMMAND_ERROR_CODE_INTERNAL),
+    ],
+)
+def test_command_error_codes(error, code):
+    assert error_code_for(error) == code
+
+
+async def test_n2_stream_sends_each_finish_once_then_usage(served):
+    engine, _, stub = served
+    engine.script = [
+        RequestOutput("r", "p", [1, 2], [completion(0, "a", [3], "stop"), completion(1, "b", [4])], False),
+        RequestOutput(
+            "r",
+            "p",
+            [1, 2],
+            [completion(0, "", [], "stop", all_ids=[3]), completion(1, "c", [5], "length", all_ids=[4, 5])],
+            True,
+        ),
+    ]
+    result = await collect(stub.Generate(generate_request("p", max_tokens=2, n=2)))
+    assert result["texts"] == ["a", "bc"]
+    assert result["finish"] == {0: pb.FINISH_REASON_STOP, 1: pb.FINISH_REASON_LENGTH}
+
+
+async def test_queue_full_fails_fast_with_resource_exhausted(served):
+    engine, servicer, stub = served
+    engine.gate = asyncio.Event()
+    engine.script = [RequestOutput("r", "p", [1], [completion(0, "x", [3], "stop")], True)]
+    held = [stub.Generate(generate_request("p")) for _ in range(2)]
+    while servicer.num_in_flight < 2:
+        await asyncio.sleep(0.01)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await collect(stub.Generate(generate_request("p")))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "queue is full" in info.value.details()
+    engine.gate.set()
+    assert [(await collect(call))["texts"] for call in held] == [["x"], ["x"]]
+
+
+@pytest.mark.parametrize("how", ["cancel", "deadline"])
+async def test_cancel_and_deadline_abort_the_engine_request(served, how):
+    engine, servicer, stub = served
+    engine.gate = asyncio.Event()  # never set: the request would run forever
+    call = stub.Generate(generate_request("p"), timeout=0.5 if how == "deadline" else None)
+    while servicer.num_in_flight < 1:
+        await asyncio.sleep(0.01)
+    if how == "cancel":
+        call.cancel()
+    with pytest.raises((grpc.aio.AioRpcError, asyncio.CancelledError)):
+        await collect(call)
+    for _ in range(100):
+        if engine.aborted and servicer.num_in_flight == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert engine.aborted and servicer.num_in_flight == 0
+
+
+async def test_unexpected_engine_failure_is_internal_without_internals(served):
+    engine, _, stub = served
+    engine.failure = KeyError("secret internals")
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await collect(stub.Generate(generate_request("p")))
+    assert info.value.code() == grpc.StatusCode.INTERNAL and "secret" not in info.value.details()
+
+
+async def test_not_ready_is_unavailable():
+    servicer = InferenceServicer(max_in_flight=1)
+    with pytest.raises(errors.EngineDeadError, match="loading"):
+        await servicer.ListModels(pb.ListModelsRequest(), None)
