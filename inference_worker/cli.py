@@ -20,6 +20,7 @@ from inference_worker.service_config import (
     WorkerServiceConfig,
     env_control_plane,
     env_worker_id,
+    env_worker_token,
     parse_lora_modules,
     split_host_port,
 )
@@ -61,7 +62,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     service.add_argument(
         "--control-plane",
         default=None,
-        help="control plane HOST:PORT (default: $LORAPLANE_CONTROL_PLANE; unset = standalone)",
+        help="control plane HOST:PORT (default: $LORAPLANE_CONTROL_PLANE; unset = standalone); "
+        "$LORAPLANE_WORKER_TOKEN, when set, is sent as its bearer token",
     )
     service.add_argument(
         "--worker-id", default=None, help="stable worker id (default: $LORAPLANE_WORKER_ID or host:port)"
@@ -125,6 +127,7 @@ def config_from_args(args: argparse.Namespace) -> WorkerServiceConfig:
         max_queue_len=max_queue_len,
         shutdown_grace_s=args.shutdown_grace_s,
         lora_modules=parse_lora_modules(args.lora_modules),
+        worker_token=env_worker_token(),
         engine_kwargs=engine_kwargs_from_args(args),
     )
 

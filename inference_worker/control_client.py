@@ -122,6 +122,7 @@ class ControlPlaneClient:
         draining: Callable[[], bool],
         heartbeat_interval_s: float = 5.0,
         backoff: Backoff | None = None,
+        token: str = "",
     ) -> None:
         self.target = target
         self.identity = identity
@@ -130,6 +131,7 @@ class ControlPlaneClient:
         self.draining = draining
         self.heartbeat_interval_s = heartbeat_interval_s
         self.backoff = backoff or Backoff()
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else None
         self.connected = asyncio.Event()
         self._wake = asyncio.Event()
         self._write_lock = asyncio.Lock()
@@ -159,7 +161,9 @@ class ControlPlaneClient:
     async def _session(self) -> bool:
         """One stream's life; returns whether any message arrived (a healthy session)."""
         async with grpc.aio.insecure_channel(self.target, options=client_options()) as channel:
-            call = worker_pb2_grpc.WorkerControlStub(channel).Connect(wait_for_ready=True)
+            call = worker_pb2_grpc.WorkerControlStub(channel).Connect(
+                metadata=self.metadata, wait_for_ready=True
+            )
             await self._write(call, pb.ConnectRequest(hello=self._hello()))
             heartbeats = asyncio.create_task(self._heartbeats(call))
             got_message = False

@@ -119,6 +119,7 @@ class WorkerServer:
             stats=self._load_stats,
             draining=lambda: self.draining,
             heartbeat_interval_s=self.config.heartbeat_interval_s,
+            token=self.config.worker_token,
         )
         self._control_task = asyncio.create_task(self.control.run(), name="control-plane-client")
 

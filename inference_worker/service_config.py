@@ -16,6 +16,7 @@ from typing import Any
 
 ENV_CONTROL_PLANE = "LORAPLANE_CONTROL_PLANE"
 ENV_WORKER_ID = "LORAPLANE_WORKER_ID"
+ENV_WORKER_TOKEN = "LORAPLANE_WORKER_TOKEN"
 DEFAULT_LISTEN = "0.0.0.0:50061"
 DEFAULT_MAX_NUM_SEQS = 256
 QUEUE_LEN_PER_SEQ = 4
@@ -84,7 +85,8 @@ class WorkerServiceConfig:
     Semantics: `engine_kwargs` holds only the engine options given explicitly (vLLM names, as accepted by
     `EngineConfig.from_kwargs`), so the engine's defaults apply to the rest. `max_queue_len` bounds the
     Generate requests admitted beyond `max_num_seqs`: past `max_num_seqs + max_queue_len` requests in
-    flight, Generate fails at once with RESOURCE_EXHAUSTED. `advertise_endpoint` is what the control plane
+    flight, Generate fails at once with RESOURCE_EXHAUSTED. `worker_token`, when set, is sent to the
+    control plane as `authorization: Bearer <token>`. `advertise_endpoint` is what the control plane
     hands to gateways; by default it is the listen address with the bound port (the host's name when
     listening on every interface).
     """
@@ -98,6 +100,7 @@ class WorkerServiceConfig:
     shutdown_grace_s: float = 30.0
     heartbeat_interval_s: float = 5.0
     lora_modules: tuple[LoRAModulePath, ...] = ()
+    worker_token: str = field(default="", repr=False)
     engine_kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -143,3 +146,8 @@ def env_control_plane() -> str | None:
 def env_worker_id() -> str | None:
     """The worker id from `LORAPLANE_WORKER_ID`, when set."""
     return os.environ.get(ENV_WORKER_ID) or None
+
+
+def env_worker_token() -> str:
+    """The token the control plane expects from workers (`LORAPLANE_WORKER_TOKEN`), empty when unset."""
+    return os.environ.get(ENV_WORKER_TOKEN, "")

@@ -82,6 +82,12 @@ def test_config_defaults_and_environment(monkeypatch):
     assert standalone.control_plane == "10.0.0.1:1" and standalone.max_queue_len == 0
 
 
+def test_worker_token_comes_from_the_environment_and_stays_out_of_repr(monkeypatch):
+    monkeypatch.setenv("LORAPLANE_WORKER_TOKEN", "s3cret")
+    config = cli.config_from_args(parse("--control-plane", "127.0.0.1:1"))
+    assert config.worker_token == "s3cret" and "s3cret" not in repr(config)
+
+
 def test_static_lora_modules_need_enable_lora():
     item = json.dumps({"name": "a", "path": "/p"})
     with pytest.raises(ValueError, match="--enable-lora"):
