@@ -36,7 +36,7 @@ def tiny_llama():
     return LlamaForCausalLM(tiny_llama_config()).eval()
 
 
-def write_peft_adapter(base, out_dir: Path, seed: int = 0, **lora_kwargs: Any) -> Path:
+def write_peft_adapter(base, out_dir: Path, seed: int = 0, std: float = 0.1, **lora_kwargs: Any) -> Path:
     """Save a PEFT LoRA adapter for `base` with random, non-zero A and B (PEFT initialises B to 0)."""
     from peft import LoraConfig, get_peft_model
 
@@ -46,7 +46,7 @@ def write_peft_adapter(base, out_dir: Path, seed: int = 0, **lora_kwargs: Any) -
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "lora_" in name:
-                param.copy_(torch.randn(param.shape, generator=generator) * 0.1)
+                param.copy_(torch.randn(param.shape, generator=generator) * std)
     model.save_pretrained(out_dir)
     model.unload()  # restore the shared base model's original modules
     return out_dir

@@ -20,22 +20,29 @@ MAX_TOKENS = 8
 GREEDY = SamplingParams(temperature=0.0, max_tokens=MAX_TOKENS)
 
 
-@pytest.fixture(scope="module")
-def hf_base(tiny_llama_path):
+def load_hf(path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_llama_path, dtype=torch.float32).eval()
-    return model, AutoTokenizer.from_pretrained(tiny_llama_path)
+    return AutoModelForCausalLM.from_pretrained(
+        path, dtype=torch.float32
+    ).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def write_adapters(model, root, std=0.1):
+    return {
+        name: write_peft_adapter(model, root / name, seed=10 + i, std=std, **spec)
+        for i, (name, spec) in enumerate(ADAPTER_SPECS.items())
+    }
+
+
+@pytest.fixture(scope="module")
+def hf_base(tiny_llama_path):
+    return load_hf(tiny_llama_path)
 
 
 @pytest.fixture(scope="module")
 def engine_adapters(hf_base, tmp_path_factory):
-    root = tmp_path_factory.mktemp("engine-adapters")
-    model, _ = hf_base
-    return {
-        name: write_peft_adapter(model, root / name, seed=10 + i, **spec)
-        for i, (name, spec) in enumerate(ADAPTER_SPECS.items())
-    }
+    return write_adapters(hf_base[0], tmp_path_factory.mktemp("engine-adapters"))
 
 
 def peft_greedy(hf_base, adapter_dir, prompts, max_tokens=MAX_TOKENS):
@@ -58,18 +65,32 @@ def token_ids(outputs):
 
 
 def test_one_mixed_batch_matches_peft_per_request(tiny_llama_path, hf_base, engine_adapters):
+    llm = make_llm(tiny_llama_path, enable_lora=True, max_loras=len(engine_adapters), max_lora_rank=16)
+    check_mixed_batch(llm, hf_base, engine_adapters)
+
+
+@pytest.mark.slow
+def test_smollm2_mixed_batch_matches_peft_per_request(demo_model_path, tmp_path):
+    hf = load_hf(demo_model_path)
+    adapters = write_adapters(hf[0], tmp_path, std=0.05)
+    llm = make_llm(demo_model_path, enable_lora=True, max_loras=len(adapters), max_model_len=256)
+    check_mixed_batch(llm, hf, adapters, PROMPTS[:2], max_tokens=6)
+
+
+def check_mixed_batch(llm, hf_base, engine_adapters, prompts=PROMPTS, max_tokens=MAX_TOKENS):
+    """ONE generate call mixing every adapter and base requests; each must equal PeftModel alone."""
     names = list(engine_adapters)
-    llm = make_llm(tiny_llama_path, enable_lora=True, max_loras=len(names), max_lora_rank=16)
     requests = {
         name: LoRARequest(name, i + 1, str(path)) for i, (name, path) in enumerate(engine_adapters.items())
     }
-    batch = [(prompt, name) for prompt in PROMPTS for name in [None, *names]]
+    batch = [(prompt, name) for prompt in prompts for name in [None, *names]]
     lora = [None if name is None else requests[name] for _, name in batch]
-    outputs = llm.generate([prompt for prompt, _ in batch], GREEDY, lora_request=lora)
-    expected = {None: peft_greedy(hf_base, None, PROMPTS)}
-    expected |= {name: peft_greedy(hf_base, engine_adapters[name], PROMPTS) for name in names}
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens)
+    outputs = llm.generate([prompt for prompt, _ in batch], params, lora_request=lora)
+    expected = {None: peft_greedy(hf_base, None, prompts, max_tokens)}
+    expected |= {name: peft_greedy(hf_base, engine_adapters[name], prompts, max_tokens) for name in names}
     for (prompt, name), ids in zip(batch, token_ids(outputs), strict=True):
-        assert ids == expected[name][PROMPTS.index(prompt)], (name, prompt)
+        assert ids == expected[name][prompts.index(prompt)], (name, prompt)
     differing = [name for name in names if expected[name] != expected[None]]
     assert len(differing) >= len(names) - 1, "adapters should change greedy outputs"
 
