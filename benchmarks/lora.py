@@ -138,15 +138,14 @@ def run_engine(llm: LLM, batch: int, args, loras: list | None) -> dict:
     return {"batch": batch, "output_tokens": tokens, "seconds": seconds, "tok_per_s": tokens / seconds}
 
 
-def bench_engine(model_dir: Path, adapter_sets: dict, args) -> list[dict]:
-    rows = []
+def bench_engine(model_dir: Path, adapter_sets: dict, args, rows: Results) -> None:
     llm = _make_llm(model_dir, args, enable_lora=False)
     for batch in args.batch_sizes:
         rows.append(
             {"engine": "loraplane", "lora": "none", "adapters": 0, **run_engine(llm, batch, args, None)}
         )
-        logger.info("%s", rows[-1])
-    _free(llm)
+    del llm
+    _free()
     llm = _make_llm(model_dir, args, enable_lora=True)
     for target, paths in adapter_sets.items():
         for count in args.num_adapters:
@@ -154,9 +153,8 @@ def bench_engine(model_dir: Path, adapter_sets: dict, args) -> list[dict]:
             for batch in args.batch_sizes:
                 row = run_engine(llm, batch, args, loras)
                 rows.append({"engine": "loraplane", "lora": target, "adapters": min(count, batch), **row})
-                logger.info("%s", rows[-1])
-    _free(llm)
-    return rows
+    del llm
+    _free()
 
 
 def _add_adapters(llm: LLM, paths: list[Path], target: str) -> list[LoRARequest]:
@@ -171,7 +169,7 @@ def _add_adapters(llm: LLM, paths: list[Path], target: str) -> list[LoRARequest]
     return requests
 
 
-def bench_hf_peft(shape: dict, args, device: torch.device) -> list[dict]:
+def bench_hf_peft(shape: dict, args, device: torch.device, rows: Results) -> None:
     """HF transformers + PEFT, mixed adapters in one `generate` through `adapter_names`."""
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -179,7 +177,6 @@ def bench_hf_peft(shape: dict, args, device: torch.device) -> list[dict]:
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     with torch.device(device):
         model = LlamaForCausalLM(LlamaConfig(**shape, bos_token_id=1, eos_token_id=2)).to(dtype).eval()
-    rows = []
     for target in args.hf_targets:
         config = LoraConfig(
             r=args.rank, lora_alpha=16, target_modules=TARGETS[target], init_lora_weights=False
@@ -225,7 +222,6 @@ def bench_hf_peft(shape: dict, args, device: torch.device) -> list[dict]:
                 "tok_per_s": tokens / seconds,
             }
         )
-        logger.info("%s", rows[-1])
         model = peft_model.unload()
     return rows
 
@@ -246,8 +242,7 @@ def _make_llm(model_dir: Path, args, enable_lora: bool) -> LLM:
     )
 
 
-def _free(llm: LLM) -> None:
-    del llm
+def _free() -> None:
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -259,11 +254,13 @@ def _sync() -> None:
 
 
 def summarize(rows: list[dict]) -> list[dict]:
+    """Adds each LoRA row's speed relative to the base engine and to HF PEFT (same adapters and batch)."""
     base = {r["batch"]: r["tok_per_s"] for r in rows if r["engine"] == "loraplane" and r["lora"] == "none"}
     hf = {(r["lora"], r["adapters"], r["batch"]): r["tok_per_s"] for r in rows if r["engine"] == "hf_peft"}
     for row in rows:
         if row["engine"] == "loraplane" and row["lora"] != "none":
-            row["vs_no_lora"] = row["tok_per_s"] / base[row["batch"]]
+            if row["batch"] in base:
+                row["vs_no_lora"] = row["tok_per_s"] / base[row["batch"]]
             key = (row["lora"], row["adapters"], row["batch"])
             if key in hf:
                 row["vs_hf_peft"] = row["tok_per_s"] / hf[key]
@@ -277,7 +274,7 @@ def print_table(rows: list[dict]) -> None:
     print(header)
     for r in rows:
         vs_base = f"{r['vs_no_lora']:.2f}x" if "vs_no_lora" in r else ""
-        vs_hf = f"{r['vs_hf_peft']:.0f}x" if "vs_hf_peft" in r else ""
+        vs_hf = f"{r['vs_hf_peft']:.1f}x" if "vs_hf_peft" in r else ""
         print(
             f"{r['engine']:10} {r['lora']:5} {r['adapters']:>8} {r['batch']:>5} {r['tok_per_s']:>10.1f} "
             f"{vs_base:>8} {vs_hf:>8}"
@@ -319,35 +316,52 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+class Results(list):
+    """Rows of the run, saved (with the environment) after every row so a cut-short run keeps its numbers."""
+
+    def __init__(self, args, shape: dict, device: torch.device) -> None:
+        super().__init__()
+        self.path = args.out
+        self.header = {
+            "benchmark": "lora",
+            "shape": "smoke" if args.smoke else "llama-2-7b",
+            "config": shape,
+            "rank": args.rank,
+            "input_len": args.input_len,
+            "output_len": args.output_len,
+            "hf_output_len": args.hf_output_len,
+            "environment": environment(device),
+            "commit": _git_commit(),
+        }
+
+    def append(self, row: dict) -> None:
+        super().append(row)
+        logger.info("%s", row)
+        self.save()
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        rows = summarize([dict(r) for r in self])
+        self.path.write_text(json.dumps({**self.header, "rows": rows}, indent=2, default=str))
+
+
 def main() -> None:
     args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     shape = SMOKE if args.smoke else LLAMA2_7B
     device = torch.device(args.device)
+    rows = Results(args, shape, device)
+    if args.hf_targets:  # first: its numbers survive even if a later part fails
+        bench_hf_peft(shape, args, device, rows)
+        _free()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         model_dir = write_model_dir(root, shape)
         adapter_sets = {
             t: write_adapters(root, shape, t, max(args.num_adapters), args.rank) for t in args.targets
         }
-        rows = bench_engine(model_dir, adapter_sets, args)
-    rows += bench_hf_peft(shape, args, device) if args.hf_targets else []
-    rows = summarize(rows)
-    print_table(rows)
-    result = {
-        "benchmark": "lora",
-        "shape": "llama-2-7b" if not args.smoke else "smoke",
-        "config": shape,
-        "rank": args.rank,
-        "input_len": args.input_len,
-        "output_len": args.output_len,
-        "hf_output_len": args.hf_output_len,
-        "environment": environment(device),
-        "commit": _git_commit(),
-        "rows": rows,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=str))
+        bench_engine(model_dir, adapter_sets, args, rows)
+    print_table(summarize([dict(r) for r in rows]))
     logger.info("wrote %s", args.out)
 
 
