@@ -17,17 +17,15 @@ class SlotTable:
     def __init__(self, num_slots: int) -> None:
         self.num_slots = num_slots
         self._version_of: list[str | None] = [None] * num_slots
+        self._slot_by_version: dict[str, int] = {}
         self._last_used = [0] * num_slots
         self._clock = itertools.count(1)
 
     def slot_of(self, version: str) -> int | None:
-        try:
-            return self._version_of.index(version)
-        except ValueError:
-            return None
+        return self._slot_by_version.get(version)
 
     def resident(self) -> set[str]:
-        return {v for v in self._version_of if v is not None}
+        return set(self._slot_by_version)
 
     def assign(self, versions: set[str]) -> tuple[dict[str, int], list[tuple[int, str]]]:
         if len(versions) > self.num_slots:
@@ -41,7 +39,7 @@ class SlotTable:
                 self._last_used[slot] = now
         for version in sorted(versions - slot_of.keys()):
             slot = self._victim(versions)
-            self._version_of[slot] = version
+            self._place(slot, version)
             self._last_used[slot] = now
             slot_of[version] = slot
             to_load.append((slot, version))
@@ -49,11 +47,19 @@ class SlotTable:
 
     def release(self, version: str) -> int | None:
         """Forget `version` (its slot becomes free); returns the slot it held."""
-        slot = self.slot_of(version)
+        slot = self._slot_by_version.get(version)
         if slot is not None:
-            self._version_of[slot] = None
+            self._place(slot, None)
             self._last_used[slot] = 0
         return slot
+
+    def _place(self, slot: int, version: str | None) -> None:
+        previous = self._version_of[slot]
+        if previous is not None:
+            del self._slot_by_version[previous]
+        self._version_of[slot] = version
+        if version is not None:
+            self._slot_by_version[version] = slot
 
     def _victim(self, keep: set[str]) -> int:
         candidates = [s for s, v in enumerate(self._version_of) if v is None or v not in keep]
