@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from inference_worker import LLM, SamplingParams
+from inference_worker.testing import SMALL_LLAMA, write_random_model
 
 RESULTS = Path(__file__).parent / "results"
 LLAMA2_7B = dict(
@@ -189,24 +190,8 @@ def smoke_mode(args) -> dict:
     graphs) vs HF greedy on the same GPU in fp32, plus a bf16 run."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=1000,
-        hidden_size=256,
-        intermediate_size=512,
-        num_hidden_layers=2,
-        num_attention_heads=8,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        eos_token_id=2,
-    )
-    hf = LlamaForCausalLM(config).cuda().eval()
-    with torch.no_grad():
-        for p in hf.parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 0.08)
     model_dir = Path(tempfile.mkdtemp(prefix="tiny-llama-"))
-    hf.save_pretrained(model_dir)
+    hf = write_random_model(LlamaForCausalLM, LlamaConfig(**SMALL_LLAMA), model_dir, device="cuda")
     gen = torch.Generator().manual_seed(1)
     prompts = [
         torch.randint(3, 1000, (int(n),), generator=gen).tolist()

@@ -39,7 +39,10 @@ class LLMEngine:
         self.max_model_len = _max_model_len(config, self.hf_config)
         self.tokenizer = None if config.skip_tokenizer_init else _load_tokenizer(config.tokenizer or path)
         model = build_model(config, self.hf_config, path, self.device, self.dtype, self.max_model_len)
-        self.lora_manager = self._make_lora_manager(model) if config.enable_lora else None
+        max_tokens = config.max_num_batched_tokens or max(
+            8192 if self.device.type == "cuda" else 2048, config.max_num_seqs
+        )
+        self.lora_manager = self._make_lora_manager(model, max_tokens) if config.enable_lora else None
         self.eos_token_ids = _eos_ids(self.hf_config, self.tokenizer, path)
         self.runner = ModelRunner(
             config,
@@ -50,9 +53,6 @@ class LLMEngine:
             self.max_model_len,
             self.eos_token_ids,
             self.lora_manager,
-        )
-        max_tokens = config.max_num_batched_tokens or max(
-            8192 if self.device.type == "cuda" else 2048, config.max_num_seqs
         )
         num_blocks = self.runner.num_blocks_to_allocate(max_tokens)
         self.runner.allocate_kv_cache(num_blocks)
@@ -75,7 +75,7 @@ class LLMEngine:
             self.max_model_len,
         )
 
-    def _make_lora_manager(self, model):
+    def _make_lora_manager(self, model, max_num_tokens: int):
         from inference_worker.lora import LoRAConfig, LoRAManager
 
         c = self.config
@@ -85,7 +85,7 @@ class LLMEngine:
             max_cpu_loras=c.max_cpu_loras,
             lora_dtype=c.lora_dtype,
         )
-        return LoRAManager(lora_config, model, self.device, self.dtype)
+        return LoRAManager(lora_config, model, self.device, self.dtype, max_num_tokens=max_num_tokens)
 
     # ---- requests -------------------------------------------------------------------------------
     def add_request(

@@ -121,16 +121,10 @@ class ModelRunner:
                 hidden = self.model(input_ids, positions)
         if not sample_seqs:
             return [], None
-        logits = self.model.compute_logits(hidden[logits_rows])
+        if len(sample_seqs) < hidden.shape[0]:  # otherwise every row is sampled, in order (a decode step)
+            hidden = hidden[logits_rows]
+        logits = self.model.compute_logits(hidden)
         return sample_seqs, self.sampler(logits, sample_seqs, [self._generator(s) for s in sample_seqs])
-
-    @torch.inference_mode()
-    def logits_of(self, batch: ScheduledBatch) -> torch.Tensor:
-        """Logits of the last token of each sequence in a prefill batch (for parity tests)."""
-        input_ids, positions, ctx, logits_rows, _ = self._prepare(batch, False)
-        with set_context(ctx):
-            hidden = self.model(input_ids, positions)
-        return self.model.compute_logits(hidden[logits_rows])
 
     def _prepare(self, batch: ScheduledBatch, is_decode: bool):
         ids, positions, slots, cu, seq_lens, rows, sample_seqs = [], [], [], [0], [], [], []

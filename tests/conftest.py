@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
+
+
+def pytest_configure(config) -> None:
+    """One torch thread by default: on a small shared CPU, OpenMP threads spinning against other
+    processes make every op many times slower (LORAPLANE_TEST_THREADS overrides)."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("LORAPLANE_TEST_THREADS", "1")))
 
 
 @pytest.fixture(scope="session")

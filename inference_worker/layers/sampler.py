@@ -43,10 +43,11 @@ class Sampler(nn.Module):
             logits = self._suppress_stop(logits, seqs)
         want_logprobs = any(p.logprobs is not None for p in params)
         logprobs = torch.log_softmax(logits, dim=-1) if want_logprobs else None
-        greedy = torch.tensor([p.is_greedy for p in params], device=logits.device)
-        if bool(greedy.all()):
+        greedy_flags = [p.is_greedy for p in params]
+        if all(greedy_flags):  # decided on the host: no device sync
             tokens = logits.argmax(dim=-1)
         else:
+            greedy = torch.tensor(greedy_flags, device=logits.device)
             tokens = torch.where(greedy, logits.argmax(dim=-1), self._random(logits, seqs, generators))
         token_list = tokens.tolist()
         if logprobs is None:

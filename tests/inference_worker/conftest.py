@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from inference_worker.testing import write_random_model
+
 TINY = dict(
     hidden_size=64,
     intermediate_size=128,
@@ -47,13 +49,7 @@ PROMPTS = [
 
 
 def _write_tiny(model_cls, config, out: Path, tokenizer_src: str) -> str:
-    torch.manual_seed(0)
-    model = model_cls(config).to(torch.float32)
-    with torch.no_grad():  # larger weights than the default init, so greedy paths are not all one token
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.normal_(0.0, 0.08)
-    model.save_pretrained(out)
+    write_random_model(model_cls, config, out)
     for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
         src = Path(tokenizer_src) / name
         if src.exists():

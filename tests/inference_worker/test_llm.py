@@ -106,7 +106,7 @@ def test_chat_applies_the_template(smol_llm):
     messages = [{"role": "user", "content": "What is 2+2?"}]
     out = smol_llm.chat(messages, SamplingParams(temperature=0, max_tokens=8))[0]
     expected = smol_llm.get_tokenizer().apply_chat_template(
-        messages, add_generation_prompt=True, tokenize=True
+        messages, add_generation_prompt=True, tokenize=True, return_dict=False
     )
     assert out.prompt_token_ids == list(expected)
     assert out.outputs[0].text

@@ -1,0 +1,32 @@
+"""Helpers for tests and benchmarks: small random HF checkpoints written to disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+# A small Llama for GPU smoke tests: big enough for several Triton tiles, fast to build.
+SMALL_LLAMA = dict(
+    vocab_size=1000,
+    hidden_size=256,
+    intermediate_size=512,
+    num_hidden_layers=2,
+    num_attention_heads=8,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+    eos_token_id=2,
+)
+
+
+def write_random_model(model_cls, config, out: str | Path, device: str = "cpu", std: float = 0.08):
+    """Build `model_cls(config)` with N(0, std) matrices (larger than HF's init, so greedy outputs vary
+    from token to token), save it as safetensors in `out`, and return the model (fp32, eval mode)."""
+    torch.manual_seed(0)
+    model = model_cls(config).to(device=device, dtype=torch.float32).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.normal_(0.0, std)
+    model.save_pretrained(out)
+    return model
