@@ -22,8 +22,8 @@ def _default_inv_freq(config, head_dim: int) -> tuple[torch.Tensor, float]:
 class RotaryEmbedding(nn.Module):
     """Applies rotate-half RoPE to q and k at the given positions.
 
-    Shape: positions [T] int64; q [T, Hq*D], k [T, Hkv*D] -> same shapes. The cos/sin table is built
-    once for `max_positions` in fp32 (as HF computes it) and cast to the activation dtype.
+    Shape: cos_sin from `cos_sin(positions [T])`; q [T, Hq*D], k [T, Hkv*D] -> same shapes.
+    The cos/sin table is built once for `max_positions` in fp32 (as HF computes it).
     """
 
     def __init__(self, config, head_dim: int, max_positions: int) -> None:
@@ -40,11 +40,17 @@ class RotaryEmbedding(nn.Module):
         self.register_buffer("cos", emb.cos() * scaling, persistent=False)
         self.register_buffer("sin", emb.sin() * scaling, persistent=False)
 
+    def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The cos/sin rows of `positions`, looked up once per forward and shared by every layer.
+
+        Shape: positions [T] -> ([T, 1, D], [T, 1, D]) fp32.
+        """
+        return self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
+
     def forward(
-        self, positions: torch.Tensor, q: torch.Tensor, k: torch.Tensor
+        self, cos_sin: tuple[torch.Tensor, torch.Tensor], q: torch.Tensor, k: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        cos = self.cos[positions].unsqueeze(1)
-        sin = self.sin[positions].unsqueeze(1)
+        cos, sin = cos_sin
         return self._rotate(q, cos, sin), self._rotate(k, cos, sin)
 
     def _rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

@@ -27,6 +27,9 @@ STACKED_PARAMS = [
 ]
 
 
+RopeRows = tuple[torch.Tensor, torch.Tensor]  # (cos, sin) rows of this forward's positions
+
+
 def head_dim_of(config) -> int:
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
@@ -49,10 +52,10 @@ class LlamaAttention(nn.Module):
         self.q_size = self.num_heads * self.head_dim
         self.kv_size = self.num_kv_heads * self.head_dim
 
-    def forward(self, positions: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+    def forward(self, cos_sin: RopeRows, hidden: torch.Tensor) -> torch.Tensor:
         qkv = self.qkv_proj(hidden)
         q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q, k = self.rotary(positions, q, k)
+        q, k = self.rotary(cos_sin, q, k)
         return self.o_proj(self.attn(q, k.contiguous(), v.contiguous()))
 
 
@@ -78,13 +81,13 @@ class LlamaDecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def forward(
-        self, positions: torch.Tensor, hidden: torch.Tensor, residual: torch.Tensor | None
+        self, cos_sin: RopeRows, hidden: torch.Tensor, residual: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if residual is None:
             residual, hidden = hidden, self.input_layernorm(hidden)
         else:
             hidden, residual = self.input_layernorm.forward_add(hidden, residual)
-        hidden = self.self_attn(positions, hidden)
+        hidden = self.self_attn(cos_sin, hidden)
         hidden, residual = self.post_attention_layernorm.forward_add(hidden, residual)
         return self.mlp(hidden), residual
 
@@ -93,6 +96,7 @@ class LlamaModel(nn.Module):
     def __init__(self, config, max_positions: int) -> None:
         super().__init__()
         rotary = RotaryEmbedding(config, head_dim_of(config), max_positions)
+        self.rotary = rotary
         self.embed_tokens = VocabEmbedding(config.vocab_size, config.hidden_size)
         self.layers = nn.ModuleList(
             LlamaDecoderLayer(config, rotary) for _ in range(config.num_hidden_layers)
@@ -101,8 +105,9 @@ class LlamaModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         hidden, residual = self.embed_tokens(input_ids), None
+        cos_sin = self.rotary.cos_sin(positions)
         for layer in self.layers:
-            hidden, residual = layer(positions, hidden, residual)
+            hidden, residual = layer(cos_sin, hidden, residual)
         hidden, _ = self.norm.forward_add(hidden, residual)
         return hidden
 
