@@ -6,8 +6,10 @@ GPU mode: Llama-2-7B shape with dummy bf16 weights, 128 prompt tokens and 128 ou
 1, 32 and 256: output tokens/s and ms per decode step against the weight-read floor (13.5 GB of
 weights read once per step at about 4.3 TB/s on an H200: about 3.1 ms).
 
-    python -m benchmarks.throughput --mode cpu --threads 1   # as a module: benchmarks/kernels.py would shadow kernels/
+    python -m benchmarks.throughput --mode cpu --threads 1
     python -m benchmarks.throughput --mode gpu --batch-sizes 1 32 256
+
+Run it as a module: as a script, benchmarks/kernels.py would shadow the kernels package.
 
 Prints a table and writes JSON (with hardware and versions) to benchmarks/results/.
 """
