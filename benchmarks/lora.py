@@ -124,11 +124,10 @@ def run_engine(llm: LLM, batch: int, args, loras: list | None) -> dict:
     params = SamplingParams(temperature=0.0, max_tokens=args.output_len, ignore_eos=True)
     ids = prompts(batch, args.input_len, llm.engine.hf_config.vocab_size, seed=batch)
     requests = None if loras is None else [loras[i % len(loras)] for i in range(batch)]
-    llm.generate(
-        ids[: min(batch, 8)],
-        SamplingParams(max_tokens=4, ignore_eos=True),
-        lora_request=None if requests is None else requests[:8],
-    )  # warm-up
+    # Warm-up with other prompts (no prefix-cache hits later) over the same adapters, so the timed run
+    # measures serving with the batch's adapters resident in their GPU slots.
+    warm_ids = prompts(batch, args.input_len, llm.engine.hf_config.vocab_size, seed=batch + 1)
+    llm.generate(warm_ids, SamplingParams(max_tokens=2, ignore_eos=True), lora_request=requests)
     _sync()
     start = time.perf_counter()
     outputs = llm.generate(ids, params, lora_request=requests)
@@ -281,6 +280,13 @@ def print_table(rows: list[dict]) -> None:
         )
 
 
+def _library_versions() -> dict[str, str]:
+    import peft
+    import transformers
+
+    return {"peft": peft.__version__, "transformers": transformers.__version__}
+
+
 def _git_commit() -> str:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -330,7 +336,7 @@ class Results(list):
             "input_len": args.input_len,
             "output_len": args.output_len,
             "hf_output_len": args.hf_output_len,
-            "environment": environment(device),
+            "environment": {**environment(device), **_library_versions()},
             "commit": _git_commit(),
         }
 

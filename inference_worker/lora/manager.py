@@ -29,6 +29,7 @@ from inference_worker.lora.weights import AdapterWeights, BaseModelShapes, load_
 from kernels.lora_meta import LoRAKernelMeta
 
 logger = logging.getLogger(__name__)
+_LOADER_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -83,11 +84,12 @@ class LoRAManager:
         self._lock = threading.RLock()
         self._by_name: dict[str, _Record] = {}
         self._by_version: dict[str, _Record] = {}
-        self._pending: dict[str, Future] = {}
+        self._pending: dict[str, tuple[Future, object]] = {}  # name -> (future, token of that add)
         self._reloading: dict[str, Future] = {}
         self._cache = AdapterCache(config.max_cpu_loras)
         self._slots = SlotTable(config.max_loras)
-        self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lora-loader")
+        # Hashing, reading and pinning release the GIL: a few loader threads load many adapters faster.
+        self._loader = ThreadPoolExecutor(max_workers=_LOADER_THREADS, thread_name_prefix="lora-loader")
 
     # ---- registration (any thread) ----------------------------------------------------------------
     def add(self, request: LoRARequest) -> Future[AdapterInfo]:
@@ -95,9 +97,10 @@ class LoRAManager:
         with self._lock:
             pending = self._pending.get(request.lora_name)
             if pending is not None:
-                return pending
-            future = self._loader.submit(self._add, request)
-            self._pending[request.lora_name] = future
+                return pending[0]
+            token = object()
+            future = self._loader.submit(self._add, request, token)
+            self._pending[request.lora_name] = (future, token)
             future.add_done_callback(lambda f, name=request.lora_name: self._drop_pending(name, f))
             return future
 
@@ -161,7 +164,7 @@ class LoRAManager:
         return slot_of
 
     # ---- internals -----------------------------------------------------------------------------------
-    def _add(self, request: LoRARequest) -> AdapterInfo:
+    def _add(self, request: LoRARequest, token: object) -> AdapterInfo:
         directory = resolve_adapter_path(request.lora_path, allow_download=self.allow_download)
         config = load_peft_config(directory, self.config.max_lora_rank, self.shapes.num_layers)
         version = adapter_version(directory)
@@ -173,6 +176,8 @@ class LoRAManager:
         weights = None if cached else self._load(directory, config, version)
         record = _Record(request, directory, version, config, weights.rank if weights else 0)
         with self._lock:
+            if self._pending.get(request.lora_name, (None, None))[1] is not token:
+                raise AdapterNotFoundError(f"adapter {request.lora_name!r} was removed while it was loading")
             if weights is not None:
                 self._cache.put(weights)
             else:
@@ -225,7 +230,7 @@ class LoRAManager:
 
     def _drop_pending(self, name: str, future: Future) -> None:
         with self._lock:
-            if self._pending.get(name) is future:
+            if self._pending.get(name, (None,))[0] is future:
                 del self._pending[name]
 
     def _weights_for_slot(self, version: str) -> AdapterWeights:

@@ -232,3 +232,19 @@ def test_adapter_specs_cover_the_features():
     assert any(s.get("alpha_pattern") for s in specs) and any(
         isinstance(s["target_modules"], str) for s in specs
     )
+
+
+def test_remove_while_loading_discards_the_load(tiny_llama, tiny_adapters, monkeypatch):
+    import threading
+
+    manager, _ = make_manager(tiny_llama)
+    release = threading.Event()
+    original = manager._load
+    monkeypatch.setattr(manager, "_load", lambda *args: release.wait(10) and original(*args))
+    future = manager.add(LoRARequest("slow", 1, str(tiny_adapters["qv"])))
+    assert [info.tier for info in manager.list()] == ["loading"]
+    assert manager.remove("slow")
+    release.set()
+    with pytest.raises(AdapterNotFoundError, match="removed while it was loading"):
+        future.result(timeout=30)
+    assert manager.list() == []
