@@ -20,6 +20,7 @@ from pathlib import Path
 logger = logging.getLogger("train_demo_adapter")
 
 INSTRUCTION = "Write a SQL query to answer the question based on the table schema."
+HUB_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "examples" / "adapters" / "sql-lora"
 
 # table -> (entity noun, [(column, type, sample values)])
@@ -215,6 +216,7 @@ def train(out_dir: Path, steps: int, batch_size: int, rank: int, seed: int) -> N
             logger.info(
                 "step %d/%d loss %.3f (%.0fs)", step + 1, steps, loss.item(), time.monotonic() - start
             )
+    model.peft_config["default"].base_model_name_or_path = HUB_MODEL_ID  # not this machine's cache path
     model.save_pretrained(out_dir)
     (out_dir / "README.md").unlink(missing_ok=True)
     logger.info("saved %s", out_dir)
