@@ -2,10 +2,11 @@
 
 Semantics: `open_streams` starts one Generate call per request and waits for each call's `start`
 message, so that every error a worker reports before generating (unknown model, bad input, queue
-full) becomes an HTTP error status rather than an in-stream error. A worker that answers UNAVAILABLE
-(or RESOURCE_EXHAUSTED) before `start` is skipped and the next candidate is tried; UNAVAILABLE also
-marks it down. After `start`, a failure ends the stream with the mapped `OpenAIError`. Closing the
-iterator (client gone) cancels the gRPC calls, which makes the workers free the sequences at once.
+full) becomes an HTTP error status rather than an in-stream error. A worker that answers UNAVAILABLE,
+CANCELLED (shutting down) or RESOURCE_EXHAUSTED before `start` is skipped and the next candidate is
+tried; UNAVAILABLE and CANCELLED also mark it down. After `start`, a failure ends the stream with the
+mapped `OpenAIError`. Closing the iterator (client gone) cancels the gRPC calls, which makes the
+workers free the sequences at once.
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ from gateway.routing import Miss, choose
 from gateway.workers import WorkerHandle, WorkerPool
 from loraplane.inference.v1 import inference_pb2 as pb
 
-RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED})
+# CANCELLED before `start` can only come from the worker (the gateway's own cancellation arrives as
+# asyncio.CancelledError): grpc core cancels calls that race a worker's shutdown. Nothing was generated.
+RETRYABLE = frozenset(
+    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED}
+)
 MAX_ATTEMPTS = 3
 UNKNOWN_REFRESH_S = 0.5
 
@@ -81,7 +86,7 @@ async def open_stream(pool: WorkerPool, model: str, request: pb.GenerateRequest)
             call.cancel()
             if not isinstance(exc, grpc.aio.AioRpcError):
                 raise
-            if exc.code() == grpc.StatusCode.UNAVAILABLE:
+            if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
                 pool.mark_down(worker)
             exclude.add(worker.worker_id)
             if exc.code() in RETRYABLE and len(exclude) < MAX_ATTEMPTS and len(exclude) < len(pool.workers):

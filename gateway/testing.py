@@ -43,12 +43,15 @@ class FakeInference(inference_pb2_grpc.InferenceServicer):
     def __init__(self, base_model: str, adapters: set[str], token_delay_s: float = 0.0) -> None:
         self.base_model, self.adapters, self.token_delay_s = base_model, adapters, token_delay_s
         self.num_generate = 0
+        self.refuse_with: grpc.StatusCode | None = None  # set: every Generate fails with it before start
 
     def _check_model(self, model: str) -> None:
         if model and model != self.base_model and model not in self.adapters:
             raise LookupError(f"The model `{model}` does not exist.")
 
     async def Generate(self, request, context):
+        if self.refuse_with is not None:
+            await context.abort(self.refuse_with, f"refused with {self.refuse_with.name}")
         try:
             self._check_model(request.model)
         except LookupError as exc:

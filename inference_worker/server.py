@@ -2,9 +2,9 @@
 
 Order: the server starts first with health NOT_SERVING (so orchestrators see the worker while the model
 loads), then the engine starts, `--lora-modules` load, health turns SERVING and the control-plane client
-connects. On SIGTERM/SIGINT: health NOT_SERVING, a draining heartbeat, then `server.stop(grace)`: new
-calls are refused with UNAVAILABLE while in-flight streams get `shutdown_grace_s` to finish; then the
-engine stops.
+connects. On SIGTERM/SIGINT: health NOT_SERVING, a draining heartbeat, then new
+Generates are refused with UNAVAILABLE by the servicer while in-flight streams get `shutdown_grace_s` to
+finish; then the gRPC server and the engine stop.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
 from typing import Any
 
 import grpc
@@ -133,6 +134,7 @@ class WorkerServer:
 
     def request_stop(self) -> None:
         logger.info("stop requested; draining")
+        self.servicer.start_draining()
         self._stop_requested.set()
 
     async def wait_for_termination(self) -> None:
@@ -141,13 +143,24 @@ class WorkerServer:
     async def stop(self) -> None:
         """Drain and stop: NOT_SERVING, refuse new calls, give in-flight streams the grace period."""
         self.draining = True
+        self.servicer.start_draining()
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         if self.control is not None:
             self.control.send_heartbeat_now()
             await asyncio.sleep(0)
         grace = self.config.shutdown_grace_s
         logger.info("stopping: %d streams in flight, grace %.1fs", self.servicer.num_in_flight, grace)
-        await self.server.stop(grace)
+        # Drain in the servicer, not in grpc's server.stop(grace): while draining, the server still
+        # accepts calls and refuses new Generates with UNAVAILABLE (clients retry elsewhere), whereas
+        # grpc core cancels calls that race its shutdown (CANCELLED, which clients do not retry).
+        start = time.monotonic()
+        if not await self.servicer.wait_drained(grace):
+            logger.warning(
+                "%d streams still running after the %.1fs grace period; cancelling them",
+                self.servicer.num_in_flight,
+                grace,
+            )
+        await self.server.stop(max(0.0, grace - (time.monotonic() - start)))
         if self._control_task is not None:
             self._control_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -5,6 +5,7 @@ Domain errors raised here or by the engine become status codes in `inference_wor
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import inspect
 import logging
@@ -154,12 +155,18 @@ def usage_from_output(output: Any) -> pb.Usage:
     )
 
 
+class WorkerDrainingError(EngineDeadError):
+    """The worker is shutting down: it finishes the streams it has and admits no new ones."""
+
+
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     """Generate, ListModels and Tokenize for one engine and its served models.
 
     Semantics: at most `max_in_flight` Generate calls are admitted at once; the next one fails at once
     with EngineOverloadedError (RESOURCE_EXHAUSTED). A call that is cancelled, or whose deadline passes,
-    aborts its engine request, which frees its KV blocks at once.
+    aborts its engine request, which frees its KV blocks at once. After `start_draining()` every new
+    Generate fails with WorkerDrainingError (UNAVAILABLE, so clients retry elsewhere) while admitted
+    streams run on; `wait_drained()` returns when none is left.
     """
 
     def __init__(self, max_in_flight: int) -> None:
@@ -167,6 +174,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         self.models: ServedModels | None = None
         self.max_in_flight = max_in_flight
         self._in_flight: set[str] = set()
+        self._draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def attach(self, engine: Any, models: ServedModels) -> None:
         """Start serving `engine` (the server registers the servicer before the model has loaded)."""
@@ -181,9 +191,23 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     def num_in_flight(self) -> int:
         return len(self._in_flight)
 
+    def start_draining(self) -> None:
+        """Refuse every new Generate from now on (see class doc)."""
+        self._draining = True
+
+    async def wait_drained(self, timeout: float) -> bool:
+        """Wait until no admitted Generate is running, at most `timeout` seconds; True when none is."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
     async def Generate(
         self, request: pb.GenerateRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.GenerateResponse]:
+        if self._draining:
+            raise WorkerDrainingError("the worker is shutting down; send the request to another worker")
         lora_request = self._ready().resolve(request.model)
         params = sampling_params_from_proto(request.sampling_params)
         prompt = prompt_from_request(request, self.engine.tokenizer)
@@ -193,6 +217,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 yield response
         finally:
             self._in_flight.discard(request_id)
+            if not self._in_flight:
+                self._idle.set()
 
     async def _stream(
         self, request: pb.GenerateRequest, prompt: Any, params: SamplingParams, request_id: str, lora: Any
@@ -258,6 +284,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         if not request_id or request_id in self._in_flight:
             request_id = f"{request_id or 'gen'}-{uuid.uuid4().hex[:12]}"
         self._in_flight.add(request_id)
+        self._idle.clear()
         return request_id
 
     async def ListModels(self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import grpc
 import httpx
 import openai
 import pytest
@@ -66,3 +67,18 @@ async def test_client_disconnect_cancels_worker_call(slow_pair):
             break
         await asyncio.sleep(0.02)
     assert all(w.in_flight == 0 for w in pool.workers.values())
+
+
+@pytest.mark.parametrize("code", ["UNAVAILABLE", "CANCELLED"])
+async def test_worker_refusing_before_start_is_skipped(slow_pair, code):
+    """A draining worker refuses with UNAVAILABLE; one whose shutdown races the call cancels it. Nothing
+    was generated, so the request goes to the other worker and the client never sees the refusal."""
+    gateway, workers = slow_pair
+    client = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key="x", max_retries=0)
+    reply = await client.completions.with_raw_response.create(model="a", prompt="p", max_tokens=2)
+    chosen = reply.headers["x-loraplane-worker"]
+    refusing, other = sorted(workers, key=lambda w: not chosen.endswith(f":{w[2]}"))
+    refusing[1].refuse_with = grpc.StatusCode[code]
+    for _ in range(4):
+        reply = await client.completions.with_raw_response.create(model="a", prompt="p", max_tokens=2)
+        assert reply.headers["x-loraplane-worker"].endswith(f":{other[2]}")

@@ -1,5 +1,6 @@
 // A Node.js client of the worker's Inference service: lists models, then streams one generation.
 // Usage: node worker_client.js PROTO_ROOT TARGET MODEL PROMPT MAX_TOKENS
+// Greedy, with ignore_eos, so the stream always runs to MAX_TOKENS whatever the model's weights.
 // Prints one JSON object: {models: [...], messages: [kinds in order], text, finish_reason, usage, request_id}.
 const path = require("path");
 const grpc = require("@grpc/grpc-js");
@@ -28,7 +29,7 @@ client.ListModels({}, (err, listed) => {
   const request = {
     model,
     text: prompt,
-    sampling_params: { max_tokens: Number(maxTokens), temperature: 0 },
+    sampling_params: { max_tokens: Number(maxTokens), temperature: 0, ignore_eos: true },
   };
   const call = client.Generate(request);
   call.on("data", (message) => {

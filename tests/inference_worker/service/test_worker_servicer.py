@@ -213,3 +213,20 @@ async def test_not_ready_is_unavailable():
     servicer = InferenceServicer(max_in_flight=1)
     with pytest.raises(errors.EngineDeadError, match="loading"):
         await servicer.ListModels(pb.ListModelsRequest(), None)
+
+
+async def test_draining_refuses_new_streams_with_unavailable_and_waits_for_admitted_ones(served):
+    engine, servicer, stub = served
+    engine.gate = asyncio.Event()
+    engine.script = [RequestOutput("r", "p", [1], [completion(0, "x", [3], "stop")], True)]
+    held = stub.Generate(generate_request("p"))
+    while servicer.num_in_flight < 1:
+        await asyncio.sleep(0.01)
+    servicer.start_draining()
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await collect(stub.Generate(generate_request("p")))
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in info.value.details()
+    assert not await servicer.wait_drained(0.05)
+    engine.gate.set()
+    assert (await collect(held))["texts"] == ["x"]
+    assert await servicer.wait_drained(5)
