@@ -36,14 +36,17 @@ def lora_shrink_ref(
         lora_a[i]: [max_loras, max_rank, in]
         y: [num_slices, T, max_rank] fp32 (written)
     """
-    for tokens, slots, ranks in _token_groups(meta, x.shape[0], y.shape[2]):
-        xs = x.index_select(0, tokens).float()
-        for i, a in enumerate(lora_a):
-            if isinstance(slots, int):  # one adapter for the whole segment: one matmul
-                part = xs @ a[slots].float().t()
-            else:  # many adapters, few tokens: gathered weights, one batched matmul
-                part = torch.bmm(a.index_select(0, slots).float(), xs.unsqueeze(2)).squeeze(2)
-            y[i, tokens] = scale * part * _rank_mask(ranks, y.shape[2], x.device)
+    max_rank = y.shape[2]
+    for slot, rank, tokens in _slot_segments(meta, x.shape[0], max_rank):
+        xs = _rows(x, tokens).float()
+        a_cat = torch.cat([a[slot, :rank] for a in lora_a]).float()  # one matmul for all slices
+        part = torch.zeros(xs.shape[0], len(lora_a), max_rank, device=y.device)
+        part[:, :, :rank] = (scale * (xs @ a_cat.t())).view(xs.shape[0], len(lora_a), rank)
+        part = part.transpose(0, 1)
+        if tokens is None:
+            y.copy_(part)
+        else:
+            y.index_copy_(1, tokens, part)
 
 
 def lora_expand_ref(
@@ -74,17 +77,11 @@ def lora_expand_ref(
         slice_offsets: num_slices ints (default: running sum of out_i)
     """
     offsets = _slice_offsets(lora_b, slice_offsets)
-    for tokens, slots, ranks in _token_groups(meta, out.shape[0], y.shape[2]):
+    for slot, rank, tokens in _slot_segments(meta, out.shape[0], y.shape[2]):
         for i, b in enumerate(lora_b):
-            ys = y[i].index_select(0, tokens) * _rank_mask(ranks, y.shape[2], out.device)
-            if isinstance(slots, int):
-                delta = ys @ b[slots].float().t()
-            else:
-                delta = torch.bmm(b.index_select(0, slots).float(), ys.unsqueeze(2)).squeeze(2)
-            cols = slice(offsets[i], offsets[i] + b.shape[1])
-            if add_inputs:
-                delta = delta + out[tokens, cols].float()
-            out[tokens, cols] = delta.to(out.dtype)
+            ys = _rows(y[i], tokens)[:, :rank]
+            delta = ys @ b[slot, :, :rank].float().t()
+            _write_rows(out[:, offsets[i] : offsets[i] + b.shape[1]], tokens, delta, add_inputs)
 
 
 def lora_shrink(
@@ -141,6 +138,14 @@ def add_lora(
     if not meta.has_lora:
         return
     num_slices, num_tokens, max_rank = len(lora_a), x.shape[0], lora_a[0].shape[1]
+    if not use_triton(x):
+        add_lora_ref(out, x, lora_a, lora_b, meta)
+        return
+    if num_tokens <= _fused_max_tokens():
+        from kernels import triton_lora_fused
+
+        triton_lora_fused.fused_add_lora(out, x, lora_a, lora_b, meta, _slice_offsets(lora_b, None))
+        return
     if buffer is None:
         buffer = torch.empty(num_slices, num_tokens, max_rank, dtype=torch.float32, device=x.device)
     y = buffer[:num_slices, :num_tokens, :max_rank]
@@ -148,32 +153,66 @@ def add_lora(
     lora_expand(y, lora_b, out, meta)
 
 
-_GATHER_LIMIT = 64  # tokens with adapters up to which the references gather weights per token
+def add_lora_ref(
+    out: torch.Tensor,
+    x: torch.Tensor,
+    lora_a: Sequence[torch.Tensor],
+    lora_b: Sequence[torch.Tensor],
+    meta: LoRAKernelMeta,
+) -> None:
+    """Reference of :func:`add_lora` (what the CPU engine runs): one segment of tokens per active slot.
 
-
-def _token_groups(meta: LoRAKernelMeta, num_tokens: int, max_rank: int):
-    """Groups of tokens with adapters as ``(tokens, slot or per-token slots, rank or per-token ranks)``.
-
-    Few tokens (decode): one group with per-token slots, served by a batched matmul over gathered
-    weights. Many tokens (prefill): one group per active slot, served by one plain matmul each.
+    Semantics: ``lora_shrink_ref`` then ``lora_expand_ref`` (fp32 accumulation, slot rank respected),
+    computed per active slot with the slot's actual rank: one matmul for the shrink of all slices,
+    one per slice for the expand, rows gathered/scattered only when the slot does not cover them all.
     """
-    device = meta.token_indices_sorted.device
-    num_base = int((meta.token_slots[:num_tokens] < 0).sum())
-    if num_tokens - num_base <= _GATHER_LIMIT:
-        tokens = meta.token_indices_sorted[num_base:num_tokens].long()
-        if tokens.numel():
-            slots = meta.token_slots.index_select(0, tokens).long()
-            yield tokens, slots, meta.slot_rank.index_select(0, slots).clamp(max=max_rank)
-        return
+    offsets = _slice_offsets(lora_b, None)
+    for slot, rank, tokens in _slot_segments(meta, x.shape[0], lora_a[0].shape[1]):
+        xs = _rows(x, tokens).float()
+        y = xs @ torch.cat([a[slot, :rank] for a in lora_a]).float().t()  # [n, num_slices * rank]
+        for i, b in enumerate(lora_b):
+            delta = y[:, i * rank : (i + 1) * rank] @ b[slot, :, :rank].float().t()
+            _write_rows(out[:, offsets[i] : offsets[i] + b.shape[1]], tokens, delta, True)
+
+
+def _fused_max_tokens() -> int:
+    from kernels import triton_lora_fused
+
+    return triton_lora_fused.FUSED_MAX_TOKENS
+
+
+def _slot_segments(meta: LoRAKernelMeta, num_tokens: int, max_rank: int):
+    """``(slot, rank, token indices or None)`` per active slot, read once on the host.
+
+    ``None`` means the slot covers all ``num_tokens`` rows (no gather/scatter needed); ``rank`` is the
+    slot's rank clamped to the buffers' ``max_rank``.
+    """
     ranks = meta.slot_rank.tolist()
-    index = meta.token_indices_sorted.long()
+    index = meta.token_indices_sorted
     for slot, start, count in meta.segments():
-        yield index[start : start + count], slot, torch.tensor(min(ranks[slot], max_rank), device=device)
+        tokens = None if count == num_tokens else index[start : start + count].long()
+        yield slot, min(ranks[slot], max_rank), tokens
 
 
-def _rank_mask(ranks: torch.Tensor, max_rank: int, device: torch.device) -> torch.Tensor:
-    """1.0 for columns below each token's (or the group's) rank, else 0.0: ``[n or 1, max_rank]``."""
-    return (torch.arange(max_rank, device=device)[None, :] < ranks.reshape(-1, 1)).float()
+def _rows(t: torch.Tensor, tokens: torch.Tensor | None) -> torch.Tensor:
+    return t if tokens is None else t.index_select(0, tokens)
+
+
+def _write_rows(
+    cols: torch.Tensor, tokens: torch.Tensor | None, delta: torch.Tensor, add_inputs: bool
+) -> None:
+    """``cols[tokens] (+)= delta`` with one rounding to ``cols.dtype`` (fp32 sum)."""
+    if tokens is None:
+        if add_inputs and cols.dtype == delta.dtype:
+            cols.add_(delta)
+            return
+        if add_inputs:
+            delta += cols  # fp32 sum, rounded once by the copy
+        cols.copy_(delta)
+        return
+    if add_inputs:
+        delta = delta + cols.index_select(0, tokens).float()
+    cols.index_copy_(0, tokens, delta.to(cols.dtype))
 
 
 def _slice_offsets(lora_b: Sequence[torch.Tensor], slice_offsets: Sequence[int] | None) -> list[int]:

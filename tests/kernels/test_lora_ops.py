@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kernels import lora_ops, triton_lora
+from kernels import lora_ops, triton_lora, triton_lora_fused
 from kernels.lora_meta import LoRAKernelMeta
 from kernels.testing import POPULARITIES, make_lora_weights, make_slot_ranks, make_token_slots
 
@@ -119,7 +119,7 @@ def test_shape_errors_are_actionable():
         lora_ops.lora_shrink(x, lora_a, torch.zeros(1, x.shape[0], MAX_RANK, dtype=torch.float16), meta)
 
 
-@pytest.mark.parametrize("num_tokens", [20, 100])  # per-token gather path and per-segment path
+@pytest.mark.parametrize("num_tokens", [20, 100])
 def test_reference_paths_match_dense_math(num_tokens):
     slots, slot_rank, meta, x, lora_a, lora_b = _case("base_mixed", 2, torch.float32, num_tokens=num_tokens)
     y = torch.zeros(2, num_tokens, MAX_RANK, device=DEVICE)
@@ -135,4 +135,56 @@ def test_reference_paths_match_dense_math(num_tokens):
         ],
         dim=1,
     )
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+
+
+def _dense_delta(x, lora_a, lora_b, slots, slot_rank):
+    """Per-token ``x @ A[:r]^T @ B[:, :r]^T`` per slice, zero for base-only tokens (fp32)."""
+    keep = _rank_mask(slots, slot_rank).float() * (slots >= 0).to(DEVICE)[:, None].float()
+    index = slots.clamp(min=0).long()
+    return torch.cat(
+        [
+            torch.einsum("ti,tri,tr,tor->to", x.float(), a[index].float(), keep, b[index].float())
+            for a, b in zip(lora_a, lora_b, strict=True)
+        ],
+        dim=1,
+    )
+
+
+@pytest.mark.parametrize("popularity", POPULARITIES)
+@pytest.mark.parametrize(
+    ("num_slices", "dtype"), [(1, torch.float16), (3, torch.float32), (2, torch.float16)]
+)
+def test_add_lora_fused_path_matches_dense(popularity, num_slices, dtype):
+    slots, slot_rank, meta, x, lora_a, lora_b = _case(popularity, num_slices, dtype)
+    base = torch.randn(x.shape[0], sum(SLICE_WIDTHS[num_slices])).to(DEVICE, dtype)
+    out = base.clone()
+    lora_ops.add_lora(out, x, lora_a, lora_b, meta)  # 20 tokens: the fused kernel
+    expected = base.float() + _dense_delta(x, lora_a, lora_b, slots, slot_rank)
+    torch.testing.assert_close(out.float(), expected, rtol=TOL[dtype], atol=TOL[dtype])
+    base_only = (slots < 0).to(DEVICE)
+    assert torch.equal(out[base_only], base[base_only])
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        triton_lora_fused.FusedConfig(split_n=3, block_k=16, block_n=16, num_warps=4),
+        triton_lora_fused.FusedConfig(split_n=1, block_k=32, block_n=32, num_warps=4),
+    ],
+)
+def test_fused_tilings_cover_column_shares_and_k_loop(config):
+    slots, slot_rank, meta, x, lora_a, lora_b = _case("base_mixed", 3, torch.float32, num_tokens=12)
+    out = torch.zeros(x.shape[0], 96, device=DEVICE)
+    triton_lora_fused.fused_add_lora(out, x, lora_a, lora_b, meta, [0, 64, 80], config=config)
+    expected = _dense_delta(x, lora_a, lora_b, slots, slot_rank)
+    torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("num_tokens", [20, 100])
+def test_add_lora_reference_matches_dense(num_tokens):
+    slots, slot_rank, meta, x, lora_a, lora_b = _case("base_mixed", 3, torch.float32, num_tokens=num_tokens)
+    out = torch.ones(num_tokens, 96, device=DEVICE)
+    lora_ops.add_lora_ref(out, x, lora_a, lora_b, meta)
+    expected = 1.0 + _dense_delta(x, lora_a, lora_b, slots, slot_rank)
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
