@@ -7,6 +7,7 @@ pure decode steps on GPU), compute logits only for sequences that complete this 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 
 import torch
@@ -186,9 +187,17 @@ class ModelRunner:
             return self.generator
         gen = self.seq_generators.get(seq.seq_id)
         if gen is None:
-            gen = torch.Generator(device=self.device).manual_seed(seed + seq.index)
+            gen = torch.Generator(device=self.device).manual_seed(choice_seed(seed, seq.index))
             self.seq_generators[seq.seq_id] = gen
         return gen
 
     def release(self, seq: Sequence) -> None:
         self.seq_generators.pop(seq.seq_id, None)
+
+
+def choice_seed(seed: int, index: int) -> int:
+    """The generator seed of choice `index` of a request seeded with `seed`: a hash of the pair, so
+    the choices of one request draw independent streams and never replay another request's seed
+    (`seed + index` would make choice 1 of seed s the same as choice 0 of seed s + 1)."""
+    digest = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**63 - 1)

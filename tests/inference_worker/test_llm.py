@@ -95,6 +95,21 @@ def test_n_and_seed_reproduce(tiny_llama_llm):
     assert [c.index for c in first.outputs] == [0, 1, 2]
 
 
+def test_seeded_choices_differ_and_never_replay_another_seed(tiny_llama_llm):
+    """Regression: n=2 with a seed on a chat request (temperature 0.5) gave identical choices; each
+    choice's generator comes from (seed, index), not seed + index, so no choice replays another seed."""
+    messages = [{"role": "user", "content": "Write a line about the sea."}]
+
+    def choices(seed: int) -> list[list[int]]:
+        params = SamplingParams(n=2, temperature=0.5, seed=seed, max_tokens=12, ignore_eos=True)
+        return [c.token_ids for c in tiny_llama_llm.chat(messages, params)[0].outputs]
+
+    first, again, next_seed = choices(3), choices(3), choices(4)
+    assert first == again
+    assert first[0] != first[1]
+    assert first[1] != next_seed[0]
+
+
 def test_ignore_eos_runs_to_max_tokens(tiny_llama_llm):
     out = tiny_llama_llm.generate([[5, 6, 7]], SamplingParams(temperature=0, max_tokens=20, ignore_eos=True))[
         0
