@@ -197,35 +197,39 @@ def _expand_kernel(
     tok = tl.load(token_indices_ptr + seg_start + offs_m, mask=m_mask, other=0).to(tl.int64)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_mask = offs_n < n_out
+    out_ptrs = out_ptr + tok[:, None] * stride_ot + (col0 + offs_n)[None, :] * stride_on
+    out_mask = m_mask[:, None] & n_mask[None, :]
+    # The read half of out's read-modify-write does not depend on the product: request it first.
+    if ADD_INPUTS:
+        acc = tl.load(out_ptrs, mask=out_mask, other=0.0).to(tl.float32)
+    else:
+        acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     y_rows = y_ptr + pid_s * stride_ys + tok[:, None] * stride_yt
     b_cols = b_ptr + slot.to(tl.int64) * stride_bl + offs_n[None, :] * stride_bn
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
     for r0 in range(0, rank, BLOCK_R):
         offs_r = r0 + tl.arange(0, BLOCK_R)
         r_mask = offs_r < rank
         yt = tl.load(y_rows + offs_r[None, :] * stride_yr, mask=m_mask[:, None] & r_mask[None, :], other=0.0)
         bt = tl.load(b_cols + offs_r[:, None] * stride_br, mask=r_mask[:, None] & n_mask[None, :], other=0.0)
         acc += tl.dot(yt.to(bt.dtype), bt)
-    out_ptrs = out_ptr + tok[:, None] * stride_ot + (col0 + offs_n)[None, :] * stride_on
-    out_mask = m_mask[:, None] & n_mask[None, :]
-    if ADD_INPUTS:
-        acc += tl.load(out_ptrs, mask=out_mask, other=0.0).to(tl.float32)
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
 
 
 def shrink_config(num_tokens: int, max_rank: int) -> ShrinkConfig:
-    """Default shrink tiles: split-K for decode-sized batches, taller row tiles for prefill."""
+    """Default shrink tiles (H200 sweep): split-K for decode-sized batches, taller row tiles for prefill."""
     block_n = max(16, min(64, triton.next_power_of_2(max_rank)))
     if num_tokens <= 128:
         return ShrinkConfig(block_m=16, block_n=block_n, block_k=256, split_k=4)
-    return ShrinkConfig(block_m=32, block_n=block_n, block_k=128, split_k=2)
+    if num_tokens <= 1024:
+        return ShrinkConfig(block_m=32, block_n=block_n, block_k=128, split_k=2)
+    return ShrinkConfig(block_m=64, block_n=block_n, block_k=128, split_k=4, num_warps=8)
 
 
 def expand_config(num_tokens: int) -> ExpandConfig:
     """Default expand tiles (from the H200 sweep in benchmarks/results/kernels_h200.json)."""
     if num_tokens <= 512:
         return ExpandConfig(block_m=16, block_n=128)
-    return ExpandConfig(block_m=64, block_n=64)
+    return ExpandConfig(block_m=64, block_n=128, num_warps=8)
 
 
 def _num_tiles(num_tokens: int, max_loras: int, block_m: int) -> int:
