@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import bench_us, environment, format_table, measure_ceilings
-from benchmarks.kernels_attention import attention_rows
-from kernels import triton_lora
+from benchmarks.kernels_attention import attention_rows, decode_row
+from kernels import triton_lora, triton_lora_fused
 from kernels.lora_meta import LoRAKernelMeta
-from kernels.lora_ops import add_lora
+from kernels.lora_ops import add_lora, lora_expand, lora_shrink
 from kernels.testing import POPULARITIES, make_lora_weights, make_token_slots
 
 log = logging.getLogger("benchmarks.kernels")
@@ -107,9 +107,20 @@ class LoRASetup:
         index = self.meta.token_indices_sorted.long()
         self.groups = [(s, index[start : start + n]) for s, start, n in self.meta.segments()]
         self.lora_tokens = int((slots >= 0).sum())
+        self.offsets = [sum(case.widths[:i]) for i in range(len(case.widths))]
 
     def lora(self) -> None:
         add_lora(self.out, self.x, self.lora_a, self.lora_b, self.meta, buffer=self.buffer)
+
+    def split(self) -> None:
+        """The two-kernel path (shrink into the fp32 buffer, then expand) whatever the token count."""
+        lora_shrink(self.x, self.lora_a, self.buffer, self.meta)
+        lora_expand(self.buffer, self.lora_b, self.out, self.meta)
+
+    def fused(self, config: triton_lora_fused.FusedConfig | None = None) -> None:
+        triton_lora_fused.fused_add_lora(
+            self.out, self.x, self.lora_a, self.lora_b, self.meta, self.offsets, config
+        )
 
     def naive(self) -> None:
         """The same work as a loop of torch matmuls per adapter and slice."""
@@ -146,7 +157,26 @@ def run_lora(case: LoRACase, device: torch.device, dtype: torch.dtype, ceil: dic
     row["floor_us"] = max(moved / ceil["copy_gbps"] / 1e3, flops / ceil["bf16_tflops"] / 1e6)
     row["pct_hbm_adapter"] = 100 * row["adapter_gbps"] / ceil["copy_gbps"]
     row["lora_over_base"] = row["lora_us"] / row["base_us"]
+    if device.type == "cuda":
+        row["split_us"] = bench_us(setup.split, device)
+        if case.num_tokens <= triton_lora_fused.FUSED_MAX_TOKENS:
+            row["fused_us"] = bench_us(setup.fused, device)
     return row
+
+
+def run_fused_configs(case: LoRACase, device: torch.device, dtype: torch.dtype) -> list[dict]:
+    """The fused kernel alone under each column split (for choosing ``fused_config``)."""
+    setup = LoRASetup(case, device, dtype)
+    shape = (case.num_tokens, len(case.widths), case.rank, case.in_features, max(case.widths), device)
+    default = triton_lora_fused.fused_config(*shape)
+    candidates = [triton_lora_fused.fused_config(*shape, split_n=n) for n in (1, 2, 4, 8)]
+    candidates.append(triton_lora_fused.fused_config(*shape, split_n=default.split_n, tile_elements=8192))
+    rows = []
+    for cfg in candidates:
+        us = bench_us(lambda c=cfg: setup.fused(c), device)
+        row = {"case": case.name, "op": "fused", "config": str(cfg), "default": cfg == default}
+        rows.append({**row, "us": us})
+    return rows
 
 
 SHRINK_CONFIGS = [
@@ -212,6 +242,11 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU")
     parser.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/)")
     parser.add_argument("--no-sweep", action="store_true", help="headline rows and attention only")
+    parser.add_argument(
+        "--rows-only",
+        action="store_true",
+        help="only the issue's rows: ceilings, the 5 LoRA rows, fused splits, decode attention B64 ctx2048",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     device = torch.device("cpu" if args.smoke or not torch.cuda.is_available() else "cuda")
@@ -230,6 +265,15 @@ def main() -> None:
     headline_cases = smoke_headline() if args.smoke else HEADLINE
     result["headline"] = headline = [run_lora(c, device, dtype, ceil) for c in headline_cases]
     save()
+    if args.rows_only:
+        attention = [decode_row(64, 2048, device, dtype, ceil)] if not args.smoke else []
+        result["attention"] = attention
+        if device.type == "cuda":
+            decode = [c for c in HEADLINE if c.num_tokens <= triton_lora_fused.FUSED_MAX_TOKENS]
+            result["configs"] = [r for c in decode for r in run_fused_configs(c, device, dtype)]
+        save()
+        print_tables(result, headline, attention)
+        return
     result["attention"] = attention = attention_rows(device, dtype, ceil, args.smoke)
     save()
     if device.type == "cuda":
@@ -253,17 +297,20 @@ def main() -> None:
 def print_tables(result: dict, headline: list[dict], attention: list[dict]) -> None:
     env, ceil = result["environment"], result["ceilings"]
     configs = result.get("configs", [])
-    for op in ("shrink", "expand"):
+    for op in ("shrink", "expand", "fused"):
         for case in dict.fromkeys(r["case"] for r in configs):
             rows = [r for r in configs if r["case"] == case and r["op"] == op]
+            if not rows:
+                continue
             best = min(rows, key=lambda r: r["us"])
+            default = next((r for r in rows if r.get("default") or r["config"] == "default"), rows[0])
             log.info(
                 "best %s for %s: %s %.1f us (default %.1f us)",
                 op,
                 case,
                 best["config"],
                 best["us"],
-                rows[0]["us"],
+                default["us"],
             )
     log.info(
         "\n%s",
@@ -272,6 +319,8 @@ def print_tables(result: dict, headline: list[dict], attention: list[dict]) -> N
             [
                 "case",
                 "lora_us",
+                "fused_us",
+                "split_us",
                 "peer_us",
                 "base_us",
                 "peer_base_us",

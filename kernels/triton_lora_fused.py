@@ -25,7 +25,7 @@ from kernels.lora_meta import LoRAKernelMeta
 
 MAX_SLICES_PER_LAUNCH = 3
 FUSED_MAX_TOKENS = 256  # add_lora takes the fused kernel up to this many tokens
-_TILE_ELEMENTS = 8192  # elements of an A or B tile per loop step
+_TILE_ELEMENTS = 16384  # elements of an A or B tile per loop step: few steps, each a DRAM round trip
 
 
 @dataclass(frozen=True)
@@ -114,16 +114,15 @@ def _fused_kernel(
     k_mask = offs_k < in_features
     a_cur = tl.load(a_rows + offs_k[None, :] * stride_ak, mask=r_mask[:, None] & k_mask[None, :], other=0.0)
     x_cur = tl.load(x_row + offs_k * stride_xk, mask=k_mask, other=0.0)
-    acc = tl.zeros((BLOCK_R, BLOCK_K), dtype=tl.float32)
+    y = tl.zeros((BLOCK_R,), dtype=tl.float32)
     for k0 in range(BLOCK_K, in_features + BLOCK_K, BLOCK_K):
         k_idx = k0 + offs_k
         k_mask = k_idx < in_features
         a_mask = r_mask[:, None] & k_mask[None, :]
         a_nxt = tl.load(a_rows + k_idx[None, :] * stride_ak, mask=a_mask, other=0.0)
         x_nxt = tl.load(x_row + k_idx * stride_xk, mask=k_mask, other=0.0)
-        acc += a_cur.to(tl.float32) * x_cur.to(tl.float32)[None, :]
+        y += tl.sum(a_cur.to(tl.float32) * x_cur.to(tl.float32)[None, :], axis=1)
         a_cur, x_cur = a_nxt, x_nxt
-    y = tl.sum(acc, axis=1)
 
     for n_start in range(n_begin, n_end, BLOCK_N):
         nxt_idx = n_start + BLOCK_N + offs_n
@@ -148,17 +147,25 @@ def _num_programs_target(device: torch.device) -> int:
 
 
 def fused_config(
-    num_tokens: int, num_slices: int, max_rank: int, in_features: int, max_n: int, device: torch.device
+    num_tokens: int,
+    num_slices: int,
+    max_rank: int,
+    in_features: int,
+    max_n: int,
+    device: torch.device,
+    split_n: int | None = None,
+    tile_elements: int = _TILE_ELEMENTS,
 ) -> FusedConfig:
     """Split the columns until the grid fills the card, but never re-read A more than B's share is worth.
 
     Each extra column program of a token re-reads the token's ``A`` (``rank x in``) from L2, so the
     split is capped at about ``2 * out / in`` (two column programs for a square layer).
     """
-    wanted = max(1, _num_programs_target(device) // max(1, num_tokens * num_slices))
-    split_n = max(1, min(8, wanted, (2 * max_n) // in_features))
+    if split_n is None:
+        wanted = max(1, _num_programs_target(device) // max(1, num_tokens * num_slices))
+        split_n = max(1, min(8, wanted, (2 * max_n) // in_features))
     block_r = triton.next_power_of_2(max_rank)
-    tile = max(16, _TILE_ELEMENTS // block_r)
+    tile = max(16, tile_elements // block_r)
     block_k = min(tile, triton.next_power_of_2(in_features))
     block_n = min(tile, triton.next_power_of_2(triton.cdiv(max_n, split_n)))
     return FusedConfig(split_n=split_n, block_k=block_k, block_n=max(16, block_n))
