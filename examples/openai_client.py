@@ -10,6 +10,12 @@ import argparse
 
 from openai import OpenAI
 
+# The prompt format the demo adapter was trained on (scripts/train_demo_adapter.py, `make_prompt`).
+SQL_PROMPT = (
+    "[user] Write a SQL query to answer the question based on the table schema.\n\n"
+    " context: {schema}\n\n question: {question} [/user] [assistant]"
+)
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -19,9 +25,11 @@ def main() -> None:
     client = OpenAI(base_url=args.base_url, api_key="unused")
     for model in client.models.list().data:
         print(f"model {model.id:<32} parent={model.parent} root={model.root}")
-    completion = client.completions.create(
-        model=args.model, prompt="SELECT name FROM users WHERE", max_tokens=24, temperature=0
+    prompt = SQL_PROMPT.format(
+        schema="CREATE TABLE users (name VARCHAR, city VARCHAR, age INTEGER)",
+        question="What are the names of users who live in Paris?",
     )
+    completion = client.completions.create(model=args.model, prompt=prompt, max_tokens=32, temperature=0)
     print("completion:", completion.choices[0].text)
     stream = client.chat.completions.create(
         model=args.model, messages=[{"role": "user", "content": "Say hello."}], max_tokens=24, stream=True

@@ -40,7 +40,11 @@ def run(args: argparse.Namespace) -> int:
     except BaseException:
         sup.stop_all()
         raise
-    print(f"loraplane: control plane on {control_plane.address} (pid {control_plane.proc.pid})", flush=True)
+    hint = topology.admin_hint(control_plane.address)
+    print(
+        f"loraplane: control plane on {control_plane.address} (pid {control_plane.proc.pid}; {hint})",
+        flush=True,
+    )
     print(f"loraplane: worker-0 on {worker.address} (pid {worker.proc.pid})", flush=True)
     print(f"loraplane: ready: OpenAI API at {gateway.address}/v1 (pid {gateway.proc.pid})", flush=True)
     return sup.supervise()

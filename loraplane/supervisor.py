@@ -136,15 +136,16 @@ class Supervisor:
                 signal.signal(signum, handler)
 
     def stop_all(self) -> None:
-        """SIGTERM every live child (last started first), then SIGKILL what is left after `grace_s`."""
+        """Stop every live child, last started first (edge before workers before the control plane, so
+        no process logs the loss of one already stopped): SIGTERM, wait, SIGKILL after `grace_s` in all."""
         if self._stopping:
             return
         self._stopping = True
-        for child in reversed(self.children):
-            if child.alive:
-                child.proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.grace_s
         for child in reversed(self.children):
+            if not child.alive:
+                continue
+            child.proc.send_signal(signal.SIGTERM)
             try:
                 child.proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:

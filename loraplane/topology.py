@@ -1,8 +1,9 @@
 """Starting the loraplane processes on one machine: control plane, workers, gateways, Envoy.
 
 Shared by `loraplane serve` (control plane + one worker + gateway) and `loraplane up` (N workers,
-optionally Envoy in front). Internal components listen on loopback ports chosen free at start; only
-the user-facing port is fixed. `--lora-modules` are registered through the control plane (so they are
+optionally Envoy in front). Internal components listen on loopback ports chosen free at start, except
+the control plane, which takes the admin CLI's default port (50051) when it is free; the user-facing
+port is fixed. `--lora-modules` are registered through the control plane (so they are
 stored and reach every worker), after the first worker is up; their paths become allowed adapter roots.
 """
 
@@ -11,12 +12,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import sys
 from pathlib import Path
 
 from loraplane.supervisor import Child, Supervisor, free_port, grpc_healthy, http_ok
 
 INFERENCE_SERVICE = "loraplane.inference.v1.Inference"
+CONTROL_PLANE_PORT = 50051  # where the admin CLI looks by default
 STARTUP_TIMEOUT_S = 900.0
 # (flag, value kind) forwarded unchanged to `loraplane worker`.
 WORKER_OPTIONS = (
@@ -49,6 +52,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="0.0.0.0", help="address of the OpenAI API (default: 0.0.0.0)")
     parser.add_argument("--port", type=int, default=8000, help="port of the OpenAI API (default: 8000)")
     parser.add_argument("--data-dir", default="loraplane-data", help="control plane state (SQLite) folder")
+    parser.add_argument(
+        "--control-plane-port",
+        type=int,
+        default=None,
+        help=f"loopback port of the control plane, for the admin CLI (default: {CONTROL_PLANE_PORT} when "
+        "free, else any free port; 0: any free port)",
+    )
     parser.add_argument(
         "--adapter-root",
         action="append",
@@ -92,8 +102,33 @@ def worker_args(args: argparse.Namespace) -> list[str]:
     return argv
 
 
+def control_plane_port(requested: int | None) -> int:
+    """The port to start the control plane on: as requested, or the admin CLI's default when free."""
+    if requested:
+        return requested
+    if requested is None and port_is_free(CONTROL_PLANE_PORT):
+        return CONTROL_PLANE_PORT
+    return free_port()
+
+
+def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def admin_hint(address: str) -> str:
+    """How to point the admin CLI at the control plane at `address`."""
+    if address == f"127.0.0.1:{CONTROL_PLANE_PORT}":
+        return "admin CLI: loraplane adapters list"
+    return f"admin CLI: loraplane adapters list --control-plane {address}"
+
+
 def start_control_plane(sup: Supervisor, args: argparse.Namespace, modules) -> Child:
-    address = f"127.0.0.1:{free_port()}"
+    address = f"127.0.0.1:{control_plane_port(args.control_plane_port)}"
     roots = [*args.adapter_root, *(os.path.abspath(os.path.expanduser(path)) for _, path, _ in modules)]
     argv = ["control-plane", "--listen", address, "--data-dir", str(Path(args.data_dir).expanduser())]
     for root in roots:

@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         sup.stop_all()
         raise
     for name, child in started:
-        print(f"loraplane: {name} on {child.address} (pid {child.proc.pid})", flush=True)
+        hint = f"; {topology.admin_hint(child.address)}" if name == "control-plane" else ""
+        print(f"loraplane: {name} on {child.address} (pid {child.proc.pid}{hint})", flush=True)
     print(f"loraplane: ready: OpenAI API at {started[-1][1].address.split(' ')[0]}/v1", flush=True)
     return sup.supervise()
