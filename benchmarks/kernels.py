@@ -170,7 +170,12 @@ def run_fused_configs(case: LoRACase, device: torch.device, dtype: torch.dtype) 
     shape = (case.num_tokens, len(case.widths), case.rank, case.in_features, max(case.widths), device)
     default = triton_lora_fused.fused_config(*shape)
     candidates = [triton_lora_fused.fused_config(*shape, split_n=n) for n in (1, 2, 4, 8)]
-    candidates.append(triton_lora_fused.fused_config(*shape, split_n=default.split_n, tile_elements=8192))
+    # Smaller programs, two per SM: 4 warps on half the tile, twice the column split.
+    candidates.append(
+        triton_lora_fused.fused_config(
+            *shape, split_n=2 * default.split_n, tile_elements=default.block_k * case.rank // 2, num_warps=4
+        )
+    )
     rows = []
     for cfg in candidates:
         us = bench_us(lambda c=cfg: setup.fused(c), device)

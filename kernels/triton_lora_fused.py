@@ -139,11 +139,10 @@ def _fused_kernel(
 
 
 @functools.lru_cache(maxsize=8)
-def _num_programs_target(device: torch.device) -> int:
-    """About two programs per SM on CUDA; a small grid under the CPU interpreter."""
+def _num_sms(device: torch.device) -> int:
     if device.type == "cuda":
-        return 2 * torch.cuda.get_device_properties(device).multi_processor_count
-    return 4
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 2  # a small grid under the CPU interpreter
 
 
 def fused_config(
@@ -154,21 +153,25 @@ def fused_config(
     max_n: int,
     device: torch.device,
     split_n: int | None = None,
-    tile_elements: int = _TILE_ELEMENTS,
+    tile_elements: int | None = None,
+    num_warps: int = 8,
 ) -> FusedConfig:
-    """Split the columns until the grid fills the card, but never re-read A more than B's share is worth.
+    """About one program per SM, each moving ~32 KB per loop step (a DRAM round trip).
 
-    Each extra column program of a token re-reads the token's ``A`` (``rank x in``) from L2, so the
-    split is capped at about ``2 * out / in`` (two column programs for a square layer).
+    At 8 warps a program needs ~250 registers a thread (double-buffered tiles), so one fits per SM.
+    The columns are split until the grid fills the SMs, but each extra column program of a token
+    re-reads the token's ``A`` (``rank x in``) from L2, so the split stays below ``2 * out / in``.
     """
     if split_n is None:
-        wanted = max(1, _num_programs_target(device) // max(1, num_tokens * num_slices))
+        wanted = max(1, _num_sms(device) // max(1, num_tokens * num_slices))
         split_n = max(1, min(8, wanted, (2 * max_n) // in_features))
     block_r = triton.next_power_of_2(max_rank)
+    if tile_elements is None:  # rank-64 tiles of 16K elements spill registers
+        tile_elements = _TILE_ELEMENTS if block_r <= 32 else _TILE_ELEMENTS // 2
     tile = max(16, tile_elements // block_r)
     block_k = min(tile, triton.next_power_of_2(in_features))
     block_n = min(tile, triton.next_power_of_2(triton.cdiv(max_n, split_n)))
-    return FusedConfig(split_n=split_n, block_k=block_k, block_n=max(16, block_n))
+    return FusedConfig(split_n=split_n, block_k=block_k, block_n=max(16, block_n), num_warps=num_warps)
 
 
 def fused_add_lora(
