@@ -13,6 +13,7 @@ from transformers import AutoConfig
 
 from inference_worker.config import EngineConfig, cache_root
 from inference_worker.errors import ModelLoadError
+from inference_worker.layers.cpu_layout import pack_linear_weights
 from inference_worker.models import model_class_for
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,8 @@ def build_model(
         _init_dummy(model, config.seed, device)
     else:
         _load_checkpoint(model, path)
+    if device.type == "cpu":
+        pack_linear_weights(model)
     return model.eval()
 
 

@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from inference_worker.layers.cpu_layout import packed_linear
+
 
 class VocabEmbedding(nn.Module):
     def __init__(self, vocab_size: int, hidden_size: int) -> None:
@@ -22,6 +24,9 @@ class LMHead(nn.Module):
     def __init__(self, vocab_size: int, hidden_size: int) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(vocab_size, hidden_size), requires_grad=False)
+        self.packed_weight: torch.Tensor | None = None  # set on CPU by layers.cpu_layout
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        if self.packed_weight is not None:
+            return packed_linear(hidden, self.packed_weight, None).float()
         return F.linear(hidden, self.weight).float()

@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from inference_worker.layers.cpu_layout import packed_linear
+
 
 class FusedLinear(nn.Module):
     """y = x W^T (+ b) where W stacks several HF projections (q/k/v or gate/up) along the output dim.
@@ -27,6 +29,7 @@ class FusedLinear(nn.Module):
         self.output_sizes = list(output_sizes)
         self.lora_names = list(lora_names)
         self.out_features = sum(output_sizes)
+        self.packed_weight: torch.Tensor | None = None  # set on CPU by layers.cpu_layout
         self.weight = nn.Parameter(torch.empty(self.out_features, in_features), requires_grad=False)
         self.weight.weight_loader = self.weight_loader
         if bias:
@@ -54,6 +57,8 @@ class FusedLinear(nn.Module):
         target.copy_(loaded)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packed_weight is not None:
+            return packed_linear(x, self.packed_weight, self.bias)
         return F.linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
