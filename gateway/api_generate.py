@@ -122,13 +122,29 @@ async def _respond(request: Request, streams, formatter: Formatter, first: list[
     return JSONResponse(formatter.final(), headers=headers)
 
 
+def _explain_echo(error: OpenAIError, body: CompletionRequest) -> OpenAIError:
+    """Echo of token ids, and echo with logprobs, ask the worker for prompt logprobs; a worker that
+    cannot compute them refuses `prompt_logprobs`, which the client never sent: say what to change."""
+    if not (body.echo and body.prompt_logprobs is None and "prompt_logprobs" in error.message):
+        return error
+    return OpenAIError(
+        error.status,
+        "echo of token-id prompts and echo with logprobs need the prompt's logprobs, which the serving "
+        f"worker cannot compute ({error.message}); send a text prompt without logprobs, or drop echo",
+        "echo",
+    )
+
+
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request) -> Response:
     pool = request.app.state.gateway.pool
     request_id = new_request_id("cmpl")
     model = body.model or ""
     prompts = completion_prompts(body)
-    streams = await open_streams(pool, model, completion_requests(body, model, request_id))
+    try:
+        streams = await open_streams(pool, model, completion_requests(body, model, request_id))
+    except OpenAIError as exc:
+        raise _explain_echo(exc, body) from exc
     served = model or streams[0].start.model
     formatter = CompletionFormatter(request_id, served, body.n, body.logprobs is not None, body.echo)
     first = [c for i, s in enumerate(streams) for c in formatter.on_start(i, s.start, prompts[i])]

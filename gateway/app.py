@@ -10,20 +10,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import api_generate, api_lora
-from gateway.config import GatewayConfig
+from gateway.config import ENV_RUNTIME_LORA, GatewayConfig
 from gateway.errors import OpenAIError
 from gateway.metrics import GatewayMetrics
 from gateway.registry_client import RegistryClient
 from gateway.workers import WorkerPool
 
 log = logging.getLogger(__name__)
+RUNTIME_LORA_PATHS = frozenset({"/v1/load_lora_adapter", "/v1/unload_lora_adapter"})
 
 
 @dataclass
@@ -50,6 +53,44 @@ def _model_json(card) -> dict:
     }
 
 
+def _validation_error(request: Request, errors: Sequence[dict]) -> OpenAIError:
+    """A 400 naming what is wrong: bad JSON, a body that is not JSON, or the fields that do not fit."""
+    content_type = request.headers.get("content-type", "")
+    if errors and errors[0].get("type") == "json_invalid":
+        reason = errors[0].get("ctx", {}).get("error", "")
+        position = errors[0].get("loc", ("body", "?"))[-1]
+        return OpenAIError(400, f"the request body is not valid JSON: {reason} at character {position}")
+    if "json" not in content_type.split(";")[0]:
+        return OpenAIError(
+            400,
+            f"Unsupported Media Type: Only 'application/json' is allowed (got {content_type or 'none'}); "
+            "send the body as JSON with the header Content-Type: application/json",
+        )
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}" for e in errors
+    )
+    first = errors[0].get("loc", ()) if errors else ()
+    param = str(first[1]) if len(first) > 1 else None
+    return OpenAIError(400, problems or "invalid request", param)
+
+
+def _http_error(request: Request, exc: StarletteHTTPException) -> OpenAIError:
+    """Routing errors (unknown path, wrong method) as OpenAI errors; the runtime LoRA routes say how to
+    turn them on (vLLM answers a bare 404 there)."""
+    path = request.url.path
+    if exc.status_code == 404 and path in RUNTIME_LORA_PATHS:
+        return OpenAIError(
+            404,
+            f"{path} is off: runtime LoRA updating is disabled; start the server with "
+            f"{ENV_RUNTIME_LORA}=true to load and unload adapters at run time",
+        )
+    if exc.status_code == 404:
+        return OpenAIError(404, f"no route {request.method} {path}; see /docs for the API")
+    if exc.status_code == 405:
+        return OpenAIError(405, f"{request.method} is not allowed on {path}")
+    return OpenAIError(exc.status_code, str(exc.detail))
+
+
 def _add_error_handlers(app: FastAPI) -> None:
     def count(request: Request, status: int) -> None:
         request.app.state.gateway.metrics.requests.labels(request.url.path, str(status)).inc()
@@ -61,14 +102,15 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}"
-            for e in exc.errors()
-        )
-        first = exc.errors()[0].get("loc", ()) if exc.errors() else ()
-        param = str(first[1]) if len(first) > 1 else None
-        count(request, 400)
-        return JSONResponse(OpenAIError(400, problems or "invalid request", param).body(), status_code=400)
+        error = _validation_error(request, exc.errors())
+        count(request, error.status)
+        return JSONResponse(error.body(), status_code=error.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        error = _http_error(request, exc)
+        count(request, error.status)
+        return JSONResponse(error.body(), status_code=error.status, headers=exc.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

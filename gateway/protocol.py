@@ -46,9 +46,11 @@ class SamplingFields(BaseModel):
 
 
 class CompletionRequest(SamplingFields):
-    """POST /v1/completions."""
+    """POST /v1/completions. `max_tokens` defaults to 16 as in OpenAI's and vLLM's completions API (an
+    explicit null means up to the context length); chat leaves it unset: up to the context length."""
 
     prompt: str | list[str] | list[int] | list[list[int]]
+    max_tokens: int | None = 16
     echo: bool = False
     logprobs: int | None = Field(default=None, ge=0)
     prompt_logprobs: int | None = Field(default=None, ge=0)

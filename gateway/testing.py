@@ -4,7 +4,8 @@ Semantics: serves base model `base_model` and the adapters in `adapters` (mutabl
 tokens are its whitespace-separated words (chat: the messages' contents). Each choice generates words
 from a small vocabulary with a generator seeded from (seed, model, choice), so a given seed always gives
 the same text (a random seed when none is given and temperature > 0; seed 0 when temperature is 0).
-Stop strings end a choice before the match; `max_tokens` (default 16) ends it with "length".
+Stop strings end a choice before the match; `max_tokens` ends it with "length" (unset: UNSET_MAX_TOKENS,
+the fake's stand-in for a real worker's "up to the context length").
 `token_delay_s` sleeps between tokens (to test streams that outlive a killed worker).
 
     python -m gateway.testing --port 50061 [--adapters a,b] [--worker-id w0]
@@ -26,6 +27,7 @@ from loraplane.inference.v1 import inference_pb2_grpc
 
 VOCAB = ("alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "lambda", "theta", "zeta")
 SERVICE = "loraplane.inference.v1.Inference"
+UNSET_MAX_TOKENS = 40
 
 
 def _prompt_words(request: pb.GenerateRequest) -> list[str]:
@@ -86,7 +88,7 @@ class FakeInference(inference_pb2_grpc.InferenceServicer):
         if seed is None and params.HasField("temperature") and params.temperature == 0:
             seed = 0
         rng = random.Random(f"{seed}:{request.model}:{index}" if seed is not None else None)
-        max_tokens = params.max_tokens if params.HasField("max_tokens") else 16
+        max_tokens = params.max_tokens if params.HasField("max_tokens") else UNSET_MAX_TOKENS
         text = ""
         for position in range(max_tokens):
             if self.token_delay_s:

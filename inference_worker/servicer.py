@@ -96,6 +96,31 @@ def prompt_from_request(request: pb.GenerateRequest, tokenizer: Any) -> str | li
     raise InvalidRequestError("the prompt is empty; set text, token_ids or chat", param="prompt")
 
 
+def tokenized_prompt(prompt: str | list[int], tokenizer: Any) -> str | list[int]:
+    """Token ids for the engine (tokenized here as the engine would, so the length can be checked once);
+    text stays text when the worker runs without a tokenizer (the engine then rejects it)."""
+    if isinstance(prompt, str) and tokenizer is not None:
+        return list(tokenizer.encode(prompt))
+    return prompt
+
+
+def check_fits(prompt: str | list[int], params: SamplingParams, max_model_len: int) -> None:
+    """vLLM's 400 for prompt + max_tokens past the context (a prompt too long alone is the engine's error).
+
+    Semantics: unset max_tokens means "up to the context" and always fits.
+    """
+    if isinstance(prompt, str) or params.max_tokens is None or len(prompt) >= max_model_len:
+        return
+    if len(prompt) + params.max_tokens > max_model_len:
+        raise InvalidRequestError(
+            f"'max_tokens' is too large: {params.max_tokens}. This model's maximum context length is "
+            f"{max_model_len} tokens and your request has {len(prompt)} input tokens "
+            f"({params.max_tokens} > {max_model_len} - {len(prompt)}); lower max_tokens or shorten the "
+            "prompt",
+            param="max_tokens",
+        )
+
+
 def _token_logprobs(token_ids: Sequence[int], entries: Sequence[dict] | None) -> list[pb.TokenLogprob]:
     """Engine logprob dicts ({token_id: Logprob(logprob, rank, decoded_token)} per token) -> protos."""
     if not entries:
@@ -210,7 +235,8 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             raise WorkerDrainingError("the worker is shutting down; send the request to another worker")
         lora_request = self._ready().resolve(request.model)
         params = sampling_params_from_proto(request.sampling_params)
-        prompt = prompt_from_request(request, self.engine.tokenizer)
+        prompt = tokenized_prompt(prompt_from_request(request, self.engine.tokenizer), self.engine.tokenizer)
+        check_fits(prompt, params, int(self.engine.max_model_len))
         request_id = self._admit(request.request_id)
         try:
             async for response in self._stream(request, prompt, params, request_id, lora_request):

@@ -149,3 +149,71 @@ def test_fifty_bad_loads_do_not_disturb_running_completions(served):
             assert load(url, f"missing-{i}", str(root / f"missing-{i}")).status_code == 404
             assert load(url, f"invalid-{i}", bad).status_code == 400
         assert running.result() == 5
+
+
+def test_openai_client_paths_on_the_real_worker(served):
+    """The common `openai` paths against the real engine: vLLM's default of 16 completion tokens, echo
+    with logprobs, n with a seed, stop, and a stream that ends with usage."""
+    url, _, _ = served
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=120)
+    plain = client.completions.create(model="static-lora", prompt="Hi", extra_body={"ignore_eos": True})
+    assert plain.usage.completion_tokens == 16 and plain.choices[0].finish_reason == "length"
+    echoed = client.completions.create(model="static-lora", prompt="Hi there", max_tokens=2, echo=True)
+    assert echoed.choices[0].text.startswith("Hi there") and len(echoed.choices[0].text) > len("Hi there")
+    try:  # needs prompt logprobs from the engine
+        echoed = client.completions.create(
+            model="static-lora", prompt="Hi there", max_tokens=2, echo=True, logprobs=1
+        )
+    except openai.BadRequestError as exc:  # an engine without them: a 400 that says what to change
+        assert exc.body["param"] == "echo" and "drop echo" in exc.body["message"]
+    else:
+        tokens = echoed.choices[0].logprobs.tokens
+        assert len(tokens) == echoed.usage.prompt_tokens + echoed.usage.completion_tokens
+    seeded = [
+        [
+            c.text
+            for c in client.completions.create(
+                model="static-lora", prompt="Hi", max_tokens=4, n=2, seed=5
+            ).choices
+        ]
+        for _ in range(2)
+    ]
+    assert seeded[0] == seeded[1] and len(seeded[0]) == 2
+    full = client.completions.create(
+        model="static-lora", prompt="Hi", max_tokens=6, temperature=0, extra_body={"ignore_eos": True}
+    )
+    stop = full.choices[0].text[2:4]
+    stopped = client.completions.create(
+        model="static-lora", prompt="Hi", max_tokens=6, temperature=0, stop=[stop]
+    )
+    assert stopped.choices[0].finish_reason == "stop" and stop not in stopped.choices[0].text
+    chunks = list(
+        client.chat.completions.create(
+            model="static-lora",
+            messages=[{"role": "user", "content": "Hi"}],
+            max_tokens=3,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"ignore_eos": True},
+        )
+    )
+    assert chunks[0].choices[0].delta.role == "assistant" and chunks[-2].choices[0].finish_reason == "length"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == 3
+
+
+BAD_REQUESTS = [
+    (dict(prompt="word " * 600), openai.BadRequestError, "max_model_len"),
+    (dict(max_tokens=600), openai.BadRequestError, "maximum context length is 512 tokens"),
+    (dict(max_tokens=-1), openai.BadRequestError, "max_tokens"),
+    (dict(temperature=-1), openai.BadRequestError, "temperature"),
+    (dict(model="no-such-model"), openai.NotFoundError, "no-such-model"),
+]
+
+
+@pytest.mark.parametrize(("fields", "error", "words"), BAD_REQUESTS)
+def test_bad_requests_get_openai_errors_from_the_real_worker(served, fields, error, words):
+    url, _, _ = served
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=120)
+    with pytest.raises(error) as info:
+        client.completions.create(**{"model": "static-lora", "prompt": "Hi", "max_tokens": 2, **fields})
+    assert words in info.value.body["message"]

@@ -141,3 +141,47 @@ async def test_health_and_metrics(stack, openai_client):
     assert 'loraplane_gateway_adapter_requests_total{adapter="sql-lora"}' in text
     assert "loraplane_gateway_time_to_first_token_seconds_count" in text
     assert "loraplane_gateway_inter_token_latency_seconds_bucket" in text
+
+
+async def test_max_tokens_defaults_like_vllm(openai_client):
+    """Completions default to 16 tokens (OpenAI, vLLM); chat leaves max_tokens unset (up to the context)."""
+    from gateway.testing import UNSET_MAX_TOKENS
+
+    reply = await openai_client.completions.create(model="fake-base", prompt="p")
+    assert reply.usage.completion_tokens == 16 and reply.choices[0].finish_reason == "length"
+    chat = await openai_client.chat.completions.create(
+        model="fake-base", messages=[{"role": "user", "content": "x"}]
+    )
+    assert chat.usage.completion_tokens == UNSET_MAX_TOKENS
+
+
+BAD_BODIES = [
+    (
+        {"content": b'{"model": "fake-base",', "headers": {"content-type": "application/json"}},
+        "not valid JSON",
+    ),
+    ({"data": {"model": "fake-base", "prompt": "p"}}, "Only 'application/json' is allowed"),
+    ({"json": {"model": "fake-base"}}, "prompt: Field required"),
+    ({"json": {"model": "fake-base", "prompt": "p", "max_tokens": "many"}}, "max_tokens"),
+]
+
+
+@pytest.mark.parametrize(("send", "words"), BAD_BODIES)
+async def test_malformed_bodies_are_400_openai_errors(stack, send, words):
+    async with httpx.AsyncClient(base_url=stack.gateway.url) as client:
+        reply = await client.post("/v1/completions", **send)
+    error = reply.json()["error"]
+    assert reply.status_code == 400 and error["code"] == 400 and words in error["message"], error
+
+
+async def test_routing_errors_are_openai_errors(stack):
+    async with httpx.AsyncClient(base_url=stack.gateway.url) as client:
+        load = await client.post("/v1/load_lora_adapter", json={"lora_name": "a", "lora_path": "/x"})
+        unknown = await client.get("/v1/nothing")
+        wrong_method = await client.get("/v1/completions")
+    assert (
+        load.status_code == 404
+        and "LORAPLANE_ALLOW_RUNTIME_LORA_UPDATING=true" in load.json()["error"]["message"]
+    )
+    assert unknown.status_code == 404 and unknown.json()["error"]["type"] == "NotFoundError"
+    assert wrong_method.status_code == 405 and "GET" in wrong_method.json()["error"]["message"]

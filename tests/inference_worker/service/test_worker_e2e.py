@@ -210,6 +210,11 @@ INVALID = [
     (dict(sampling_params=pb.SamplingParams(n=0)), grpc.StatusCode.INVALID_ARGUMENT, "n"),
     (dict(text=""), grpc.StatusCode.INVALID_ARGUMENT, "prompt is empty"),
     (dict(text="word " * 600), grpc.StatusCode.INVALID_ARGUMENT, "max_model_len"),
+    (
+        dict(sampling_params=pb.SamplingParams(max_tokens=600)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "maximum context length is 512 tokens",
+    ),
     (dict(token_ids=pb.TokenIds(ids=[10**7])), grpc.StatusCode.INVALID_ARGUMENT, "token ids"),
 ]
 

@@ -16,7 +16,12 @@ from inference_worker.grpc_errors import ErrorMappingInterceptor, status_for
 from inference_worker.outputs import CompletionOutput, Logprob, RequestOutput
 from inference_worker.sampling_params import SamplingParams
 from inference_worker.served_models import ServedModels
-from inference_worker.servicer import InferenceServicer, chunk_from_completion, sampling_params_from_proto
+from inference_worker.servicer import (
+    InferenceServicer,
+    check_fits,
+    chunk_from_completion,
+    sampling_params_from_proto,
+)
 from loraplane.inference.v1 import inference_pb2 as pb
 from loraplane.inference.v1 import inference_pb2_grpc
 from loraplane.worker.v1 import worker_pb2 as wk
@@ -230,3 +235,12 @@ async def test_draining_refuses_new_streams_with_unavailable_and_waits_for_admit
     engine.gate.set()
     assert (await collect(held))["texts"] == ["x"]
     assert await servicer.wait_drained(5)
+
+
+def test_prompt_plus_max_tokens_must_fit_the_context():
+    check_fits([1] * 10, SamplingParams(max_tokens=6), 16)  # exactly fits
+    check_fits([1] * 10, SamplingParams(max_tokens=None), 16)  # up to the context
+    check_fits([1] * 16, SamplingParams(max_tokens=4), 16)  # too long alone: the engine's own error
+    with pytest.raises(errors.InvalidRequestError, match=r"maximum context length is 16 tokens") as info:
+        check_fits([1] * 10, SamplingParams(max_tokens=7), 16)
+    assert info.value.param == "max_tokens" and "10 input tokens" in str(info.value)
