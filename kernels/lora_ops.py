@@ -163,16 +163,16 @@ def add_lora_ref(
     """Reference of :func:`add_lora` (what the CPU engine runs): one segment of tokens per active slot.
 
     Semantics: ``lora_shrink_ref`` then ``lora_expand_ref`` (fp32 accumulation, slot rank respected),
-    computed per active slot with the slot's actual rank: one matmul for the shrink of all slices,
-    one per slice for the expand, rows gathered/scattered only when the slot does not cover them all.
+    computed per active slot with the slot's actual rank in two matmuls: the shrink of all slices
+    against their stacked A rows, the expand against the block-diagonal of their B columns (few,
+    large ops: on a busy CPU each multi-threaded op can wait a scheduler tick for its threads).
+    Rows are gathered/scattered only when the slot does not cover them all.
     """
-    offsets = _slice_offsets(lora_b, None)
     for slot, rank, tokens in _slot_segments(meta, x.shape[0], lora_a[0].shape[1]):
         xs = _rows(x, tokens).float()
         y = xs @ torch.cat([a[slot, :rank] for a in lora_a]).float().t()  # [n, num_slices * rank]
-        for i, b in enumerate(lora_b):
-            delta = y[:, i * rank : (i + 1) * rank] @ b[slot, :, :rank].float().t()
-            _write_rows(out[:, offsets[i] : offsets[i] + b.shape[1]], tokens, delta, True)
+        b_diag = torch.block_diag(*[b[slot, :, :rank] for b in lora_b]).float()  # [sum(out_i), S * rank]
+        _write_rows(out, tokens, y @ b_diag.t(), True)
 
 
 def _fused_max_tokens() -> int:
