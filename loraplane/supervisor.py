@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -68,17 +69,43 @@ def http_ok(url: str, timeout_s: float = 1.0) -> bool:
         return False
 
 
+class StartupInterrupted(Exception):
+    """SIGINT or SIGTERM arrived while the children were starting."""
+
+
 @dataclass
 class Supervisor:
-    """Starts children and stops them together."""
+    """Starts children and stops them together.
+
+    Semantics: from the first `start()` until `stop_all()`, SIGINT and SIGTERM only record a stop
+    request (children run in their own sessions, so a signal must never leave them orphaned): during
+    startup `wait_until` raises StartupInterrupted, afterwards `supervise()` returns 0.
+    """
 
     grace_s: float = 15.0
     children: list[Child] = field(default_factory=list)
     _stopping: bool = False
+    _signal: int | None = None
+    _previous_handlers: dict = field(default_factory=dict)
+
+    def _on_signal(self, signum, _frame) -> None:
+        self._signal = signum
+
+    def _install_signal_handlers(self) -> None:
+        if self._previous_handlers or threading.current_thread() is not threading.main_thread():
+            return
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous_handlers[signum] = signal.signal(signum, self._on_signal)
+
+    def _restore_signal_handlers(self) -> None:
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler)
+        self._previous_handlers.clear()
 
     def start(self, name: str, argv: Sequence[str], address: str = "", critical: bool = True) -> Child:
         """Start a child. When a `critical` child exits, `supervise()` stops everything; the others may
         exit alone while one non-critical child (e.g. one of several workers) still lives."""
+        self._install_signal_handlers()
         proc = subprocess.Popen(list(argv), start_new_session=True)
         child = Child(name, proc, address, critical)
         self.children.append(child)
@@ -93,6 +120,8 @@ class Supervisor:
         """Poll `ready()` until it is true; RuntimeError when the child dies or `timeout_s` passes."""
         deadline = time.monotonic() + timeout_s
         while not ready():
+            if self._signal is not None:
+                raise StartupInterrupted(f"received {signal.Signals(self._signal).name} while starting")
             if not child.alive:
                 raise RuntimeError(f"{child.name} exited with code {child.proc.returncode} before {what}")
             if time.monotonic() > deadline:
@@ -101,15 +130,10 @@ class Supervisor:
 
     def supervise(self) -> int:
         """Block until a child exits or SIGINT/SIGTERM; then stop all. Returns the exit code to use."""
-        stop = {"signal": None}
-
-        def on_signal(signum, _frame) -> None:
-            stop["signal"] = signum
-
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        self._install_signal_handlers()
         try:
             reported: set[str] = set()
-            while stop["signal"] is None:
+            while self._signal is None:
                 dead = [c for c in self.children if not c.alive]
                 fatal = next((c for c in dead if c.critical), None)
                 if fatal is None and dead and all(not c.alive for c in self.children if not c.critical):
@@ -128,12 +152,10 @@ class Supervisor:
                             child.proc.returncode,
                         )
                 time.sleep(0.2)
-            log.info("received %s; stopping", signal.Signals(stop["signal"]).name)
+            log.info("received %s; stopping", signal.Signals(self._signal).name)
             return 0
         finally:
             self.stop_all()
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
 
     def stop_all(self) -> None:
         """Stop every live child, last started first (edge before workers before the control plane, so
@@ -141,6 +163,12 @@ class Supervisor:
         if self._stopping:
             return
         self._stopping = True
+        try:
+            self._stop_children()
+        finally:
+            self._restore_signal_handlers()
+
+    def _stop_children(self) -> None:
         deadline = time.monotonic() + self.grace_s
         for child in reversed(self.children):
             if not child.alive:

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import socket
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-from loraplane.supervisor import Child, Supervisor, free_port, grpc_healthy, http_ok
+from loraplane.supervisor import Child, StartupInterrupted, Supervisor, free_port, grpc_healthy, http_ok
+
+log = logging.getLogger(__name__)
 
 INFERENCE_SERVICE = "loraplane.inference.v1.Inference"
 CONTROL_PLANE_PORT = 50051  # where the admin CLI looks by default
@@ -91,6 +95,29 @@ def prepare(args: argparse.Namespace, command: str) -> list[tuple[str, str, str 
     if env_flag(ENV_RUNTIME_LORA) and not args.adapter_root:
         args.adapter_root = [os.getcwd()]
     return modules
+
+
+def run_supervised(command: str, start: Callable[[Supervisor], list[str]]) -> int:
+    """Start the processes with `start(sup)` (it returns the lines to print once all are ready), then
+    supervise them until Ctrl-C / SIGTERM or a fatal exit. Any failure or signal during startup stops
+    what was started. Returns the exit code."""
+    sup = Supervisor()
+    try:
+        lines = start(sup)
+    except StartupInterrupted as exc:
+        log.info("loraplane %s: %s; stopping what was started", command, exc)
+        sup.stop_all()
+        return 0
+    except (RuntimeError, OSError) as exc:
+        log.error("loraplane %s failed to start: %s", command, exc)
+        sup.stop_all()
+        return 1
+    except BaseException:
+        sup.stop_all()
+        raise
+    for line in lines:
+        print(f"loraplane: {line}", flush=True)
+    return sup.supervise()
 
 
 def worker_args(args: argparse.Namespace) -> list[str]:

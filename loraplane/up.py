@@ -9,12 +9,9 @@ gateway or Envoy dies. A worker that dies is logged and routed around while anot
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from loraplane.topology import add_model_arguments
-
-log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,7 +42,6 @@ def _start(sup, args, modules) -> list[tuple[str, object]]:
 
 def run(args: argparse.Namespace) -> int:
     from loraplane import topology
-    from loraplane.supervisor import Supervisor
 
     if args.workers < 1:
         print("loraplane up: --workers must be at least 1", file=sys.stderr)
@@ -53,18 +49,13 @@ def run(args: argparse.Namespace) -> int:
     modules = topology.prepare(args, "up")
     if modules is None:
         return 2
-    sup = Supervisor()
-    try:
+
+    def start(sup) -> list[str]:
         started = _start(sup, args, modules)
-    except (RuntimeError, OSError) as exc:
-        log.error("loraplane up failed to start: %s", exc)
-        sup.stop_all()
-        return 1
-    except BaseException:
-        sup.stop_all()
-        raise
-    for name, child in started:
-        hint = f"; {topology.admin_hint(child.address)}" if name == "control-plane" else ""
-        print(f"loraplane: {name} on {child.address} (pid {child.proc.pid}{hint})", flush=True)
-    print(f"loraplane: ready: OpenAI API at {started[-1][1].address.split(' ')[0]}/v1", flush=True)
-    return sup.supervise()
+        lines = []
+        for name, child in started:
+            hint = f"; {topology.admin_hint(child.address)}" if name == "control-plane" else ""
+            lines.append(f"{name} on {child.address} (pid {child.proc.pid}{hint})")
+        return [*lines, f"ready: OpenAI API at {started[-1][1].address.split(' ')[0]}/v1"]
+
+    return topology.run_supervised("up", start)
