@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ from gateway.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 RUNTIME_LORA_PATHS = frozenset({"/v1/load_lora_adapter", "/v1/unload_lora_adapter"})
+KNOWN_ENDPOINTS = RUNTIME_LORA_PATHS | {"/v1/completions", "/v1/chat/completions", "/v1/models"}
 
 
 @dataclass
@@ -49,7 +51,25 @@ def _model_json(card) -> dict:
         "root": card.root or card.id,
         "parent": card.parent or None,
         "max_model_len": None if is_adapter else (card.max_model_len or None),
-        "permission": [],
+        "permission": [_permission(card.created)],
+    }
+
+
+def _permission(created: int) -> dict:
+    """vLLM's ModelPermission entry (clients that read it find the same fields)."""
+    return {
+        "id": f"modelperm-{uuid.uuid4().hex}",
+        "object": "model_permission",
+        "created": created,
+        "allow_create_engine": False,
+        "allow_sampling": True,
+        "allow_logprobs": True,
+        "allow_search_indices": False,
+        "allow_view": True,
+        "allow_fine_tuning": False,
+        "organization": "*",
+        "group": None,
+        "is_blocking": False,
     }
 
 
@@ -91,33 +111,33 @@ def _http_error(request: Request, exc: StarletteHTTPException) -> OpenAIError:
     return OpenAIError(exc.status_code, str(exc.detail))
 
 
-def _add_error_handlers(app: FastAPI) -> None:
-    def count(request: Request, status: int) -> None:
-        request.app.state.gateway.metrics.requests.labels(request.url.path, str(status)).inc()
+def _respond(request: Request, error: OpenAIError, headers: dict | None = None) -> JSONResponse:
+    """Count (endpoint label bounded to the known routes), log one line, and answer `error`."""
+    path = request.url.path
+    endpoint = path if path in KNOWN_ENDPOINTS else "other"
+    request.app.state.gateway.metrics.requests.labels(endpoint, str(error.status)).inc()
+    log.info("%s %s -> %d %s", request.method, path, error.status, error.message)
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
+
+def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OpenAIError)
     async def openai_error(request: Request, exc: OpenAIError) -> JSONResponse:
-        count(request, exc.status)
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return _respond(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        error = _validation_error(request, exc.errors())
-        count(request, error.status)
-        return JSONResponse(error.body(), status_code=error.status)
+        return _respond(request, _validation_error(request, exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        error = _http_error(request, exc)
-        count(request, error.status)
-        return JSONResponse(error.body(), status_code=error.status, headers=exc.headers)
+        return _respond(request, _http_error(request, exc), exc.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error serving %s", request.url.path)
-        count(request, 500)
         error = OpenAIError(500, f"internal error in the gateway ({type(exc).__name__}); see its log")
-        return JSONResponse(error.body(), status_code=500)
+        return _respond(request, error)
 
 
 def create_app(config: GatewayConfig, pool: WorkerPool | None = None) -> FastAPI:

@@ -48,7 +48,10 @@ def parse_lora_module(value: str) -> LoRAModulePath:
     try:
         raw = json.loads(value)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"Invalid JSON format for --lora-modules: {value!r} ({exc})") from exc
+        raise ValueError(
+            f"Invalid JSON format for --lora-modules: {value!r} ({exc}); give name=path or "
+            '{"name": ..., "path": ..., "base_model_name": ...}'
+        ) from exc
     allowed = {"name", "path", "base_model_name"}
     if not isinstance(raw, dict) or not {"name", "path"} <= raw.keys() or not raw.keys() <= allowed:
         raise ValueError(

@@ -15,6 +15,8 @@ async def test_models_list_shows_lineage(openai_client):
     adapters = {m.id: m for m in models[1:]}
     assert set(adapters) == {"sql-lora", "chat-lora"}
     assert all(m.parent == "fake-base" and m.root == f"/adapters/{m.id}" for m in adapters.values())
+    assert models[0].max_model_len == 2048 and all(m.max_model_len is None for m in adapters.values())
+    assert all(m.permission[0]["object"] == "model_permission" for m in models)
 
 
 @pytest.mark.parametrize("model", ["fake-base", "sql-lora"])
