@@ -67,8 +67,17 @@ def call(
         return EXIT_SERVER_ERROR, None
 
 
+def to_stdout(write: Callable[[], None]) -> None:
+    """Run `write()`; a reader that went away (`| head`) ends the output quietly, as Unix tools do."""
+    try:
+        write()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2, sort_keys=True))
+    to_stdout(lambda: print(json.dumps(value, indent=2, sort_keys=True)))
 
 
 def to_dict(message) -> dict:
@@ -86,7 +95,7 @@ def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
         table.add_column(column)
     for row in rows:
         table.add_row(*row)
-    Console().print(table)
+    to_stdout(lambda: Console().print(table))
 
 
 def enum_label(enum_type, value: int, prefix: str) -> str:
