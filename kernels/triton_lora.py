@@ -192,6 +192,7 @@ def _expand_kernel(
     if slot < 0:
         return
     rank = tl.minimum(tl.load(slot_rank_ptr + slot), max_rank)
+    rank16 = tl.minimum(tl.cdiv(rank, 16) * 16, max_rank)  # never past the row
     offs_m = m_start + tl.arange(0, BLOCK_M)
     m_mask = offs_m < count
     tok = tl.load(token_indices_ptr + seg_start + offs_m, mask=m_mask, other=0).to(tl.int64)
@@ -209,8 +210,13 @@ def _expand_kernel(
     for r0 in range(0, rank, BLOCK_R):
         offs_r = r0 + tl.arange(0, BLOCK_R)
         r_mask = offs_r < rank
-        yt = tl.load(y_rows + offs_r[None, :] * stride_yr, mask=m_mask[:, None] & r_mask[None, :], other=0.0)
-        bt = tl.load(b_cols + offs_r[:, None] * stride_br, mask=r_mask[:, None] & n_mask[None, :], other=0.0)
+        # Loads masked at a multiple of 16 stay vectorized along the contiguous rank; the columns in
+        # [rank, rank16) are then dropped by a select.
+        rv_mask = offs_r < rank16
+        yt = tl.load(y_rows + offs_r[None, :] * stride_yr, mask=m_mask[:, None] & rv_mask[None, :], other=0.0)
+        bt = tl.load(b_cols + offs_r[:, None] * stride_br, mask=rv_mask[:, None] & n_mask[None, :], other=0.0)
+        yt = tl.where(r_mask[None, :], yt, 0.0)
+        bt = tl.where(r_mask[:, None], bt, 0.0)
         acc += tl.dot(yt.to(bt.dtype), bt)
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
 

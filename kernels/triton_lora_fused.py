@@ -101,7 +101,7 @@ def _fused_kernel(
     r_mask = offs_r < rank
     # B rows are contiguous in rank: a mask at a multiple of 16 keeps its loads vectorized (the
     # sectors are read anyway); the columns in [rank, rank16) are then dropped with a select.
-    rb_mask = offs_r < tl.cdiv(rank, 16) * 16
+    rb_mask = offs_r < tl.minimum(tl.cdiv(rank, 16) * 16, max_rank)
     offs_n = tl.arange(0, BLOCK_N)
     b_rows = b_ptr + slot64 * stride_bl + offs_r[None, :] * stride_br
     out_row = out_ptr + tok64 * stride_ot + col0 * stride_on

@@ -188,3 +188,28 @@ def test_add_lora_reference_matches_dense(num_tokens):
     lora_ops.add_lora_ref(out, x, lora_a, lora_b, meta)
     expected = 1.0 + _dense_delta(x, lora_a, lora_b, slots, slot_rank)
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("max_rank", [8, 24])  # rank masks rounded to 16 must stay inside the rows
+def test_ranks_not_multiple_of_16(max_rank):
+    slots = make_token_slots("zipf", 12, 6)
+    slot_rank = make_slot_ranks(6, (max_rank // 2, max_rank))
+    meta = LoRAKernelMeta(64, 6, DEVICE)
+    meta.prepare(slots, slot_rank)
+    lora_a, lora_b = make_lora_weights(6, max_rank, IN_FEATURES, (32, 16), torch.float32, DEVICE)
+    x = torch.randn(12, IN_FEATURES).to(DEVICE)
+    keep = (torch.arange(max_rank)[None, :] < slot_rank[slots.long()][:, None]).float().to(DEVICE)
+    expected = torch.cat(
+        [
+            torch.einsum("ti,tri,tr,tor->to", x, a[slots.long()], keep, b[slots.long()])
+            for a, b in zip(lora_a, lora_b, strict=True)
+        ],
+        dim=1,
+    )
+    fused, split = torch.zeros(12, 48, device=DEVICE), torch.zeros(12, 48, device=DEVICE)
+    lora_ops.add_lora(fused, x, lora_a, lora_b, meta)
+    y = torch.zeros(2, 12, max_rank, device=DEVICE)
+    lora_ops.lora_shrink(x, lora_a, y, meta)
+    lora_ops.lora_expand(y, lora_b, split, meta)
+    torch.testing.assert_close(fused, expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(split, expected, rtol=1e-4, atol=1e-4)
