@@ -32,8 +32,10 @@ def _rank_mask(slots, slot_rank):
 
 
 @pytest.mark.parametrize("popularity", POPULARITIES)
-@pytest.mark.parametrize("num_slices", [1, 2, 3])
-@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize(
+    ("num_slices", "dtype"),
+    [(1, torch.float16), (2, torch.float32), (3, torch.float16), (3, torch.float32)],
+)
 def test_shrink_expand_match_reference(popularity, num_slices, dtype):
     slots, slot_rank, meta, x, lora_a, lora_b = _case(popularity, num_slices, dtype)
     y_ref = torch.zeros(num_slices, x.shape[0], MAX_RANK, device=DEVICE)
