@@ -57,6 +57,7 @@ class EngineConfig:
     max_lora_rank: int = 16
     max_cpu_loras: int | None = None
     lora_dtype: str = "auto"
+    lora_target_modules: tuple[str, ...] | None = None
     lora_starvation_steps: int = 32
 
     def __post_init__(self) -> None:
@@ -69,6 +70,11 @@ class EngineConfig:
         for name in ("max_num_seqs", "block_size", "max_loras", "max_lora_rank"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lora_target_modules is not None and not isinstance(self.lora_target_modules, tuple):
+            targets = self.lora_target_modules
+            object.__setattr__(
+                self, "lora_target_modules", (targets,) if isinstance(targets, str) else tuple(targets)
+            )
         if self.max_model_len is not None and self.max_model_len < 1:
             raise ValueError(f"max_model_len must be >= 1, got {self.max_model_len}")
 

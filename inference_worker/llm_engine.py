@@ -84,6 +84,7 @@ class LLMEngine:
             max_lora_rank=c.max_lora_rank,
             max_cpu_loras=c.max_cpu_loras,
             lora_dtype=c.lora_dtype,
+            target_modules=c.lora_target_modules,
         )
         return LoRAManager(lora_config, model, self.device, self.dtype, max_num_tokens=max_num_tokens)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from inference_worker.errors import InvalidRequestError
+from inference_worker.lora.modules import SUPPORTED_MODULES
 
 LORA_DTYPES = ("auto", "float16", "bfloat16", "float32")
 
@@ -15,13 +16,17 @@ class LoRAConfig:
 
     Semantics: `max_loras` GPU slots (distinct adapters in one batch); every slot holds up to
     `max_lora_rank`; `max_cpu_loras` adapters' weights stay in host memory (an LRU behind the slots,
-    `None` -> `max_loras`); `lora_dtype="auto"` uses the base model's dtype.
+    `None` -> `max_loras`); `lora_dtype="auto"` uses the base model's dtype. `target_modules` (PEFT
+    names, `None` -> all seven projections) are the projections that get LoRA: a fused projection is
+    wrapped when one of its slices is listed, the others run with no LoRA work, and adapters that target
+    a module outside the list are rejected.
     """
 
     max_loras: int = 4
     max_lora_rank: int = 16
     max_cpu_loras: int | None = None
     lora_dtype: str = "auto"
+    target_modules: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         _require_positive_int("max_loras", self.max_loras)
@@ -40,6 +45,25 @@ class LoRAConfig:
                 f"lora_dtype must be one of {', '.join(LORA_DTYPES)}, got {self.lora_dtype!r}", "lora_dtype"
             )
         object.__setattr__(self, "lora_dtype", dtype)
+        object.__setattr__(self, "target_modules", _target_modules(self.target_modules))
+
+    @property
+    def enabled_modules(self) -> tuple[str, ...]:
+        return self.target_modules or SUPPORTED_MODULES
+
+
+def _target_modules(value: object) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    names = (value,) if isinstance(value, str) else tuple(value)
+    unknown = [n for n in names if n not in SUPPORTED_MODULES]
+    if unknown or not names:
+        raise InvalidRequestError(
+            f"lora_target_modules must be a non-empty subset of {', '.join(SUPPORTED_MODULES)}; "
+            f"got {list(names)!r}",
+            param="lora_target_modules",
+        )
+    return tuple(n for n in SUPPORTED_MODULES if n in names)  # canonical order, no duplicates
 
 
 def _require_positive_int(name: str, value: object) -> None:

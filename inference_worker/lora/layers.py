@@ -76,16 +76,25 @@ class LoRALinear(nn.Module):
 
 
 def wrap_lora_layers(
-    model: nn.Module, max_loras: int, max_rank: int, dtype: torch.dtype, device: torch.device
+    model: nn.Module,
+    max_loras: int,
+    max_rank: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    target_modules: tuple[str, ...] | None = None,
 ) -> list[list[LoRALinear]]:
     """Replace every LoRA-capable projection (a module with `lora_names`) in `model.model.layers[i]`
-    with a `LoRALinear`; returns the wrapped modules per decoder layer."""
+    that carries one of `target_modules` (None: all) with a `LoRALinear`; returns the wrapped modules per
+    decoder layer."""
     wrapped = []
     for layer in model.model.layers:
         targets = [
             (name, module)
             for name, module in layer.named_modules()
-            if hasattr(module, "lora_names") and not isinstance(module, LoRALinear) and name
+            if hasattr(module, "lora_names")
+            and not isinstance(module, LoRALinear)
+            and name
+            and (target_modules is None or set(module.lora_names) & set(target_modules))
         ]
         layer_wrapped = []
         for name, module in targets:

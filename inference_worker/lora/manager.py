@@ -21,6 +21,7 @@ from inference_worker.lora.cache import AdapterCache
 from inference_worker.lora.config import LoRAConfig
 from inference_worker.lora.files import adapter_version
 from inference_worker.lora.layers import LoRALinear, wrap_lora_layers
+from inference_worker.lora.modules import SUPPORTED_MODULES, module_key
 from inference_worker.lora.peft_config import PeftLoRAConfig, load_peft_config
 from inference_worker.lora.request import LoRARequest
 from inference_worker.lora.resolve import resolve_adapter_path
@@ -77,7 +78,9 @@ class LoRAManager:
         self.device = torch.device(device)
         self.dtype = dtype if config.lora_dtype == "auto" else getattr(torch, config.lora_dtype)
         self.allow_download = allow_download
-        self.layers = wrap_lora_layers(model, config.max_loras, config.max_lora_rank, self.dtype, self.device)
+        self.layers = wrap_lora_layers(
+            model, config.max_loras, config.max_lora_rank, self.dtype, self.device, config.target_modules
+        )
         self.shapes = _base_shapes(self.layers)
         self.meta = LoRAKernelMeta(max_num_tokens, config.max_loras, self.device)
         self.slot_rank = torch.zeros(config.max_loras, dtype=torch.int32)
@@ -167,6 +170,7 @@ class LoRAManager:
     def _add(self, request: LoRARequest, token: object) -> AdapterInfo:
         directory = resolve_adapter_path(request.lora_path, allow_download=self.allow_download)
         config = load_peft_config(directory, self.config.max_lora_rank, self.shapes.num_layers)
+        self._check_enabled_modules(config)
         version = adapter_version(directory)
         with self._lock:
             existing = self._by_name.get(request.lora_name)
@@ -188,6 +192,19 @@ class LoRAManager:
                 "loaded adapter %s (version %s, rank %d)", request.lora_name, version[:12], record.rank
             )
             return self._info(record)
+
+    def _check_enabled_modules(self, config: PeftLoRAConfig) -> None:
+        """Reject an adapter that targets a projection this engine was started without LoRA on."""
+        enabled = self.config.enabled_modules
+        for name in SUPPORTED_MODULES:
+            if name in enabled:
+                continue
+            if any(config.targets(module_key(layer, name)) for layer in range(self.shapes.num_layers)):
+                raise AdapterLoadError(
+                    f"the adapter targets {name}, but this engine serves LoRA only on "
+                    f"{', '.join(enabled)} (lora_target_modules); restart it with {name} included",
+                    field="target_modules",
+                )
 
     def _same_or_conflict(self, existing: _Record, request: LoRARequest, version: str) -> AdapterInfo:
         if existing.version != version:

@@ -55,3 +55,13 @@ def test_invalid_request_names_the_param(args, param):
     with pytest.raises(InvalidRequestError) as info:
         LoRARequest(*args)
     assert info.value.param == param
+
+
+def test_engine_config_passes_lora_target_modules_as_a_tuple():
+    from inference_worker.config import EngineConfig
+
+    assert EngineConfig.from_kwargs(lora_target_modules=["q_proj", "o_proj"]).lora_target_modules == (
+        "q_proj",
+        "o_proj",
+    )
+    assert EngineConfig().lora_target_modules is None

@@ -248,3 +248,42 @@ def test_remove_while_loading_discards_the_load(tiny_llama, tiny_adapters, monke
     with pytest.raises(AdapterNotFoundError, match="removed while it was loading"):
         future.result(timeout=30)
     assert manager.list() == []
+
+
+QKVO = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+def test_target_modules_wrap_only_those_projections(tiny_llama, tiny_adapters):
+    from inference_worker.lora.layers import LoRALinear
+
+    manager, model = make_manager(tiny_llama, max_loras=2, target_modules=QKVO)
+    layer = model.model.layers[0]
+    assert isinstance(layer.self_attn.qkv_proj, LoRALinear) and isinstance(layer.self_attn.o_proj, LoRALinear)
+    assert not isinstance(layer.mlp.gate_up_proj, LoRALinear) and not isinstance(
+        layer.mlp.down_proj, LoRALinear
+    )
+    full, _ = make_manager(tiny_llama, max_loras=2)
+    for m in (manager, full):
+        add(m, "qv", tiny_adapters["qv"])
+        m.activate({m.lookup("qv").version})
+    for ours, reference in zip(manager.layers[1], full.layers[1][:2], strict=True):
+        for a, b in zip(ours.lora_b, reference.lora_b, strict=True):
+            assert torch.equal(a, b)
+
+
+def test_adapter_outside_target_modules_is_rejected_naming_the_module(tiny_llama, tiny_adapters):
+    manager, _ = make_manager(tiny_llama, target_modules=QKVO)
+    with pytest.raises(AdapterLoadError, match="gate_proj") as info:
+        add(manager, "mlp", tiny_adapters["mlp-layer1"])
+    assert info.value.field == "target_modules"
+    assert add(manager, "regex", tiny_adapters["regex"]).name == "regex"  # the engine keeps serving
+
+
+@pytest.mark.parametrize("bad", [("q_proj", "lm_head"), ()])
+def test_target_modules_config_is_validated(bad):
+    from inference_worker.errors import InvalidRequestError
+
+    with pytest.raises(InvalidRequestError) as info:
+        LoRAConfig(target_modules=bad)
+    assert info.value.param == "lora_target_modules"
+    assert LoRAConfig(target_modules=["o_proj", "q_proj", "q_proj"]).target_modules == ("q_proj", "o_proj")
