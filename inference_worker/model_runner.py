@@ -122,47 +122,78 @@ class ModelRunner:
                 hidden = self.model(input_ids, positions)
         if not sample_seqs:
             return [], None
-        if len(sample_seqs) < hidden.shape[0]:  # otherwise every row is sampled, in order (a decode step)
-            hidden = hidden[logits_rows]
+        if logits_rows is not None and len(sample_seqs) < hidden.shape[0]:
+            hidden = hidden[logits_rows]  # else every row is sampled, in order
         logits = self.model.compute_logits(hidden)
         return sample_seqs, self.sampler(logits, sample_seqs, [self._generator(s) for s in sample_seqs])
 
     def _prepare(self, batch: ScheduledBatch, is_decode: bool):
+        """Host lists -> this step's tensors: two host-to-device copies (int64 and int32), no syncs."""
+        if is_decode:
+            return self._prepare_decode(batch)
         ids, positions, slots, cu, seq_lens, rows, sample_seqs = [], [], [], [0], [], [], []
+        bs = self.block_size
         for seq, num_new in zip(batch.seqs, batch.num_new_tokens, strict=False):
             start, end = seq.num_computed_tokens, seq.num_computed_tokens + num_new
             ids.extend(seq.token_ids[start:end])
             positions.extend(range(start, end))
             table = seq.block_table
-            slots.extend(
-                table[p // self.block_size] * self.block_size + p % self.block_size for p in range(start, end)
-            )
+            slots.extend(table[p // bs] * bs + p % bs for p in range(start, end))
             cu.append(cu[-1] + num_new)
             seq_lens.append(end)
             if end == len(seq):
                 rows.append(cu[-1] - 1)
                 sample_seqs.append(seq)
-        max_blocks = max(len(s.block_table) for s in batch.seqs)
-        tables = [s.block_table + [0] * (max_blocks - len(s.block_table)) for s in batch.seqs]
-        to = dict(device=self.device)
-        i32 = dict(dtype=torch.int32, **to)
+        num_tokens, num_seqs = len(ids), len(batch.seqs)
+        longs = self._to_device(ids + positions + slots + rows, torch.long)
+        ints, tables = self._ints_and_tables(batch.seqs, seq_lens + cu)
         ctx = Context(
-            is_prefill=not is_decode,
-            slot_mapping=torch.tensor(slots, dtype=torch.long, **to),
-            block_tables=torch.tensor(tables, **i32),
-            context_lens=torch.tensor(seq_lens, **i32) if is_decode else None,
-            cu_seqlens_q=torch.tensor(cu, **i32),
-            seq_lens=torch.tensor(seq_lens, **i32),
+            is_prefill=True,
+            slot_mapping=longs[2 * num_tokens : 3 * num_tokens],
+            block_tables=tables,
+            cu_seqlens_q=ints[num_seqs:],
+            seq_lens=ints[:num_seqs],
             max_seqlen_q=max(batch.num_new_tokens),
         )
-        input_ids = torch.tensor(ids, dtype=torch.long, **to)
-        return (
-            input_ids,
-            torch.tensor(positions, dtype=torch.long, **to),
-            ctx,
-            torch.tensor(rows, **to),
-            sample_seqs,
+        input_ids, positions = longs[:num_tokens], longs[num_tokens : 2 * num_tokens]
+        return input_ids, positions, ctx, longs[3 * num_tokens :], sample_seqs
+
+    def _prepare_decode(self, batch: ScheduledBatch):
+        """A pure decode step: one token per sequence (its last), every row sampled in order."""
+        seqs, bs = batch.seqs, self.block_size
+        seq_lens = [len(s) for s in seqs]
+        positions = [n - 1 for n in seq_lens]
+        ids = [s.token_ids[-1] for s in seqs]
+        slots = [s.block_table[p // bs] * bs + p % bs for s, p in zip(seqs, positions, strict=False)]
+        n = len(seqs)
+        longs = self._to_device(ids + positions + slots, torch.long)
+        ints, tables = self._ints_and_tables(seqs, seq_lens + list(range(n + 1)))
+        ctx = Context(
+            is_prefill=False,
+            slot_mapping=longs[2 * n :],
+            block_tables=tables,
+            context_lens=ints[:n],
+            cu_seqlens_q=ints[n:],
+            seq_lens=ints[:n],
+            max_seqlen_q=1,
         )
+        return longs[:n], longs[n : 2 * n], ctx, None, seqs
+
+    def _ints_and_tables(self, seqs: list[Sequence], ints: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """One int32 transfer holding `ints` then the padded block tables [B, max_blocks]."""
+        width = max(len(s.block_table) for s in seqs)
+        flat = list(ints)
+        for s in seqs:
+            flat.extend(s.block_table)
+            flat.extend([0] * (width - len(s.block_table)))
+        values = self._to_device(flat, torch.int32)
+        return values[: len(ints)], values[len(ints) :].view(len(seqs), width)
+
+    def _to_device(self, values: list[int], dtype: torch.dtype) -> torch.Tensor:
+        if self.device.type == "cpu":
+            return torch.tensor(values, dtype=dtype)
+        host = torch.tensor(values, dtype=dtype, pin_memory=True)
+        return host.to(self.device, non_blocking=True)
 
     def _lora_meta(self, batch: ScheduledBatch, num_tokens: int):
         """Per-token adapter slots for this step (None when no sequence has an adapter)."""
