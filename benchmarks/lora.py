@@ -145,15 +145,26 @@ def bench_engine(model_dir: Path, adapter_sets: dict, args, rows: Results) -> No
         )
     del llm
     _free()
-    llm = _make_llm(model_dir, args, enable_lora=True)
     for target, paths in adapter_sets.items():
+        # One engine per target set, serving LoRA only on those projections (lora_target_modules), unless
+        # --wrap-all-modules asks for every projection wrapped (the untargeted ones then add zero deltas).
+        modules = None if args.wrap_all_modules else tuple(TARGETS[target])
+        llm = _make_llm(model_dir, args, enable_lora=True, lora_target_modules=modules)
         for count in args.num_adapters:
             loras = _add_adapters(llm, paths[:count], target)
             for batch in args.batch_sizes:
                 row = run_engine(llm, batch, args, loras)
-                rows.append({"engine": "loraplane", "lora": target, "adapters": min(count, batch), **row})
-    del llm
-    _free()
+                rows.append(
+                    {
+                        "engine": "loraplane",
+                        "lora": target,
+                        "adapters": min(count, batch),
+                        "lora_target_modules": "all" if modules is None else ",".join(modules),
+                        **row,
+                    }
+                )
+        del llm
+        _free()
 
 
 def _add_adapters(llm: LLM, paths: list[Path], target: str) -> list[LoRARequest]:
@@ -225,7 +236,7 @@ def bench_hf_peft(shape: dict, args, device: torch.device, rows: Results) -> Non
     return rows
 
 
-def _make_llm(model_dir: Path, args, enable_lora: bool) -> LLM:
+def _make_llm(model_dir: Path, args, enable_lora: bool, lora_target_modules=None) -> LLM:
     return LLM(
         str(model_dir),
         load_format="dummy",
@@ -238,6 +249,7 @@ def _make_llm(model_dir: Path, args, enable_lora: bool) -> LLM:
         max_loras=max(args.num_adapters),
         max_cpu_loras=max(args.num_adapters),
         max_lora_rank=args.rank,
+        lora_target_modules=lora_target_modules,
     )
 
 
@@ -303,6 +315,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--num-adapters", type=int, nargs="+", default=[32, 256])
     parser.add_argument("--targets", nargs="+", default=list(TARGETS), choices=list(TARGETS))
     parser.add_argument("--rank", type=int, default=16)
+    parser.add_argument(
+        "--wrap-all-modules",
+        action="store_true",
+        help="wrap all seven projections whatever the adapters target (default: only the targeted ones)",
+    )
     parser.add_argument("--input-len", type=int, default=128)
     parser.add_argument("--output-len", type=int, default=128)
     parser.add_argument("--hf-targets", nargs="*", default=["qkvo"], choices=list(TARGETS))
