@@ -176,7 +176,7 @@ def run_fused_configs(case: LoRACase, device: torch.device, dtype: torch.dtype) 
             *shape, split_n=2 * default.split_n, tile_elements=default.block_k * case.rank // 2, num_warps=4
         )
     )
-    candidates.append(triton_lora_fused.fused_config(*shape, num_warps=16))  # same tiles, more warps
+    candidates.append(triton_lora_fused.fused_config(*shape, num_warps=8))  # same tiles, fewer warps
     rows = []
     for cfg in candidates:
         us = bench_us(lambda c=cfg: setup.fused(c), device)

@@ -232,7 +232,7 @@ def shrink_config(num_tokens: int, max_rank: int) -> ShrinkConfig:
 
 
 def expand_config(num_tokens: int) -> ExpandConfig:
-    """Default expand tiles (from the H200 sweep in benchmarks/results/kernels_h200.json)."""
+    """Default expand tiles (from the H200 sweep in benchmarks/results/kernels_h200_sweep.json)."""
     if num_tokens <= 512:
         return ExpandConfig(block_m=16, block_n=128)
     return ExpandConfig(block_m=64, block_n=128, num_warps=8)

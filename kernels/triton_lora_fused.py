@@ -33,7 +33,7 @@ class FusedConfig:
     split_n: int  # programs per (token, slice), each owning a contiguous share of the columns
     block_k: int
     block_n: int
-    num_warps: int = 8
+    num_warps: int = 16
 
 
 @triton.jit
@@ -158,12 +158,13 @@ def fused_config(
     device: torch.device,
     split_n: int | None = None,
     tile_elements: int | None = None,
-    num_warps: int = 8,
+    num_warps: int = 16,
 ) -> FusedConfig:
     """About one program per SM, each moving ~32 KB per loop step (a DRAM round trip).
 
-    At 8 warps a program needs ~190 registers a thread on sm_90 (double-buffered 16K-element tiles,
-    all loads 16-byte vectors, no spills for ranks 16 to 64), so one program fits per SM.
+    At 16 warps a program needs ~120 registers a thread on sm_90 (double-buffered 16K-element tiles,
+    all loads 16-byte vectors, no spills for ranks 16 to 64), so one program fits per SM; on the H200
+    16 warps beat 8 by 5-10% on every decode row (benchmarks/results/kernels_h200.json, "configs").
     The columns are split until the grid fills the SMs, but each extra column program of a token
     re-reads the token's ``A`` (``rank x in``) from L2, so the split stays below ``2 * out / in``.
     """
