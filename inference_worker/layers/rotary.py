@@ -38,12 +38,15 @@ class RotaryEmbedding(nn.Module):
         freqs = torch.outer(t, inv_freq.float().cpu())
         emb = torch.cat((freqs, freqs), dim=-1)
         self.register_buffer("cos", emb.cos() * scaling, persistent=False)
-        self.register_buffer("sin", emb.sin() * scaling, persistent=False)
+        sin = emb.sin() * scaling
+        half = head_dim // 2
+        # rotate_half(x) * sin == roll(x, half) * [-sin_1, sin_2]: one roll instead of chunk, neg and cat
+        self.register_buffer("sin", torch.cat((-sin[:, :half], sin[:, half:]), dim=-1), persistent=False)
 
     def cos_sin(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The cos/sin rows of `positions`, looked up once per forward and shared by every layer.
 
-        Shape: positions [T] -> ([T, 1, D], [T, 1, D]) fp32.
+        Shape: positions [T] -> ([T, 1, D], [T, 1, D]) fp32; the sin rows have their first half negated.
         """
         return self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
 
@@ -53,10 +56,13 @@ class RotaryEmbedding(nn.Module):
         cos, sin = cos_sin
         return self._rotate(q, cos, sin), self._rotate(k, cos, sin)
 
+    def rotate(self, cos_sin: tuple[torch.Tensor, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """RoPE on the heads of `x` (q and k heads side by side in one call). Shape: [T, n*D] -> [T, n*D]."""
+        cos, sin = cos_sin
+        return self._rotate(x, cos, sin)
+
     def _rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        shape = x.shape
-        x = x.view(shape[0], -1, self.head_dim)
-        x1, x2 = x.chunk(2, dim=-1)
-        rotated = torch.cat((-x2, x1), dim=-1)
-        out = x.float() * cos + rotated.float() * sin
-        return out.to(x.dtype).view(shape)
+        shape, dtype = x.shape, x.dtype
+        x = x.reshape(shape[0], -1, self.head_dim).float()
+        out = x * cos + x.roll(self.head_dim // 2, dims=-1) * sin
+        return out.to(dtype).view(shape)

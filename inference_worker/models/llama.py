@@ -53,9 +53,8 @@ class LlamaAttention(nn.Module):
         self.kv_size = self.num_kv_heads * self.head_dim
 
     def forward(self, cos_sin: RopeRows, hidden: torch.Tensor) -> torch.Tensor:
-        qkv = self.qkv_proj(hidden)
-        q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-        q, k = self.rotary(cos_sin, q, k)
+        qk, v = self.qkv_proj(hidden).split([self.q_size + self.kv_size, self.kv_size], dim=-1)
+        q, k = self.rotary.rotate(cos_sin, qk).split([self.q_size, self.kv_size], dim=-1)
         return self.o_proj(self.attn(q, k.contiguous(), v.contiguous()))
 
 
