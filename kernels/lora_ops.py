@@ -162,17 +162,23 @@ def add_lora_ref(
 ) -> None:
     """Reference of :func:`add_lora` (what the CPU engine runs): one segment of tokens per active slot.
 
-    Semantics: ``lora_shrink_ref`` then ``lora_expand_ref`` (fp32 accumulation, slot rank respected),
-    computed per active slot with the slot's actual rank in two matmuls: the shrink of all slices
-    against their stacked A rows, the expand against the block-diagonal of their B columns (few,
-    large ops: on a busy CPU each multi-threaded op can wait a scheduler tick for its threads).
-    Rows are gathered/scattered only when the slot does not cover them all.
+    Semantics: ``lora_shrink_ref`` then ``lora_expand_ref`` with the slot's actual rank, in two
+    matmuls per active slot: the shrink of all slices against their stacked A rows, the expand
+    against the block-diagonal of their B columns, added into ``out`` by ``addmm_`` (or ``index_add_``
+    when the slot does not cover every row). The matmuls run in ``out``'s dtype (CPU matmuls
+    accumulate in fp32; ``y`` is rounded to that dtype in between, as in the two-kernel GPU path):
+    upcasting bf16 operands costs more than the products at these sizes. Few, large ops also matter
+    on a busy CPU, where each multi-threaded op can wait a scheduler tick for its threads.
     """
+    dtype = out.dtype
     for slot, rank, tokens in _slot_segments(meta, x.shape[0], lora_a[0].shape[1]):
-        xs = _rows(x, tokens).float()
-        y = xs @ torch.cat([a[slot, :rank] for a in lora_a]).float().t()  # [n, num_slices * rank]
-        b_diag = torch.block_diag(*[b[slot, :, :rank] for b in lora_b]).float()  # [sum(out_i), S * rank]
-        _write_rows(out, tokens, y @ b_diag.t(), True)
+        xs = _rows(x, tokens).to(dtype)
+        y = xs @ torch.cat([a[slot, :rank] for a in lora_a]).to(dtype).t()  # [n, num_slices * rank]
+        b_diag = torch.block_diag(*[b[slot, :, :rank] for b in lora_b]).to(dtype)  # [sum(out_i), S*rank]
+        if tokens is None:
+            out.addmm_(y, b_diag.t())
+        else:
+            out.index_add_(0, tokens, y @ b_diag.t())
 
 
 def _fused_max_tokens() -> int:
