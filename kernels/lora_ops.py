@@ -130,6 +130,11 @@ def add_lora(
 ) -> None:
     """``out += x @ A^T @ B^T`` per token and slice (scaling already folded into B).
 
+    Path, chosen on the host from the token count (fixed per captured CUDA graph):
+    CPU tensors take :func:`add_lora_ref`; up to ``triton_lora_fused.FUSED_MAX_TOKENS`` tokens take
+    the one-launch fused kernel (no scratch, ``buffer`` unused); more tokens take the SGMV shrink
+    into ``buffer`` then the expand.
+
     Shape:
         out: [T, sum(out_i)]; x: [T, in]
         lora_a[i]: [max_loras, max_rank, in]; lora_b[i]: [max_loras, out_i, max_rank]
