@@ -75,7 +75,7 @@ class LLM:
             progress = tqdm(total=len(ids), desc="generating")
         try:
             while len(done) < len(ids):
-                for out in self.engine.step():
+                for out in self.engine.step(finished_only=True):
                     if out.finished and out.request_id in wanted:
                         done[out.request_id] = out
                         if progress is not None:

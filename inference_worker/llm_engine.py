@@ -183,8 +183,9 @@ class LLMEngine:
         return bool(self.requests)
 
     # ---- the step ------------------------------------------------------------------------------
-    def step(self) -> list[RequestOutput]:
-        """Schedule and run one batch; returns a snapshot of every request that made progress."""
+    def step(self, finished_only: bool = False) -> list[RequestOutput]:
+        """Schedule and run one batch; returns a snapshot of every request that made progress (only of
+        those that finished with `finished_only`, for callers that do not stream)."""
         batch = self.scheduler.schedule()
         if batch.is_empty:
             return []
@@ -199,7 +200,10 @@ class LLMEngine:
             self.block_manager.cache_blocks(seq)
             if seq.is_finished:
                 self._release(seq)
-        outputs = [state.snapshot() for state in touched.values()]
+        states = touched.values()
+        if finished_only:
+            states = [state for state in states if state.finished]
+        outputs = [state.snapshot() for state in states]
         for out in outputs:
             if out.finished:
                 del self.requests[out.request_id]

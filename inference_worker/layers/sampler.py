@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 
 import torch
@@ -78,10 +79,21 @@ class Sampler(nn.Module):
         if any(p.min_p > 0.0 for p in params):
             min_p = torch.tensor([p.min_p for p in params], device=device).unsqueeze(1)
             probs = probs.masked_fill(probs < min_p * probs.max(dim=-1, keepdim=True).values, 0.0)
-        q = torch.empty_like(probs)
-        for row, gen in enumerate(generators):
+        return (probs / _exponential_noise(probs, generators)).argmax(dim=-1)
+
+
+def _exponential_noise(probs: torch.Tensor, generators: list[torch.Generator | None]) -> torch.Tensor:
+    """Exp(1) noise per row from that row's generator. Rows sharing one generator (the engine's, for
+    unseeded requests) draw in one call; a seeded row then redraws from its own generator, so its
+    samples do not depend on what else is in the batch."""
+    q = torch.empty_like(probs)
+    shared, count = Counter(generators).most_common(1)[0]
+    if count > 1:  # a seeded row's generator is its own: only a shared one appears more than once
+        q.exponential_(generator=shared)
+    for row, gen in enumerate(generators):
+        if gen is not shared or count == 1:
             q[row].exponential_(generator=gen)
-        return (probs / q).argmax(dim=-1)
+    return q
 
 
 def apply_penalties(logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:

@@ -81,3 +81,16 @@ def test_logprobs_ranks_and_top_k():
     assert set(top) == {1, 3}
     assert top[3][1] == 2 and abs(top[3][0] - expected[3].item()) < 1e-6
     assert abs(result.logprobs[0] - expected[1].item()) < 1e-6
+
+
+def test_seeded_row_ignores_rows_that_share_the_engine_generator():
+    """Unseeded rows draw their noise in one call from the shared generator; a seeded row's token is
+    still the one it gets alone."""
+    logits = torch.zeros(5, 1000)
+    p = SamplingParams(temperature=1.0)
+    alone = Sampler(set())(logits[:1], seqs_for(p), [torch.Generator().manual_seed(9)]).token_ids[0]
+    shared = torch.Generator().manual_seed(0)
+    mixed = [shared, shared, torch.Generator().manual_seed(9), shared, shared]
+    tokens = Sampler(set())(logits, seqs_for(*[p] * 5), mixed).token_ids
+    assert tokens[2] == alone
+    assert len(set(tokens[:2] + tokens[3:])) > 1
