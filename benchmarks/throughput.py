@@ -86,7 +86,7 @@ def run_engine(llm: LLM, prompts: list, params: SamplingParams) -> dict:
         sched = engine.scheduler
         is_decode = not sched.waiting and all(s.num_computed_tokens == len(s) - 1 for s in sched.running)
         t0 = time.perf_counter()
-        outs = engine.step()
+        outs = engine.step(finished_only=True)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         if is_decode:
