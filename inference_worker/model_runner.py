@@ -203,11 +203,11 @@ class ModelRunner:
         if not versions:
             return None
         slot_of = self.lora_manager.activate(versions)
-        token_slots = torch.full((num_tokens,), -1, dtype=torch.int32)  # padding rows: no adapter
-        offset = 0
+        slots: list[int] = []
         for seq, num_new in zip(batch.seqs, batch.num_new_tokens, strict=False):
-            token_slots[offset : offset + num_new] = slot_of[seq.lora_version] if seq.lora_version else -1
-            offset += num_new
+            slots.extend([slot_of[seq.lora_version] if seq.lora_version else -1] * num_new)
+        slots.extend([-1] * (num_tokens - len(slots)))  # padding rows: no adapter
+        token_slots = torch.tensor(slots, dtype=torch.int32)
         meta = self.lora_manager.meta
         meta.prepare(token_slots, self.lora_manager.slot_rank)
         return meta
