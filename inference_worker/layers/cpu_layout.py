@@ -18,11 +18,14 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 _BATCH_HINT = 8  # oneDNN picks the blocked layout for this many rows; any row count runs with it
+# A oneDNN call costs ~13 us more than F.linear: below this many weights (tiny test models) it loses.
+MIN_PACKED_NUMEL = 2**18
 
 
-def can_pack(weight: torch.Tensor) -> bool:
+def can_pack(weight: torch.Tensor, min_numel: int = MIN_PACKED_NUMEL) -> bool:
     return (
-        weight.device.type == "cpu"
+        weight.numel() >= min_numel
+        and weight.device.type == "cpu"
         and weight.dtype == torch.float32
         and weight.dim() == 2
         and torch.backends.mkldnn.is_available()
@@ -39,12 +42,12 @@ def packed_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | No
     return torch.ops.mkldnn._linear_pointwise(x.contiguous(), packed, bias, "none", [], "")
 
 
-def pack_linear_weights(model: nn.Module) -> int:
-    """Give every module with a `packed_weight` slot (the engine's linear layers and LM head) its
-    packed weight; returns how many were packed (0 when oneDNN is unavailable or the dtype is not fp32)."""
+def pack_linear_weights(model: nn.Module, min_numel: int = MIN_PACKED_NUMEL) -> int:
+    """Give every module with a `packed_weight` slot (the engine's linear layers and LM head) and at
+    least `min_numel` fp32 weights its packed weight; returns how many were packed (0 without oneDNN)."""
     count = 0
     for module in model.modules():
-        if hasattr(module, "packed_weight") and can_pack(module.weight):
+        if hasattr(module, "packed_weight") and can_pack(module.weight, min_numel):
             module.packed_weight = pack_weight(module.weight)
             count += 1
     logger.info("packed %d CPU weight matrices for oneDNN", count)

@@ -30,20 +30,20 @@ def test_pack_linear_weights_keeps_outputs_and_dense_weights():
         p.data.normal_()
     x = torch.randn(3, 32)
     before = {name: module(x) for name, module in model.items()}
-    assert pack_linear_weights(model) == 2
+    assert pack_linear_weights(model, min_numel=0) == 2
     for name, module in model.items():
         assert module.packed_weight is not None and module.weight.is_contiguous()
         torch.testing.assert_close(module(x), before[name])
 
 
 def test_only_fp32_cpu_weights_are_packed():
-    assert not can_pack(torch.zeros(4, 4, dtype=torch.bfloat16))
+    assert not can_pack(torch.zeros(4, 4, dtype=torch.bfloat16), min_numel=0)
     layer = FusedLinear(8, [8], ["o_proj"]).to(torch.float16)
-    assert pack_linear_weights(layer) == 0 and layer.packed_weight is None
+    assert pack_linear_weights(layer, min_numel=0) == 0 and layer.packed_weight is None
+    assert not can_pack(torch.zeros(4, 4)) and can_pack(torch.zeros(4, 4), min_numel=16)
 
 
-def test_cpu_engine_packs_its_projections(tiny_llama_llm):
+def test_cpu_engine_packs_only_large_projections(tiny_llama_llm):
     model = tiny_llama_llm.engine.runner.model
-    layer = model.model.layers[0]
-    assert layer.self_attn.qkv_proj.packed_weight is not None
-    assert model.lm_head.packed_weight is not None
+    assert model.model.layers[0].self_attn.qkv_proj.packed_weight is None  # 64 x 128: F.linear is faster
+    assert model.lm_head.packed_weight is not None  # 49152 x 64
