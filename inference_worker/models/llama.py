@@ -55,7 +55,7 @@ class LlamaAttention(nn.Module):
     def forward(self, cos_sin: RopeRows, hidden: torch.Tensor) -> torch.Tensor:
         qk, v = self.qkv_proj(hidden).split([self.q_size + self.kv_size, self.kv_size], dim=-1)
         q, k = self.rotary.rotate(cos_sin, qk).split([self.q_size, self.kv_size], dim=-1)
-        return self.o_proj(self.attn(q, k.contiguous(), v.contiguous()))
+        return self.o_proj(self.attn(q, k, v))  # row-strided views: the KV store copies only what it keeps
 
 
 class LlamaMLP(nn.Module):
