@@ -144,15 +144,15 @@ class ModelRunner:
             if end == len(seq):
                 rows.append(cu[-1] - 1)
                 sample_seqs.append(seq)
-        num_tokens, num_seqs = len(ids), len(batch.seqs)
+        num_tokens = len(ids)
         longs = self._to_device(ids + positions + slots + rows, torch.long)
-        ints, tables = self._ints_and_tables(batch.seqs, seq_lens + cu)
+        seq_lens_t, cu_t, tables = self._ints_and_tables(batch.seqs, seq_lens, cu)
         ctx = Context(
             is_prefill=True,
             slot_mapping=longs[2 * num_tokens : 3 * num_tokens],
             block_tables=tables,
-            cu_seqlens_q=ints[num_seqs:],
-            seq_lens=ints[:num_seqs],
+            cu_seqlens_q=cu_t,
+            seq_lens=seq_lens_t,
             max_seqlen_q=max(batch.num_new_tokens),
         )
         input_ids, positions = longs[:num_tokens], longs[num_tokens : 2 * num_tokens]
@@ -167,27 +167,35 @@ class ModelRunner:
         slots = [s.block_table[p // bs] * bs + p % bs for s, p in zip(seqs, positions, strict=False)]
         n = len(seqs)
         longs = self._to_device(ids + positions + slots, torch.long)
-        ints, tables = self._ints_and_tables(seqs, seq_lens + list(range(n + 1)))
+        seq_lens_t, cu_t, tables = self._ints_and_tables(seqs, seq_lens, list(range(n + 1)))
         ctx = Context(
             is_prefill=False,
             slot_mapping=longs[2 * n :],
             block_tables=tables,
-            context_lens=ints[:n],
-            cu_seqlens_q=ints[n:],
-            seq_lens=ints[:n],
+            context_lens=seq_lens_t,
+            cu_seqlens_q=cu_t,
+            seq_lens=seq_lens_t,
             max_seqlen_q=1,
         )
         return longs[:n], longs[n : 2 * n], ctx, None, seqs
 
-    def _ints_and_tables(self, seqs: list[Sequence], ints: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """One int32 transfer holding `ints` then the padded block tables [B, max_blocks]."""
+    def _ints_and_tables(self, seqs: list[Sequence], *segments: list[int]) -> list[torch.Tensor]:
+        """One int32 transfer: each segment, then the padded block tables [B, max_blocks]; every part
+        starts 16-byte aligned (what Triton specializes its pointer arguments on)."""
         width = max(len(s.block_table) for s in seqs)
-        flat = list(ints)
+        flat: list[int] = []
+        bounds = []
+        for segment in segments:
+            bounds.append((len(flat), len(segment)))
+            flat.extend(segment)
+            flat.extend([0] * (-len(flat) % 4))
+        start = len(flat)
         for s in seqs:
             flat.extend(s.block_table)
             flat.extend([0] * (width - len(s.block_table)))
         values = self._to_device(flat, torch.int32)
-        return values[: len(ints)], values[len(ints) :].view(len(seqs), width)
+        parts = [values[offset : offset + size] for offset, size in bounds]
+        return [*parts, values[start:].view(len(seqs), width)]
 
     def _to_device(self, values: list[int], dtype: torch.dtype) -> torch.Tensor:
         if self.device.type == "cpu":
