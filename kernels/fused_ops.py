@@ -1,0 +1,97 @@
+"""Fused element-wise ops of the decoder layer: Triton on CUDA, the PyTorch references elsewhere.
+
+The references are the engine's CPU code (HF Llama numerics), so the CPU path stays bit-identical.
+The Triton kernels may overwrite their inputs (documented per op): callers pass tensors they no
+longer need and use only the returned ones. See :mod:`kernels.dispatch` for when Triton runs.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from kernels.dispatch import use_triton
+
+
+def rms_norm_ref(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """RMSNorm computed in fp32 as HF Llama does. Shape: x [..., hidden], weight [hidden] -> [..., hidden]."""
+    dtype = x.dtype
+    x = x.float()
+    x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * x.to(dtype)
+
+
+def add_rms_norm_ref(
+    x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference for :func:`add_rms_norm` (returns new tensors, never writes its inputs)."""
+    residual = x if residual is None else x + residual
+    return rms_norm_ref(residual, weight, eps), residual
+
+
+def add_rms_norm(
+    x: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Residual add then RMSNorm.
+
+    Semantics::
+
+        new_residual = x if residual is None else x + residual   # rounded to x.dtype
+        normed = weight * (new_residual * rsqrt(mean(new_residual**2) + eps)).to(x.dtype)
+        return normed, new_residual
+
+    Shape: x, residual [T, hidden]; weight [hidden] -> ([T, hidden], [T, hidden]).
+    Triton path: with a residual, the new residual is written into ``residual`` and ``normed`` into
+    ``x`` (one launch, no allocation); without one, ``x`` itself is returned as the residual.
+    """
+    if use_triton(x):
+        from kernels import triton_fused_ops
+
+        return triton_fused_ops.add_rms_norm(x, residual, weight, eps)
+    return add_rms_norm_ref(x, residual, weight, eps)
+
+
+def silu_and_mul_ref(x: torch.Tensor) -> torch.Tensor:
+    """Reference for :func:`silu_and_mul`."""
+    gate, up = x.split(x.shape[-1] // 2, dim=-1)
+    return F.silu(gate) * up
+
+
+def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
+    """SwiGLU activation over a fused gate_up output.
+
+    Semantics: ``out[t, i] = silu(x[t, i]) * x[t, I + i]`` (silu rounded to x.dtype before the product).
+    Shape: x [T, 2I] -> [T, I].
+    """
+    if use_triton(x):
+        from kernels import triton_fused_ops
+
+        return triton_fused_ops.silu_and_mul(x)
+    return silu_and_mul_ref(x)
+
+
+def rotary_embedding_ref(
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, head_dim: int
+) -> torch.Tensor:
+    """Reference for :func:`rotary_embedding` (returns a new tensor)."""
+    shape, dtype = x.shape, x.dtype
+    x = x.reshape(shape[0], -1, head_dim).float()
+    out = x * cos + x.roll(head_dim // 2, dims=-1) * sin
+    return out.to(dtype).view(shape)
+
+
+def rotary_embedding(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """Rotate-half RoPE on every head of ``x`` (q and k heads side by side).
+
+    Semantics: per token t and head h, with ``xh = x[t, h*D:(h+1)*D]`` in fp32 and ``half = D // 2``::
+
+        out = xh * cos[t] + roll(xh, half) * sin[t]     # sin rows carry their first half negated
+
+    Shape: x [T, n*D] (rows may be strided, last dim contiguous); cos, sin [T, 1, D] fp32 -> [T, n*D].
+    Triton path: rotates ``x`` in place and returns it.
+    """
+    if use_triton(x):
+        from kernels import triton_fused_ops
+
+        return triton_fused_ops.rotary_embedding(x, cos, sin, head_dim)
+    return rotary_embedding_ref(x, cos, sin, head_dim)
