@@ -1,9 +1,11 @@
-"""RMSNorm, computed in fp32 as HF Llama does."""
+"""RMSNorm, computed in fp32 as HF Llama does (one fused Triton launch on CUDA, see kernels.fused_ops)."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from kernels import fused_ops
 
 
 class RMSNorm(nn.Module):
@@ -13,12 +15,14 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(hidden_size), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.float()
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
-        return self.weight * x.to(dtype)
+        return fused_ops.add_rms_norm(x, None, self.weight, self.eps)[0]
 
-    def forward_add(self, x: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Residual add then norm; returns (normed, new residual)."""
-        residual = x + residual
-        return self.forward(residual), residual
+    def forward_add(
+        self, x: torch.Tensor, residual: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Residual add (none when `residual` is None) then norm; returns (normed, new residual).
+
+        On CUDA `x` and `residual` are overwritten (see `fused_ops.add_rms_norm`): pass only tensors
+        the caller no longer reads.
+        """
+        return fused_ops.add_rms_norm(x, residual, self.weight, self.eps)

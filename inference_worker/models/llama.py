@@ -8,7 +8,6 @@ attention is exact).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from inference_worker.layers.attention import Attention
@@ -16,6 +15,7 @@ from inference_worker.layers.embedding import LMHead, VocabEmbedding
 from inference_worker.layers.linear import gate_up_linear, qkv_linear, single_linear
 from inference_worker.layers.norm import RMSNorm
 from inference_worker.layers.rotary import RotaryEmbedding
+from kernels.fused_ops import silu_and_mul
 
 # HF checkpoint name fragment -> (our fused module fragment, shard name)
 STACKED_PARAMS = [
@@ -67,8 +67,7 @@ class LlamaMLP(nn.Module):
         self.intermediate_size = config.intermediate_size
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        gate, up = self.gate_up_proj(x).split(self.intermediate_size, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(silu_and_mul(self.gate_up_proj(x)))
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -82,10 +81,7 @@ class LlamaDecoderLayer(nn.Module):
     def forward(
         self, cos_sin: RopeRows, hidden: torch.Tensor, residual: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        if residual is None:
-            residual, hidden = hidden, self.input_layernorm(hidden)
-        else:
-            hidden, residual = self.input_layernorm.forward_add(hidden, residual)
+        hidden, residual = self.input_layernorm.forward_add(hidden, residual)
         hidden = self.self_attn(cos_sin, hidden)
         hidden, residual = self.post_attention_layernorm.forward_add(hidden, residual)
         return self.mlp(hidden), residual
