@@ -125,7 +125,11 @@ class LLMEngine:
             detok = None
             if params.detokenize and self.tokenizer is not None:
                 detok = IncrementalDetokenizer(
-                    self.tokenizer, prompt_ids, params.skip_special_tokens, params.stop_strings
+                    self.tokenizer,
+                    prompt_ids,
+                    params.skip_special_tokens,
+                    params.stop_strings,
+                    params.include_stop_str_in_output,
                 )
             state.detokenizers.append(detok)
         return state

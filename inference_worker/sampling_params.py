@@ -21,6 +21,7 @@ class SamplingParams:
     Semantics (as vLLM): temperature 0 is greedy; top_k 0 or -1 is off; top_p 1 and min_p 0 are off;
     penalties follow OpenAI (presence/frequency over generated tokens) and CTRL (repetition over prompt
     and generated tokens); `stop` strings are never emitted and are found across token boundaries;
+    `include_stop_str_in_output` keeps the matched stop string at the end of the text instead;
     `stop_token_ids` and EOS end a completion (EOS unless ignore_eos). `seed` makes a request's samples
     reproducible whatever else is in the batch. `logprobs=k` returns the top-k logprobs of each token plus
     the sampled one.
@@ -43,6 +44,7 @@ class SamplingParams:
     skip_special_tokens: bool = True
     min_tokens: int = 0
     detokenize: bool = True
+    include_stop_str_in_output: bool = False
     stop_strings: list[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

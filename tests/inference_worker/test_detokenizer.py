@@ -12,9 +12,9 @@ def tokenizer(demo_model_path):
     return AutoTokenizer.from_pretrained(demo_model_path)
 
 
-def stream(tokenizer, text: str, stop=()):
+def stream(tokenizer, text: str, stop=(), include_stop: bool = False):
     prompt = tokenizer.encode("Say:")
-    detok = IncrementalDetokenizer(tokenizer, prompt, True, list(stop))
+    detok = IncrementalDetokenizer(tokenizer, prompt, True, list(stop), include_stop)
     seen, found = [], None
     for token in tokenizer.encode(text):
         found = detok.add_token(token)
@@ -40,6 +40,15 @@ def test_stop_string_across_tokens_is_not_emitted(tokenizer):
     assert found == "END of"
     assert detok.text == "The answer is 42. "
     assert all("END" not in s for s in seen)
+
+
+def test_include_stop_str_keeps_the_stop_string_and_drops_what_follows(tokenizer):
+    detok, seen, found = stream(tokenizer, "The answer is 42. END of the story", ["END of"], True)
+    assert found == "END of"
+    assert detok.text == "The answer is 42. END of"
+    assert seen[-1] == detok.text and all(
+        later.startswith(s) for s, later in zip(seen, seen[1:], strict=False)
+    )
 
 
 def test_earliest_stop_string_wins(tokenizer):

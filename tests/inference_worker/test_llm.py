@@ -86,6 +86,19 @@ def test_stop_token_ids_and_stop_strings(tiny_llama_llm):
         assert stop_text not in c.text and base.text.startswith(c.text)
 
 
+def test_include_stop_str_in_output_keeps_the_stop_string(tiny_llama_llm):
+    prompt, greedy = ["Once upon a time"], {"temperature": 0, "ignore_eos": True}
+    base = tiny_llama_llm.generate(prompt, SamplingParams(max_tokens=12, **greedy))[0].outputs[0]
+    stop_text = next(base.text[i : i + 3] for i in range(2, len(base.text)) if base.text[i : i + 3].strip())
+    cut = base.text.index(stop_text)
+    params = SamplingParams(stop=[stop_text], include_stop_str_in_output=True, **greedy)
+    c = tiny_llama_llm.generate(prompt, params)[0].outputs[0]
+    assert c.finish_reason == "stop" and c.stop_reason == stop_text
+    assert c.text == base.text[: cut + len(stop_text)]
+    without = tiny_llama_llm.generate(prompt, SamplingParams(stop=[stop_text], **greedy))[0].outputs[0]
+    assert without.text == base.text[:cut]
+
+
 def test_n_and_seed_reproduce(tiny_llama_llm):
     params = SamplingParams(n=3, temperature=1.0, seed=7, max_tokens=8)
     first = tiny_llama_llm.generate(["Tell me"], params)[0]

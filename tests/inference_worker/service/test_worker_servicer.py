@@ -97,6 +97,10 @@ def test_set_sampling_fields_win_even_when_zero_and_floats_keep_their_decimal():
     params = sampling_params_from_proto(msg)
     assert (params.temperature, params.top_p, params.top_k, params.seed) == (0.0, 0.9, 0, 7)
     assert (params.stop_strings, params.stop_token_ids, params.min_tokens) == (["\n"], [2], 1)
+    assert params.include_stop_str_in_output is False
+    assert sampling_params_from_proto(
+        pb.SamplingParams(stop=["\n"], include_stop_str_in_output=True)
+    ).include_stop_str_in_output
 
 
 def test_bad_or_unsupported_sampling_fields_are_invalid_arguments():
