@@ -8,6 +8,7 @@ prompt (text as given; token ids as the worker's prompt token strings).
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -34,15 +35,22 @@ class Choice:
 
 
 def completion_logprobs(entries: list[pb.TokenLogprob], start_offset: int = 0) -> dict:
-    """OpenAI completions `logprobs`: tokens, token_logprobs, top_logprobs, text_offset."""
+    """OpenAI completions `logprobs`: tokens, token_logprobs, top_logprobs, text_offset.
+
+    Semantics: an entry whose logprob is NaN (the first prompt token of an echo: nothing predicts it)
+    has None as its token_logprob and top_logprobs, as OpenAI and vLLM answer."""
     offsets, offset = [], start_offset
     for entry in entries:
         offsets.append(offset)
         offset += len(entry.token)
+    scored = [not math.isnan(e.logprob) for e in entries]
     return {
         "tokens": [e.token for e in entries],
-        "token_logprobs": [e.logprob for e in entries],
-        "top_logprobs": [{t.token: t.logprob for t in e.top_logprobs} for e in entries],
+        "token_logprobs": [e.logprob if ok else None for e, ok in zip(entries, scored, strict=True)],
+        "top_logprobs": [
+            {t.token: t.logprob for t in e.top_logprobs} if ok else None
+            for e, ok in zip(entries, scored, strict=True)
+        ],
         "text_offset": offsets,
     }
 

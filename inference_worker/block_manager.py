@@ -72,8 +72,9 @@ class BlockManager:
         return 1.0 - self.num_free_blocks / self.num_blocks
 
     def _cached_prefix(self, seq: Sequence) -> tuple[list[int], list[bytes]]:
-        """Block ids and hashes of the longest cached prefix (full blocks, leaving >= 1 token to compute)."""
-        if not self.enable_prefix_caching:
+        """Block ids and hashes of the longest cached prefix (full blocks, leaving >= 1 token to compute);
+        none for a request that asks for prompt logprobs (it needs the logits of every prompt position)."""
+        if not self.enable_prefix_caching or seq.params.prompt_logprobs is not None:
             return [], []
         ids, hashes, prev = [], [], None
         for i in range((len(seq) - 1) // self.block_size):

@@ -112,6 +112,8 @@ class LLMEngine:
         prompt_text, prompt_ids = self._tokenize(prompt)
         version = self._lora_version(lora_request)
         state = RequestState(request_id, prompt_text, prompt_ids, params, [], [], lora_request)
+        if params.prompt_logprobs is not None:
+            state.prompt_logprobs = [None] * len(prompt_ids)
         for index in range(params.n):
             seq = Sequence(
                 prompt_ids,
@@ -193,7 +195,11 @@ class LLMEngine:
         batch = self.scheduler.schedule()
         if batch.is_empty:
             return []
-        sampled, result = self.runner.execute(batch)
+        sampled, result, prompt_logprobs = self.runner.execute(batch)
+        for scored in prompt_logprobs:
+            entries = self.requests[scored.seq.request_id].prompt_logprobs
+            for offset, top in enumerate(scored.entries):
+                entries[scored.first_token + offset] = self._logprob_dict(top)
         for seq, num_new in zip(batch.seqs, batch.num_new_tokens, strict=False):
             seq.num_computed_tokens += num_new
         touched: dict[str, RequestState] = {}
@@ -218,12 +224,7 @@ class LLMEngine:
         seq.append_token(token)
         if result.logprobs[i] is not None:
             seq.cumulative_logprob += result.logprobs[i]
-            seq.output_logprobs.append(
-                {
-                    t: Logprob(lp, rank, self._decode_one(t))
-                    for t, (lp, rank) in result.top_logprobs[i].items()
-                }
-            )
+            seq.output_logprobs.append(self._logprob_dict(result.top_logprobs[i]))
         params = seq.params
         is_eos = token in self.eos_token_ids and not params.ignore_eos
         detok = self.requests[seq.request_id].detokenizers[seq.index]
@@ -241,6 +242,9 @@ class LLMEngine:
             or len(seq) >= self.max_model_len
         ):
             self._finish(seq, "length", None)
+
+    def _logprob_dict(self, top: dict[int, tuple[float, int]]) -> dict[int, Logprob]:
+        return {t: Logprob(lp, rank, self._decode_one(t)) for t, (lp, rank) in top.items()}
 
     def _decode_one(self, token_id: int) -> str | None:
         return None if self.tokenizer is None else self.tokenizer.decode([token_id])

@@ -18,6 +18,7 @@ from inference_worker.cuda_graphs import CudaGraphRunner
 from inference_worker.layers.attention import Attention
 from inference_worker.layers.sampler import Sampler, SampleResult
 from inference_worker.models.llama import head_dim_of
+from inference_worker.prompt_logprobs import PromptLogprobs, compute_prompt_logprobs, prompt_logprob_spans
 from inference_worker.scheduler import ScheduledBatch
 from inference_worker.sequence import Sequence
 
@@ -108,9 +109,13 @@ class ModelRunner:
 
     # ---- one step -------------------------------------------------------------------------------
     @torch.inference_mode()
-    def execute(self, batch: ScheduledBatch) -> tuple[list[Sequence], SampleResult | None]:
-        """Run one scheduled batch; returns the sequences that got a new token and the samples."""
+    def execute(
+        self, batch: ScheduledBatch
+    ) -> tuple[list[Sequence], SampleResult | None, list[PromptLogprobs]]:
+        """Run one scheduled batch; returns the sequences that got a new token, the samples, and the
+        prompt logprobs this step scored (prefill chunks of requests that ask for them)."""
         is_decode = batch.is_decode
+        spans = [] if is_decode else prompt_logprob_spans(batch.seqs, batch.num_new_tokens)
         input_ids, positions, ctx, logits_rows, sample_seqs = self._prepare(batch, is_decode)
         use_graph = is_decode and self.graphs is not None and self.graphs.can_run(len(batch.seqs))
         num_tokens = self.graphs.bucket_for(len(batch.seqs)) if use_graph else len(input_ids)
@@ -120,12 +125,14 @@ class ModelRunner:
         else:
             with set_context(ctx):
                 hidden = self.model(input_ids, positions)
+        prompt_logprobs = compute_prompt_logprobs(self.model, hidden, spans) if spans else []
         if not sample_seqs:
-            return [], None
+            return [], None, prompt_logprobs
         if logits_rows is not None and len(sample_seqs) < hidden.shape[0]:
             hidden = hidden[logits_rows]  # else every row is sampled, in order
         logits = self.model.compute_logits(hidden)
-        return sample_seqs, self.sampler(logits, sample_seqs, [self._generator(s) for s in sample_seqs])
+        result = self.sampler(logits, sample_seqs, [self._generator(s) for s in sample_seqs])
+        return sample_seqs, result, prompt_logprobs
 
     def _prepare(self, batch: ScheduledBatch, is_decode: bool):
         """Host lists -> this step's tensors: two host-to-device copies (int64 and int32), no syncs."""

@@ -34,6 +34,9 @@ class CompletionOutput:
 
 @dataclass
 class RequestOutput:
+    """A request's snapshot. `prompt_logprobs` (when the request asked): per prompt token, None for the
+    first, then {token_id: Logprob} of that token given the ones before it plus the top-k alternatives."""
+
     request_id: str
     prompt: str | None
     prompt_token_ids: list[int]
@@ -41,6 +44,7 @@ class RequestOutput:
     finished: bool
     num_cached_tokens: int = 0
     lora_request: object | None = None
+    prompt_logprobs: list[dict[int, Logprob] | None] | None = None
 
 
 @dataclass(frozen=True)

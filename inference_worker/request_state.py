@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from inference_worker.detokenizer import IncrementalDetokenizer
-from inference_worker.outputs import CompletionOutput, RequestOutput
+from inference_worker.outputs import CompletionOutput, Logprob, RequestOutput
 from inference_worker.sampling_params import SamplingParams
 from inference_worker.sequence import Sequence
 
@@ -19,6 +19,7 @@ class RequestState:
     seqs: list[Sequence]
     detokenizers: list[IncrementalDetokenizer | None]
     lora_request: object | None = None
+    prompt_logprobs: list[dict[int, Logprob] | None] | None = None  # by prompt position (entry 0: None)
 
     @property
     def finished(self) -> bool:
@@ -49,4 +50,5 @@ class RequestState:
             finished=self.finished,
             num_cached_tokens=max((s.num_cached_tokens for s in self.seqs), default=0),
             lora_request=self.lora_request,
+            prompt_logprobs=None if self.prompt_logprobs is None else list(self.prompt_logprobs),
         )

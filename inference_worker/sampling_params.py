@@ -24,7 +24,9 @@ class SamplingParams:
     `include_stop_str_in_output` keeps the matched stop string at the end of the text instead;
     `stop_token_ids` and EOS end a completion (EOS unless ignore_eos). `seed` makes a request's samples
     reproducible whatever else is in the batch. `logprobs=k` returns the top-k logprobs of each token plus
-    the sampled one.
+    the sampled one. `prompt_logprobs=k` returns, for every prompt token after the first, its logprob given
+    the tokens before it plus the top-k alternatives (the first entry is None); such a request does not
+    reuse prefix-cached KV, since every prompt position's logits are needed.
     """
 
     n: int = 1
@@ -45,6 +47,7 @@ class SamplingParams:
     min_tokens: int = 0
     detokenize: bool = True
     include_stop_str_in_output: bool = False
+    prompt_logprobs: int | None = None
     stop_strings: list[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -72,6 +75,11 @@ class SamplingParams:
             self.logprobs is None or 0 <= self.logprobs <= MAX_LOGPROBS,
             "logprobs",
             f"must be in [0, {MAX_LOGPROBS}], got {self.logprobs}",
+        )
+        _check(
+            self.prompt_logprobs is None or 0 <= self.prompt_logprobs <= MAX_LOGPROBS,
+            "prompt_logprobs",
+            f"must be in [0, {MAX_LOGPROBS}], got {self.prompt_logprobs}",
         )
         _check(self.min_tokens >= 0, "min_tokens", f"must be >= 0, got {self.min_tokens}")
         _check(all(s for s in self.stop_strings), "stop", "stop strings must not be empty")

@@ -9,6 +9,7 @@ import asyncio
 import dataclasses
 import inspect
 import logging
+import math
 import struct
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -146,6 +147,18 @@ def _token_logprobs(token_ids: Sequence[int], entries: Sequence[dict] | None) ->
     return result
 
 
+def prompt_logprobs_to_proto(output: Any, tokenizer: Any) -> list[pb.TokenLogprob]:
+    """A RequestOutput's prompt logprobs as protos (empty when not asked). The first prompt token has no
+    logprob (None in the engine): it is sent with its text, logprob NaN, rank 0 and no alternatives."""
+    entries = getattr(output, "prompt_logprobs", None)
+    if not entries:
+        return []
+    ids = list(output.prompt_token_ids)
+    first_text = tokenizer.decode([ids[0]]) if tokenizer is not None else ""
+    first = pb.TokenLogprob(token_id=ids[0], token=first_text, logprob=math.nan, rank=0)
+    return [first, *_token_logprobs(ids[1:], entries[1:])]
+
+
 def chunk_from_completion(completion: Any, send_finish: bool) -> pb.GenerateChunk | None:
     """One choice's new output as a chunk (with its finish reason when `send_finish`); None when there is
     nothing new to send."""
@@ -259,6 +272,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 start=pb.GenerateStart(
                     request_id=request_id,
                     prompt_token_ids=list(first.prompt_token_ids),
+                    prompt_logprobs=prompt_logprobs_to_proto(first, self.engine.tokenizer),
                     model=request.model or self.models.base_name,
                 )
             )

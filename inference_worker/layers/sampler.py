@@ -53,7 +53,7 @@ class Sampler(nn.Module):
         token_list = tokens.tolist()
         if logprobs is None:
             return SampleResult(token_list, [None] * len(seqs), [None] * len(seqs))
-        return _gather_logprobs(logprobs, tokens, params)
+        return gather_logprobs(logprobs, tokens, [p.logprobs for p in params])
 
     def _suppress_stop(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
         logits = logits.clone()
@@ -137,21 +137,23 @@ def _apply_top_p(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     return logits.masked_fill(remove, -float("inf"))
 
 
-def _gather_logprobs(logprobs: torch.Tensor, tokens: torch.Tensor, params) -> SampleResult:
+def gather_logprobs(logprobs: torch.Tensor, tokens: torch.Tensor, ks: list[int | None]) -> SampleResult:
+    """Per row: the logprob and rank of `tokens[row]`, and with ks[row] = k (None: none asked) a dict of
+    it plus the top-k {token: (logprob, rank)}. Shape: logprobs [B, V], tokens [B]."""
     sampled = logprobs.gather(1, tokens.unsqueeze(1)).squeeze(1)
     ranks = (logprobs > sampled.unsqueeze(1)).sum(dim=1) + 1
-    max_k = max(p.logprobs or 0 for p in params)
+    max_k = max(k or 0 for k in ks)
     top_vals, top_ids = logprobs.topk(max_k, dim=-1) if max_k else (None, None)
     token_list, lp_list, rank_list = tokens.tolist(), sampled.tolist(), ranks.tolist()
     tops: list[dict[int, tuple[float, int]] | None] = []
-    for row, p in enumerate(params):
-        if p.logprobs is None:
+    for row, k in enumerate(ks):
+        if k is None:
             tops.append(None)
             continue
         top = {token_list[row]: (lp_list[row], rank_list[row])}
-        if p.logprobs:
+        if k:
             for rank, (tid, lp) in enumerate(
-                zip(top_ids[row, : p.logprobs].tolist(), top_vals[row, : p.logprobs].tolist(), strict=False)
+                zip(top_ids[row, :k].tolist(), top_vals[row, :k].tolist(), strict=False)
             ):
                 top.setdefault(tid, (lp, rank + 1))
         tops.append(top)

@@ -160,15 +160,15 @@ def test_openai_client_paths_on_the_real_worker(served):
     assert plain.usage.completion_tokens == 16 and plain.choices[0].finish_reason == "length"
     echoed = client.completions.create(model="static-lora", prompt="Hi there", max_tokens=2, echo=True)
     assert echoed.choices[0].text.startswith("Hi there") and len(echoed.choices[0].text) > len("Hi there")
-    try:  # needs prompt logprobs from the engine
-        echoed = client.completions.create(
-            model="static-lora", prompt="Hi there", max_tokens=2, echo=True, logprobs=1
-        )
-    except openai.BadRequestError as exc:  # an engine without them: a 400 that says what to change
-        assert exc.body["param"] == "echo" and "drop echo" in exc.body["message"]
-    else:
-        tokens = echoed.choices[0].logprobs.tokens
-        assert len(tokens) == echoed.usage.prompt_tokens + echoed.usage.completion_tokens
+    echoed = client.completions.create(  # the engine's prompt logprobs
+        model="static-lora", prompt="Hi there", max_tokens=2, echo=True, logprobs=1
+    )
+    logprobs, num_prompt = echoed.choices[0].logprobs, echoed.usage.prompt_tokens
+    assert len(logprobs.tokens) == num_prompt + echoed.usage.completion_tokens
+    assert "".join(logprobs.tokens[:num_prompt]) == "Hi there"
+    assert echoed.choices[0].text.startswith("Hi there")
+    assert logprobs.token_logprobs[0] is None and logprobs.top_logprobs[0] is None
+    assert all(lp <= 0 for lp in logprobs.token_logprobs[1:]) and all(logprobs.top_logprobs[1:])
     seeded = [
         [
             c.text

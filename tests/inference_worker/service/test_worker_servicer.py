@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 
 import grpc
 import pytest
@@ -20,6 +21,7 @@ from inference_worker.servicer import (
     InferenceServicer,
     check_fits,
     chunk_from_completion,
+    prompt_logprobs_to_proto,
     sampling_params_from_proto,
 )
 from loraplane.inference.v1 import inference_pb2 as pb
@@ -103,14 +105,30 @@ def test_set_sampling_fields_win_even_when_zero_and_floats_keep_their_decimal():
     ).include_stop_str_in_output
 
 
-def test_bad_or_unsupported_sampling_fields_are_invalid_arguments():
+def test_bad_sampling_fields_are_invalid_and_prompt_logprobs_pass_through():
     with pytest.raises(errors.InvalidRequestError, match="temperature"):
         sampling_params_from_proto(pb.SamplingParams(temperature=-0.5))
-    supported = {f.name for f in dataclasses.fields(SamplingParams)}
-    unsupported = [f for f in ("prompt_logprobs", "include_stop_str_in_output") if f not in supported]
-    for name in unsupported:
-        with pytest.raises(errors.InvalidRequestError, match=name):
-            sampling_params_from_proto(pb.SamplingParams(**{name: 1}))
+    with pytest.raises(errors.InvalidRequestError, match="prompt_logprobs"):
+        sampling_params_from_proto(pb.SamplingParams(prompt_logprobs=-1))
+    assert sampling_params_from_proto(pb.SamplingParams(prompt_logprobs=2)).prompt_logprobs == 2
+    assert sampling_params_from_proto(pb.SamplingParams(prompt_logprobs=0)).prompt_logprobs == 0
+    assert sampling_params_from_proto(pb.SamplingParams()).prompt_logprobs is None
+
+
+class WordTokenizer:
+    def decode(self, ids: list[int]) -> str:
+        return "".join(f"<{i}>" for i in ids)
+
+
+def test_prompt_logprobs_become_protos_with_a_nan_first_entry():
+    entries = [None, {8: Logprob(-1.5, 3, "<8>"), 9: Logprob(-0.2, 1, "<9>")}]
+    output = RequestOutput("r", None, [7, 8], [], False, prompt_logprobs=entries)
+    first, second = prompt_logprobs_to_proto(output, WordTokenizer())
+    assert (first.token_id, first.token, first.rank, len(first.top_logprobs)) == (7, "<7>", 0, 0)
+    assert math.isnan(first.logprob)
+    assert (second.token_id, second.token, second.rank) == (8, "<8>", 3)
+    assert second.logprob == pytest.approx(-1.5) and [t.token_id for t in second.top_logprobs] == [9, 8]
+    assert prompt_logprobs_to_proto(RequestOutput("r", None, [7, 8], [], False), None) == []
 
 
 def test_chunk_carries_multibyte_text_logprobs_and_stop_reason():
