@@ -42,23 +42,22 @@ def _store_kvcache_kernel(
 
 
 @triton.jit
-def _gather_rows(
-    cache_ptr,
-    block_table_row,
-    pos,
-    valid,
-    kv_head,
-    block_size,
-    stride_block,
-    stride_tok,
-    stride_head,
-    HEAD_DIM: tl.constexpr,
-):
-    """Load cached rows ``[len(pos), HEAD_DIM]`` of one KV head at sequence positions ``pos``."""
+def _cache_offsets(block_table_row, pos, valid, block_size, stride_block, stride_tok, HEAD_DIM: tl.constexpr):
+    """Offsets ``[len(pos), HEAD_DIM]`` of the cached rows at sequence positions ``pos`` (one KV head)."""
     block = tl.load(block_table_row + pos // block_size, mask=valid, other=0).to(tl.int64)
-    row = block * stride_block + (pos % block_size) * stride_tok + kv_head * stride_head
-    dims = tl.arange(0, HEAD_DIM)
-    return tl.load(cache_ptr + row[:, None] + dims[None, :], mask=valid[:, None], other=0.0)
+    row = block * stride_block + (pos % block_size) * stride_tok
+    return row[:, None] + tl.arange(0, HEAD_DIM)[None, :]
+
+
+@triton.jit
+def _online_softmax_step(s, v, m_i, l_i, acc):
+    """Fold one tile of base-2 scores ``s`` (masked entries -inf) and its values ``v`` into the state."""
+    m_new = tl.maximum(m_i, tl.max(s, 1))
+    alpha = tl.exp2(m_i - m_new)
+    p = tl.exp2(s - m_new[:, None])
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    return m_new, l_i, acc
 
 
 @triton.jit
@@ -103,44 +102,19 @@ def _decode_kernel(
         other=0.0,
     )
     table = block_tables_ptr + pid_b.to(tl.int64) * stride_bt
+    k_head, v_head = k_cache_ptr + kv_head * stride_head, v_cache_ptr + kv_head * stride_head
     m_i = tl.full((GROUP_P2,), float("-inf"), tl.float32)
     l_i = tl.zeros((GROUP_P2,), tl.float32)
     acc = tl.zeros((GROUP_P2, HEAD_DIM), tl.float32)
     for n0 in range(start, end, BLOCK_N):
         pos = n0 + tl.arange(0, BLOCK_N)
         valid = pos < end
-        k = _gather_rows(
-            k_cache_ptr,
-            table,
-            pos,
-            valid,
-            kv_head,
-            block_size,
-            stride_block,
-            stride_tok,
-            stride_head,
-            HEAD_DIM,
-        )
-        v = _gather_rows(
-            v_cache_ptr,
-            table,
-            pos,
-            valid,
-            kv_head,
-            block_size,
-            stride_block,
-            stride_tok,
-            stride_head,
-            HEAD_DIM,
-        )
+        offs = _cache_offsets(table, pos, valid, block_size, stride_block, stride_tok, HEAD_DIM)
+        k = tl.load(k_head + offs, mask=valid[:, None], other=0.0)
+        v = tl.load(v_head + offs, mask=valid[:, None], other=0.0)
         s = tl.dot(q, tl.trans(k)) * scale_log2
         s = tl.where(valid[None, :], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+        m_i, l_i, acc = _online_softmax_step(s, v, m_i, l_i, acc)
     g_mask = (g < GROUP)[:, None]
     if NUM_SPLITS == 1:
         out = out_ptr + pid_b * stride_ob + heads[:, None] * stride_oh + dims[None, :]
@@ -220,6 +194,7 @@ def _prefill_kernel(
     )
     kv_head = head // GROUP
     table = block_tables_ptr + pid_b.to(tl.int64) * stride_bt
+    k_head, v_head = k_cache_ptr + kv_head * stride_head, v_cache_ptr + kv_head * stride_head
     m_i = tl.full((BLOCK_M,), float("-inf"), tl.float32)
     l_i = tl.zeros((BLOCK_M,), tl.float32)
     acc = tl.zeros((BLOCK_M, HEAD_DIM), tl.float32)
@@ -227,38 +202,12 @@ def _prefill_kernel(
     for n0 in range(0, kv_end, BLOCK_N):
         pos = n0 + tl.arange(0, BLOCK_N)
         valid = pos < kv_end
-        k = _gather_rows(
-            k_cache_ptr,
-            table,
-            pos,
-            valid,
-            kv_head,
-            block_size,
-            stride_block,
-            stride_tok,
-            stride_head,
-            HEAD_DIM,
-        )
-        v = _gather_rows(
-            v_cache_ptr,
-            table,
-            pos,
-            valid,
-            kv_head,
-            block_size,
-            stride_block,
-            stride_tok,
-            stride_head,
-            HEAD_DIM,
-        )
+        offs = _cache_offsets(table, pos, valid, block_size, stride_block, stride_tok, HEAD_DIM)
+        k = tl.load(k_head + offs, mask=valid[:, None], other=0.0)
+        v = tl.load(v_head + offs, mask=valid[:, None], other=0.0)
         s = tl.dot(q, tl.trans(k)) * scale_log2
         s = tl.where(valid[None, :] & (pos[None, :] <= pos_q[:, None]), s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 1))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[:, None])
-        l_i = l_i * alpha + tl.sum(p, 1)
-        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        m_i = m_new
+        m_i, l_i, acc = _online_softmax_step(s, v, m_i, l_i, acc)
     out = out_ptr + tok[:, None] * stride_ot + head * stride_oh + dims[None, :]
     tl.store(out, (acc / l_i[:, None]).to(out_ptr.dtype.element_ty), mask=row_mask[:, None])
 
