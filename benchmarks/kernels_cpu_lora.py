@@ -19,6 +19,7 @@ import torch
 from benchmarks.common import environment, format_table
 from kernels.lora_meta import LoRAKernelMeta
 from kernels.lora_ops import add_lora
+from kernels.testing import make_lora_weights
 
 log = logging.getLogger("benchmarks.kernels_cpu_lora")
 HIDDEN, KV_WIDTH, LAYERS, MAX_RANK, MAX_LORAS = 576, 192, 30, 16, 4
@@ -26,16 +27,11 @@ CASES = [("decode T16 one adapter", 16, False), ("prefill T640 one adapter", 640
 CASES.append(("prefill T640 base + 2 adapters", 640, True))
 
 
-def _weights(widths: tuple[int, ...], dtype: torch.dtype, gen: torch.Generator):
-    lora_a = [torch.randn(MAX_LORAS, MAX_RANK, HIDDEN, generator=gen).to(dtype) for _ in widths]
-    lora_b = [torch.randn(MAX_LORAS, w, MAX_RANK, generator=gen).to(dtype) for w in widths]
-    return lora_a, lora_b
-
-
 def time_case(num_tokens: int, mixed: bool, dtype: torch.dtype, repeats: int) -> float:
     """Milliseconds of one layer (qkv + o ``add_lora``)."""
     gen = torch.Generator().manual_seed(0)
-    qkv, o_proj = _weights((HIDDEN, KV_WIDTH, KV_WIDTH), dtype, gen), _weights((HIDDEN,), dtype, gen)
+    qkv = make_lora_weights(MAX_LORAS, MAX_RANK, HIDDEN, (HIDDEN, KV_WIDTH, KV_WIDTH), dtype, seed=1)
+    o_proj = make_lora_weights(MAX_LORAS, MAX_RANK, HIDDEN, (HIDDEN,), dtype, seed=2)
     slots = torch.zeros(num_tokens, dtype=torch.int32)
     if mixed:
         slots = torch.randint(-1, 2, (num_tokens,), generator=gen).to(torch.int32)
