@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from inference_worker.sequence import Sequence
 
@@ -36,7 +36,6 @@ class Block:
 class PrefixCacheStats:
     queries: int = 0
     hits: int = 0
-    extra: dict = field(default_factory=dict)
 
 
 class BlockManager:
@@ -137,10 +136,6 @@ class BlockManager:
                 self.free_ids[block_id] = None
         seq.block_table = []
         seq.block_hashes = []
-
-    def reset_prefix_cache(self) -> None:
-        for block_id in self.free_ids:
-            self._drop_hash(self.blocks[block_id])
 
     def _take(self, block_id: int) -> None:
         block = self.blocks[block_id]

@@ -30,7 +30,7 @@ class LLMEngine:
         self.config = config
         path = resolve_model_path(config.model)
         self.model_path = path
-        self.model_name = config.served_model_name or _default_name(config.model, path)
+        self.model_name = config.served_model_name or _default_name(config.model)
         self.hf_config = load_hf_config(path)
         if config.load_format != "dummy":
             checkpoint_files(path)  # a folder without weights fails here, before anything slow
@@ -266,7 +266,7 @@ class LLMEngine:
         )
 
 
-def _default_name(model: str | None, path: str) -> str:
+def _default_name(model: str | None) -> str:
     if model is None:
         from inference_worker.demo import DEMO_MODEL_NAME
 

@@ -67,10 +67,6 @@ class AdapterCache:
     def is_pinned(self, version: str) -> bool:
         return version in self._pinned
 
-    def remove(self, version: str) -> None:
-        self._entries.pop(version, None)
-        self._pinned.discard(version)
-
     def versions(self) -> list[str]:
         """Cached versions, least recently used first."""
         return list(self._entries)

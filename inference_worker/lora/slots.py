@@ -24,9 +24,6 @@ class SlotTable:
     def slot_of(self, version: str) -> int | None:
         return self._slot_by_version.get(version)
 
-    def resident(self) -> set[str]:
-        return set(self._slot_by_version)
-
     def assign(self, versions: set[str]) -> tuple[dict[str, int], list[tuple[int, str]]]:
         if len(versions) > self.num_slots:
             raise ValueError(f"{len(versions)} adapters in one batch exceed max_loras={self.num_slots}")
