@@ -29,18 +29,10 @@ import torch
 from benchmarks.common import environment
 from inference_worker import LLM, SamplingParams
 from inference_worker.lora import LoRARequest
+from inference_worker.testing import LLAMA2_7B
 
 logger = logging.getLogger("bench_lora")
 
-LLAMA2_7B = dict(
-    hidden_size=4096,
-    intermediate_size=11008,
-    num_hidden_layers=32,
-    num_attention_heads=32,
-    num_key_value_heads=32,
-    vocab_size=32000,
-    max_position_embeddings=4096,
-)
 SMOKE = dict(
     hidden_size=64,
     intermediate_size=128,

@@ -27,19 +27,13 @@ from pathlib import Path
 import torch
 
 from inference_worker import LLM, SamplingParams
-from inference_worker.testing import SMALL_LLAMA, write_random_model
+from inference_worker.testing import LLAMA2_7B, SMALL_LLAMA, write_random_model
 
 RESULTS = Path(__file__).parent / "results"
-LLAMA2_7B = dict(
+LLAMA2_7B_CONFIG = dict(
     architectures=["LlamaForCausalLM"],
     model_type="llama",
-    hidden_size=4096,
-    intermediate_size=11008,
-    num_hidden_layers=32,
-    num_attention_heads=32,
-    num_key_value_heads=32,
-    vocab_size=32000,
-    max_position_embeddings=4096,
+    **LLAMA2_7B,
     rms_norm_eps=1e-5,
     bos_token_id=1,
     eos_token_id=2,
@@ -148,7 +142,7 @@ def cpu_mode(args) -> dict:
 
 def gpu_mode(args) -> dict:
     model_dir = Path(tempfile.mkdtemp(prefix="llama2-7b-shape-"))
-    (model_dir / "config.json").write_text(json.dumps(LLAMA2_7B))
+    (model_dir / "config.json").write_text(json.dumps(LLAMA2_7B_CONFIG))
     llm = LLM(
         str(model_dir),
         load_format="dummy",

@@ -18,6 +18,17 @@ SMALL_LLAMA = dict(
     eos_token_id=2,
 )
 
+# Llama-2-7B's shape, for benchmarks that write its config.json and load dummy weights.
+LLAMA2_7B = dict(
+    hidden_size=4096,
+    intermediate_size=11008,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    num_key_value_heads=32,
+    vocab_size=32000,
+    max_position_embeddings=4096,
+)
+
 
 def write_random_model(model_cls, config, out: str | Path, device: str = "cpu", std: float = 0.08):
     """Build `model_cls(config)` with N(0, std) matrices (larger than HF's init, so greedy outputs vary
