@@ -207,7 +207,6 @@ EXPAND_CONFIGS = [
 def run_configs(case: LoRACase, device: torch.device, dtype: torch.dtype) -> list[dict]:
     """Shrink and expand alone under each candidate tiling (for choosing the defaults)."""
     setup = LoRASetup(case, device, dtype)
-    offsets = [sum(case.widths[:i]) for i in range(len(case.widths))]
     rows = []
     for cfg in [None, *SHRINK_CONFIGS]:
         us = bench_us(
@@ -218,7 +217,7 @@ def run_configs(case: LoRACase, device: torch.device, dtype: torch.dtype) -> lis
     for cfg in [None, *EXPAND_CONFIGS]:
         us = bench_us(
             lambda c=cfg: triton_lora.expand(
-                setup.buffer, setup.lora_b, setup.out, setup.meta, offsets, config=c
+                setup.buffer, setup.lora_b, setup.out, setup.meta, setup.offsets, config=c
             ),
             device,
         )
