@@ -8,8 +8,9 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ADMIN_TOKEN
 from process import ControlPlaneProcess
+
+from tests.control_plane.conftest import ADMIN_TOKEN
 
 
 @pytest.fixture(scope="module")

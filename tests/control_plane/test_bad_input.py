@@ -6,10 +6,10 @@ import os
 
 import grpc
 import pytest
-from conftest import ADMIN
 from test_registry import create_request
 
 from loraplane.registry.v1 import registry_pb2 as reg
+from tests.control_plane.conftest import ADMIN
 
 
 def _not_peft(root):

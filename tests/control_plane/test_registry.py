@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from conftest import ADMIN, BASE_MODEL
 
 from loraplane.registry.v1 import registry_pb2 as reg
 from loraplane.worker.v1 import worker_pb2 as wk
+from tests.control_plane.conftest import ADMIN, BASE_MODEL
 
 
 def create_request(name: str, path, base: str = BASE_MODEL, replace: bool = False, timeout_ms: int = 0):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import socket
 
 import grpc
-from conftest import ADMIN, ADMIN_TOKEN
 from fake_worker import FakeWorker
 from process import ControlPlaneProcess
 from test_registry import create_request
 
 from loraplane.registry.v1 import registry_pb2 as reg
 from loraplane.registry.v1 import registry_pb2_grpc
+from tests.control_plane.conftest import ADMIN, ADMIN_TOKEN
 
 
 def free_port() -> int:

@@ -6,7 +6,6 @@ import asyncio
 
 import grpc
 import pytest
-from conftest import make_config
 from fake_worker import FakeWorker
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -15,6 +14,7 @@ from control_plane.server import ControlPlaneServer
 from loraplane.registry.v1 import registry_pb2 as reg
 from loraplane.worker.v1 import worker_pb2 as wk
 from loraplane.worker.v1 import worker_pb2_grpc
+from tests.control_plane.conftest import make_config
 
 
 async def test_heartbeats_report_load_and_silence_marks_down(registry, workers):
