@@ -3,21 +3,32 @@
 The shrink/expand kernels read only these persistent tensors, and their launch grid depends only on
 the number of tokens and ``max_loras``, so a CUDA graph captured once stays valid when the adapters
 in the batch change: call :meth:`LoRAKernelMeta.prepare` before each replay, outside the graph.
+
+The grouping runs on the host (numpy over at most a few thousand ints) into a pinned staging buffer,
+then one non-blocking copy moves it into a single device tensor whose views are the fields below.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 _FULL_RANK = torch.iinfo(torch.int32).max
+TILE_M = 16  # tokens of one slot per tile of the tiled decode kernels (kernels.triton_lora_decode)
+MAX_TILED_TOKENS = 1024  # the tile table covers batches up to this many tokens
+
+
+def num_tiles_bound(num_tokens: int, max_loras: int) -> int:
+    """Upper bound on the tiles of any grouping of ``num_tokens`` tokens (a static grid size)."""
+    return -(-num_tokens // TILE_M) + min(num_tokens, max_loras)
 
 
 class LoRAKernelMeta:
-    """Tokens of one step grouped by adapter slot (SGMV segments), for ``max_num_tokens`` tokens.
+    """Tokens of one step grouped by adapter slot (SGMV segments and tiles), for ``max_num_tokens``.
 
     Semantics (after ``prepare(token_slots)`` with ``T = len(token_slots)``)::
 
-        token_slots[:T] = token_slots (as int32)
+        token_slots[:T] = token_slots (as int32); -1 past T
         token_indices_sorted[:T] = stable argsort of token_slots (slot -1 first, then slot 0, 1, ...)
         for s in range(max_loras):
             num_tokens_per_slot[s] = count(token_slots == s)
@@ -26,12 +37,17 @@ class LoRAKernelMeta:
         active_num_tokens[a], active_slot_start[a] = the same per active entry a (0 past num_active),
             so the kernels find their segment with one level of loads
         slot_rank[s] = rank of the adapter in slot s (clamped to the buffer's max_rank by the kernels)
+        # tiles (only when T <= max_tiled_tokens): each active slot's tokens, in sorted order, cut
+        # into tiles of at most TILE_M; tile i holds slot tile_slot[i] (-1: unused tile), its rank
+        # tile_rank[i] and its tokens tile_tokens[i, :] (-1 padding)
 
     Shape:
         token_indices_sorted, token_slots: [max_num_tokens] int32
         num_tokens_per_slot, slot_start, active_slots, slot_rank: [max_loras] int32
         active_num_tokens, active_slot_start: [max_loras] int32
         num_active: [1] int32
+        tile_slot, tile_rank: [max_tiles] int32; tile_tokens: [max_tiles, TILE_M] int32
+            with max_tiles = num_tiles_bound(min(max_num_tokens, MAX_TILED_TOKENS), max_loras)
     Host side: ``num_tokens`` (int) and ``has_lora`` (bool: any token has an adapter).
     """
 
@@ -41,61 +57,114 @@ class LoRAKernelMeta:
         self.max_num_tokens = max_num_tokens
         self.max_loras = max_loras
         self.device = torch.device(device)
-        i32 = dict(dtype=torch.int32, device=self.device)
-        self.token_indices_sorted = torch.zeros(max_num_tokens, **i32)
-        self.token_slots = torch.full((max_num_tokens,), -1, **i32)
-        self.num_tokens_per_slot = torch.zeros(max_loras, **i32)
-        self.slot_start = torch.zeros(max_loras, **i32)
-        self.active_slots = torch.full((max_loras,), -1, **i32)
-        self.num_active = torch.zeros(1, **i32)
-        self.active_num_tokens = torch.zeros(max_loras, **i32)
-        self.active_slot_start = torch.zeros(max_loras, **i32)
-        self.slot_rank = torch.full((max_loras,), _FULL_RANK, **i32)
-        self._slot_ids = torch.arange(max_loras, **i32)
+        self.max_tiled_tokens = min(max_num_tokens, MAX_TILED_TOKENS)
+        self.max_tiles = num_tiles_bound(self.max_tiled_tokens, max_loras)
+        # Field sizes in packing order; token_indices_sorted comes last so that one copy of a prefix
+        # (up to its first T entries) carries everything a step needs.
+        sizes = {
+            "num_tokens_per_slot": max_loras,
+            "slot_start": max_loras,
+            "active_slots": max_loras,
+            "active_num_tokens": max_loras,
+            "active_slot_start": max_loras,
+            "slot_rank": max_loras,
+            "num_active": 1,
+            "tile_slot": self.max_tiles,
+            "tile_rank": self.max_tiles,
+            "tile_tokens": self.max_tiles * TILE_M,
+            "token_slots": max_num_tokens,
+            "token_indices_sorted": max_num_tokens,
+        }
+        total = sum(sizes.values())
+        pin = self.device.type == "cuda"
+        self._staging = torch.zeros(total, dtype=torch.int32, pin_memory=pin)
+        self._packed = torch.zeros(total, dtype=torch.int32, device=self.device)
+        self._host: dict[str, np.ndarray] = {}
+        offset = 0
+        for name, size in sizes.items():
+            self._host[name] = self._staging[offset : offset + size].numpy()
+            setattr(self, name, self._packed[offset : offset + size])
+            offset += size
+        self._sorted_offset = offset - max_num_tokens
+        self.tile_tokens = self.tile_tokens.view(self.max_tiles, TILE_M)
+        self._host["slot_rank"][:] = _FULL_RANK
+        self._host["token_slots"][:] = -1
+        self._host["active_slots"][:] = -1
+        self._packed.copy_(self._staging)
+        self._copy_done = torch.cuda.Event() if pin else None
         self.num_tokens = 0
         self.has_lora = False
 
     def prepare(self, token_slots: torch.Tensor, slot_rank: torch.Tensor | None = None) -> None:
-        """Fill the metadata in place for one step; ``token_slots[t]`` is token t's slot or -1.
+        """Fill the metadata for one step; ``token_slots[t]`` is token t's slot or -1.
 
-        Pass ``token_slots`` on the CPU to compute ``has_lora`` without a device synchronization;
-        the grouping itself runs with torch ops on ``self.device`` (argsort, scatter_add, cumsum).
+        Groups on the host (a device ``token_slots`` is read back first, a synchronization) and
+        sends the result with one non-blocking copy. The staging buffer is reused only after the
+        previous step's copy has finished.
         """
-        num_tokens = token_slots.numel()
+        slots = token_slots.detach().reshape(-1).cpu().numpy().astype(np.int64)
+        num_tokens = slots.size
         if num_tokens > self.max_num_tokens:
             raise ValueError(f"{num_tokens} tokens exceed max_num_tokens={self.max_num_tokens}")
-        self.num_tokens = num_tokens
-        self.has_lora = bool((token_slots >= 0).any())
+        if num_tokens and int(slots.max()) >= self.max_loras:
+            raise ValueError(f"token slot {int(slots.max())} >= max_loras={self.max_loras}")
+        if self._copy_done is not None:
+            self._copy_done.synchronize()
         if slot_rank is not None:
-            self.slot_rank.copy_(slot_rank.to(torch.int32), non_blocking=True)
-        slots = token_slots.to(device=self.device, dtype=torch.int64, non_blocking=True).reshape(-1)
-        if self.has_lora and token_slots.device.type == "cpu" and int(token_slots.max()) >= self.max_loras:
-            raise ValueError(f"token slot {int(token_slots.max())} >= max_loras={self.max_loras}")
+            self._host["slot_rank"][:] = slot_rank.detach().cpu().numpy()
+        self.num_tokens = num_tokens
+        self.has_lora = bool((slots >= 0).any())
         self._group(slots)
+        length = self._sorted_offset + num_tokens
+        self._packed[:length].copy_(self._staging[:length], non_blocking=self._copy_done is not None)
+        if self._copy_done is not None:
+            self._copy_done.record()
 
-    def _group(self, slots: torch.Tensor) -> None:
-        num_tokens = slots.numel()
-        self.token_slots[:num_tokens].copy_(slots)
-        order = torch.argsort(slots, stable=True)
-        self.token_indices_sorted[:num_tokens].copy_(order)
-        counts = torch.zeros(self.max_loras + 1, dtype=torch.int64, device=self.device)
-        counts.scatter_add_(0, slots + 1, torch.ones_like(slots))
-        cumulative = torch.cumsum(counts, 0)
-        self.num_tokens_per_slot.copy_(counts[1:])
-        self.slot_start.copy_(cumulative[:-1])
-        present = counts[1:] > 0
-        keys = torch.where(present, self._slot_ids, self.max_loras)
-        ordered = torch.sort(keys).values
-        valid = ordered < self.max_loras
-        self.active_slots.copy_(torch.where(valid, ordered, -1))
-        picked = ordered.clamp(max=self.max_loras - 1)
-        self.active_num_tokens.copy_(torch.where(valid, counts[1:][picked], 0))
-        self.active_slot_start.copy_(torch.where(valid, cumulative[:-1][picked], 0))
-        self.num_active.copy_(present.sum().reshape(1))
+    def _group(self, slots: np.ndarray) -> None:
+        host, num_tokens, max_loras = self._host, slots.size, self.max_loras
+        host["token_slots"][:num_tokens] = slots
+        host["token_slots"][num_tokens:] = -1
+        order = np.argsort(slots, kind="stable")
+        host["token_indices_sorted"][:num_tokens] = order
+        counts = np.bincount(slots + 1, minlength=max_loras + 1)[1:]
+        starts = np.cumsum(counts) - counts + (num_tokens - counts.sum())
+        host["num_tokens_per_slot"][:] = counts
+        host["slot_start"][:] = starts
+        active = np.flatnonzero(counts)
+        num_active = active.size
+        for name, values in (
+            ("active_slots", active),
+            ("active_num_tokens", counts[active]),
+            ("active_slot_start", starts[active]),
+        ):
+            host[name][:num_active] = values
+            host[name][num_active:] = -1 if name == "active_slots" else 0
+        host["num_active"][0] = num_active
+        if num_tokens <= self.max_tiled_tokens:
+            self._tiles(slots, order, counts, starts, active)
+
+    def _tiles(self, slots, order, counts, starts, active) -> None:
+        """Cut each active slot's sorted tokens into tiles of at most TILE_M (see the class doc)."""
+        host = self._host
+        tiles_per_slot = -(-counts[active] // TILE_M)
+        num_tiles = int(tiles_per_slot.sum())
+        first_tile = np.cumsum(tiles_per_slot) - tiles_per_slot
+        host["tile_slot"][:num_tiles] = np.repeat(active, tiles_per_slot)
+        host["tile_slot"][num_tiles:] = -1
+        host["tile_rank"][:num_tiles] = host["slot_rank"][host["tile_slot"][:num_tiles]]
+        host["tile_rank"][num_tiles:] = 0
+        tokens = order[len(slots) - int(counts.sum()) :]  # tokens with an adapter, in slot order
+        seg_slot = slots[tokens]
+        tile_of_slot = np.zeros(self.max_loras, dtype=np.int64)
+        tile_of_slot[active] = first_tile
+        pos = np.arange(tokens.size) - (starts[seg_slot] - (len(slots) - int(counts.sum())))
+        tile_tokens = host["tile_tokens"].reshape(self.max_tiles, TILE_M)
+        tile_tokens[:num_tiles] = -1
+        tile_tokens[tile_of_slot[seg_slot] + pos // TILE_M, pos % TILE_M] = tokens
 
     def segments(self) -> list[tuple[int, int, int]]:
-        """Host list of ``(slot, start, count)`` for the active slots (reads the device tensors)."""
-        counts = self.num_tokens_per_slot.tolist()
-        starts = self.slot_start.tolist()
-        active = [s for s in self.active_slots.tolist() if s >= 0]
+        """Host list of ``(slot, start, count)`` for the active slots (from the host copy)."""
+        counts = self._host["num_tokens_per_slot"].tolist()
+        starts = self._host["slot_start"].tolist()
+        active = [s for s in self._host["active_slots"].tolist() if s >= 0]
         return [(s, starts[s], counts[s]) for s in active]

@@ -15,6 +15,8 @@ import torch
 from kernels.dispatch import use_triton
 from kernels.lora_meta import LoRAKernelMeta
 
+DECODE_MAX_TOKENS = 256  # add_lora takes the tiled decode kernels up to this many tokens
+
 
 def lora_shrink_ref(
     x: torch.Tensor, lora_a: Sequence[torch.Tensor], y: torch.Tensor, meta: LoRAKernelMeta, scale: float = 1.0
@@ -131,9 +133,9 @@ def add_lora(
     """``out += x @ A^T @ B^T`` per token and slice (scaling already folded into B).
 
     Path, chosen on the host from the token count (fixed per captured CUDA graph):
-    CPU tensors take :func:`add_lora_ref`; up to ``triton_lora_fused.FUSED_MAX_TOKENS`` tokens take
-    the one-launch fused kernel (no scratch, ``buffer`` unused); more tokens take the SGMV shrink
-    into ``buffer`` then the expand.
+    CPU tensors take :func:`add_lora_ref`; up to ``DECODE_MAX_TOKENS`` tokens take the tiled decode
+    kernels of :mod:`kernels.triton_lora_decode` (split-K shrink into fp32 partials, then the expand;
+    ``buffer`` unused); more tokens take the SGMV shrink into ``buffer`` then the expand.
 
     Shape:
         out: [T, sum(out_i)]; x: [T, in]
@@ -146,10 +148,10 @@ def add_lora(
     if not use_triton(x):
         add_lora_ref(out, x, lora_a, lora_b, meta)
         return
-    if num_tokens <= _fused_max_tokens():
-        from kernels import triton_lora_fused
+    if num_tokens <= min(meta.max_tiled_tokens, DECODE_MAX_TOKENS):
+        from kernels import triton_lora_decode
 
-        triton_lora_fused.fused_add_lora(out, x, lora_a, lora_b, meta, _slice_offsets(lora_b, None))
+        triton_lora_decode.decode_add_lora(out, x, lora_a, lora_b, meta, _slice_offsets(lora_b, None))
         return
     if buffer is None:
         buffer = torch.empty(num_slices, num_tokens, max_rank, dtype=torch.float32, device=x.device)
@@ -184,12 +186,6 @@ def add_lora_ref(
             out.addmm_(y, b_diag.t())
         else:
             out.index_add_(0, tokens, y @ b_diag.t())
-
-
-def _fused_max_tokens() -> int:
-    from kernels import triton_lora_fused
-
-    return triton_lora_fused.FUSED_MAX_TOKENS
 
 
 def _slot_segments(meta: LoRAKernelMeta, num_tokens: int, max_rank: int):

@@ -43,3 +43,34 @@ def test_prepare_reuses_the_same_storage_and_copies_ranks():
 def test_prepare_rejects_out_of_range_input(slots, message):
     with pytest.raises(ValueError, match=message):
         LoRAKernelMeta(8, 4, "cpu").prepare(torch.tensor(slots))
+
+
+def _tiles(meta):
+    used = [i for i, s in enumerate(meta.tile_slot.tolist()) if s >= 0]
+    rows = meta.tile_tokens.tolist()
+    return [
+        (meta.tile_slot[i].item(), meta.tile_rank[i].item(), [t for t in rows[i] if t >= 0]) for i in used
+    ]
+
+
+@pytest.mark.parametrize(
+    ("slots", "tiles"),
+    [
+        ([2, 0, -1, 2], [(0, 8, [1]), (2, 4, [0, 3])]),
+        ([-1, -1], []),
+        ([1] * 20 + [-1, 3], [(1, 16, list(range(16))), (1, 16, [16, 17, 18, 19]), (3, 64, [21])]),
+    ],
+)
+def test_prepare_cuts_each_slot_into_tiles(slots, tiles):
+    meta = LoRAKernelMeta(32, 4, "cpu")
+    meta.prepare(torch.tensor([3] * 32))  # stale tiles from a previous step must not survive
+    meta.prepare(torch.tensor(slots), slot_rank=torch.tensor([8, 16, 4, 64]))
+    assert _tiles(meta) == tiles
+    assert meta.max_tiles == -(-32 // 16) + 4
+
+
+def test_prepare_leaves_tiles_alone_above_the_tiled_bound():
+    meta = LoRAKernelMeta(2048, 4, "cpu")
+    meta.prepare(torch.tensor([0] * 2048))
+    assert meta.num_tokens == 2048 and meta.segments() == [(0, 0, 2048)]
+    assert meta.token_indices_sorted[:2048].tolist() == list(range(2048))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kernels import lora_ops, triton_lora, triton_lora_fused
+from kernels import lora_ops, triton_lora, triton_lora_decode, triton_lora_fused
 from kernels.lora_meta import LoRAKernelMeta
 from kernels.testing import POPULARITIES, make_lora_weights, make_slot_ranks, make_token_slots
 
@@ -157,11 +157,11 @@ def _dense_delta(x, lora_a, lora_b, slots, slot_rank):
 @pytest.mark.parametrize(
     ("num_slices", "dtype"), [(1, torch.float16), (3, torch.float32), (2, torch.float16)]
 )
-def test_add_lora_fused_path_matches_dense(popularity, num_slices, dtype):
+def test_add_lora_decode_path_matches_dense(popularity, num_slices, dtype):
     slots, slot_rank, meta, x, lora_a, lora_b = _case(popularity, num_slices, dtype)
     base = torch.randn(x.shape[0], sum(SLICE_WIDTHS[num_slices])).to(DEVICE, dtype)
     out = base.clone()
-    lora_ops.add_lora(out, x, lora_a, lora_b, meta)  # 20 tokens: the fused kernel
+    lora_ops.add_lora(out, x, lora_a, lora_b, meta)  # 20 tokens: the tiled decode kernels
     expected = base.float() + _dense_delta(x, lora_a, lora_b, slots, slot_rank)
     torch.testing.assert_close(out.float(), expected, rtol=TOL[dtype], atol=TOL[dtype])
     base_only = (slots < 0).to(DEVICE)
@@ -215,3 +215,43 @@ def test_ranks_not_multiple_of_16(max_rank):
     lora_ops.lora_expand(y, lora_b, split, meta)
     torch.testing.assert_close(fused, expected, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(split, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("popularity", ["distinct", "identical", "base_mixed"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        triton_lora_decode.DecodeConfig(split_k=4, block_k=16, block_n=16),
+        triton_lora_decode.DecodeConfig(split_k=1, block_k=16, block_n=64),  # k loop of 4 steps
+        triton_lora_decode.DecodeConfig(split_k=8, block_k=32, block_n=32),  # empty k shares
+    ],
+)
+def test_decode_tilings_cover_splits_and_column_blocks(popularity, config):
+    slots, slot_rank, meta, x, lora_a, lora_b = _case(popularity, 3, torch.float16, num_tokens=24)
+    base = torch.randn(x.shape[0], 96).to(DEVICE, torch.float16)
+    out = base.clone()
+    triton_lora_decode.decode_add_lora(out, x, lora_a, lora_b, meta, [0, 64, 80], config=config)
+    expected = base.float() + _dense_delta(x, lora_a, lora_b, slots, slot_rank)
+    torch.testing.assert_close(out.float(), expected, rtol=2e-2, atol=2e-2)
+    base_only = (slots < 0).to(DEVICE)
+    assert torch.equal(out[base_only], base[base_only])
+
+
+def test_decode_path_over_four_slices_and_a_tile_of_many_tokens():
+    """Slices past 3 take a second launch pair; 40 tokens of one slot span three tiles."""
+    slots = torch.tensor([5] * 40 + [-1, 2], dtype=torch.int32)
+    slot_rank = make_slot_ranks(NUM_LORAS, (8, 16))
+    meta = LoRAKernelMeta(64, NUM_LORAS, DEVICE)
+    meta.prepare(slots, slot_rank)
+    lora_a, lora_b = make_lora_weights(
+        NUM_LORAS, MAX_RANK, IN_FEATURES, (32, 16, 16, 48), torch.float32, DEVICE
+    )
+    x = torch.randn(42, IN_FEATURES).to(DEVICE)
+    out = torch.zeros(42, 112, device=DEVICE)
+    lora_ops.add_lora(out, x, lora_a, lora_b, meta)
+    torch.testing.assert_close(out, _dense_delta(x, lora_a, lora_b, slots, slot_rank), rtol=1e-4, atol=1e-4)
+
+
+def test_decode_config_rejects_non_power_of_two():
+    with pytest.raises(ValueError, match="power of two"):
+        triton_lora_decode.DecodeConfig(split_k=3, block_k=16, block_n=16)
