@@ -1,12 +1,13 @@
 """Engine throughput benchmark.
 
-CPU mode: the demo model (SmolLM2-135M, fp32) decoding a batch of 8 prompts with loraplane's engine vs
-HF transformers `generate` on the same prompts, in the same run.
+CPU mode: the demo model (SmolLM2-135M) decoding a batch of 8 prompts with loraplane's engine vs HF
+transformers `generate` on the same prompts, in the same run, with both systems in bfloat16 and then
+both in float32 (`--cpu-dtype` picks one).
 GPU mode: Llama-2-7B shape with dummy bf16 weights, 128 prompt tokens and 128 output tokens, at batch
 1, 32 and 256: output tokens/s and ms per decode step against the weight-read floor (13.5 GB of
 weights read once per step at about 4.3 TB/s on an H200: about 3.1 ms).
 
-    python -m benchmarks.throughput --mode cpu --threads 1
+    python -m benchmarks.throughput --mode cpu --threads 1 [--cpu-dtype bfloat16 float32]
     python -m benchmarks.throughput --mode gpu --batch-sizes 1 32 256
 
 Run it as a module: as a script, benchmarks/kernels.py would shadow the kernels package.
@@ -17,6 +18,7 @@ Prints a table and writes JSON (with hardware and versions) to benchmarks/result
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import platform
@@ -96,22 +98,48 @@ def run_engine(llm: LLM, prompts: list, params: SamplingParams) -> dict:
     }
 
 
+class _StepTimer:
+    """A logits processor that only records when HF `generate` calls it: once per generated token, so
+    the gaps between calls are its decode steps."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        self.times.append(time.perf_counter())
+        return scores
+
+
 def run_hf(model, tok, prompts: list[str], output_len: int) -> dict:
+    from transformers import LogitsProcessorList
+
     batch = tok(prompts, return_tensors="pt", padding=True)
+    timer = _StepTimer()
     gen = dict(
-        max_new_tokens=output_len, min_new_tokens=output_len, do_sample=False, pad_token_id=tok.pad_token_id
+        max_new_tokens=output_len,
+        min_new_tokens=output_len,
+        do_sample=False,
+        pad_token_id=tok.pad_token_id,
+        logits_processor=LogitsProcessorList([timer]),
     )
     with torch.inference_mode():
         start = time.perf_counter()
         out = model.generate(**batch, **gen)
         elapsed = time.perf_counter() - start
     tokens = (out.shape[1] - batch.input_ids.shape[1]) * len(prompts)
-    return {"elapsed_s": elapsed, "output_tokens": tokens, "output_tok_per_s": tokens / elapsed}
+    steps = sorted(b - a for a, b in zip(timer.times, timer.times[1:], strict=False))
+    return {
+        "elapsed_s": elapsed,
+        "output_tokens": tokens,
+        "output_tok_per_s": tokens / elapsed,
+        "decode_steps": len(steps),
+        "ms_per_decode_step": 1000 * steps[len(steps) // 2] if steps else None,
+    }
 
 
-def cpu_mode(args) -> dict:
-    """Both systems alternate for `--rounds` rounds (the machine may be shared); the best round of each
-    is reported, and every round is kept in the JSON."""
+def cpu_rounds(args, dtype: str) -> dict:
+    """Both systems in `dtype` alternate for `--rounds` rounds (the machine may be shared); the best
+    round of each is reported, and every round is kept."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from inference_worker.demo import demo_model_path
@@ -119,9 +147,9 @@ def cpu_mode(args) -> dict:
     path = demo_model_path()
     prompts = CPU_PROMPTS[: args.cpu_batch]
     params = SamplingParams(temperature=0.0, max_tokens=args.output_len, ignore_eos=True)
-    llm = LLM(path, device="cpu", dtype="float32", cpu_kv_cache_gb=0.25, max_model_len=1024)
+    llm = LLM(path, device="cpu", dtype=dtype, cpu_kv_cache_gb=0.25, max_model_len=1024)
     tok = AutoTokenizer.from_pretrained(path, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype)).eval()
     run_engine(llm, prompts[:2], SamplingParams(temperature=0.0, max_tokens=4))  # warm-ups
     run_hf(model, tok, prompts[:2], 4)
     rounds = {"loraplane": [], "hf_generate": []}
@@ -129,14 +157,25 @@ def cpu_mode(args) -> dict:
         rounds["loraplane"].append(run_engine(llm, prompts, params))
         rounds["hf_generate"].append(run_hf(model, tok, prompts, args.output_len))
     best = {name: max(runs, key=lambda r: r["output_tok_per_s"]) for name, runs in rounds.items()}
-    rows = [{"system": name, "batch": len(prompts), **best[name]} for name in rounds]
+    rows = [{"system": name, "dtype": dtype, "batch": len(prompts), **best[name]} for name in rounds]
+    speedup = best["loraplane"]["output_tok_per_s"] / best["hf_generate"]["output_tok_per_s"]
+    return {"rows": rows, "all_rounds": rounds, "speedup": speedup}
+
+
+def cpu_mode(args) -> dict:
+    """SmolLM2 at `--cpu-batch` against HF `generate`, once per `--cpu-dtype` (each system in that
+    dtype; one model pair in memory at a time)."""
+    per_dtype = {}
+    for dtype in args.cpu_dtype:
+        per_dtype[dtype] = cpu_rounds(args, dtype)
+        gc.collect()
     return {
         "mode": "cpu",
-        "model": "SmolLM2-135M-Instruct fp32",
+        "model": "SmolLM2-135M-Instruct",
         "output_len": args.output_len,
-        "rows": rows,
-        "all_rounds": rounds,
-        "speedup": best["loraplane"]["output_tok_per_s"] / best["hf_generate"]["output_tok_per_s"],
+        "rows": [row for result in per_dtype.values() for row in result["rows"]],
+        "all_rounds": {dtype: result["all_rounds"] for dtype, result in per_dtype.items()},
+        "speedup": {dtype: result["speedup"] for dtype, result in per_dtype.items()},
     }
 
 
@@ -231,6 +270,7 @@ def smoke_mode(args) -> dict:
 def print_table(result: dict) -> None:
     keys = [
         "system",
+        "dtype",
         "batch",
         "output_tok_per_s",
         "ms_per_decode_step",
@@ -247,8 +287,8 @@ def print_table(result: dict) -> None:
             v = row.get(k)
             cells.append(f"{v:>18.2f}" if isinstance(v, float) else f"{v!s:>18}")
         print(" | ".join(cells))
-    if "speedup" in result:
-        print(f"loraplane / HF generate: {result['speedup']:.2f}x")
+    for dtype, speedup in result.get("speedup", {}).items():
+        print(f"loraplane / HF generate ({dtype}): {speedup:.2f}x")
 
 
 def main() -> None:
@@ -260,15 +300,26 @@ def main() -> None:
     )
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 32, 256])
     parser.add_argument("--cpu-batch", type=int, default=8)
+    parser.add_argument(
+        "--cpu-dtype",
+        nargs="+",
+        choices=["bfloat16", "float32"],
+        default=["bfloat16", "float32"],
+        help="CPU mode: the dtype(s) to measure, each with both systems in that dtype",
+    )
     parser.add_argument("--input-len", type=int, default=128)
     parser.add_argument("--output-len", type=int, default=None)
     parser.add_argument("--max-model-len", type=int, default=1024)
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.9)
     parser.add_argument("--rounds", type=int, default=3, help="CPU mode: alternating rounds per system")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (both systems)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (both systems; CPU mode default 1)"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.threads is None and args.mode == "cpu":
+        args.threads = 1  # both systems single-threaded: the numbers compare the code, not the cores
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.output_len is None:

@@ -3,13 +3,16 @@
 On CPU a decode step multiplies a few rows by every weight matrix, so its time is how fast the GEMM
 reads the weights. `F.linear` on an `[out, in]` row-major weight reads them far below the memory
 bandwidth at small batch; oneDNN's inner product on a weight reordered once into its blocked layout
-reads them close to it (measured on SmolLM2's shapes at batch 5-8, weights cold in cache: 1.6-1.7x
-faster than `F.linear`). Each packed layer keeps its dense `weight` (the linear-layer contract, the
-LoRA wrapper and tied embeddings read it) and adds `packed_weight`, which its forward uses.
+reads them close to it. Measured on SmolLM2's shapes at batch 8, one thread: fp32 1.6-2x faster than
+`F.linear` on the large matrices (slower below ~2**18 weights, where a oneDNN call's ~13 us overhead
+dominates); bf16 (AMX / AVX512-BF16 kernels) 1.4-2.6x faster at every size. Each packed layer keeps its
+dense `weight` (the linear-layer contract, the LoRA wrapper and tied embeddings read it) and adds
+`packed_weight`, which its forward uses.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import torch
@@ -18,33 +21,44 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 _BATCH_HINT = 8  # oneDNN picks the blocked layout for this many rows; any row count runs with it
-# A oneDNN call costs ~13 us more than F.linear: below this many weights (tiny test models) it loses.
-MIN_PACKED_NUMEL = 2**18
+# A oneDNN fp32 call costs ~13 us more than F.linear: below this many weights (tiny test models) it
+# loses. bf16 F.linear has no fast small-matrix path on CPU, so a packed bf16 weight wins at any size.
+MIN_PACKED_NUMEL = {torch.float32: 2**18, torch.bfloat16: 0}
 
 
-def can_pack(weight: torch.Tensor, min_numel: int = MIN_PACKED_NUMEL) -> bool:
-    return (
-        weight.numel() >= min_numel
-        and weight.device.type == "cpu"
-        and weight.dtype == torch.float32
-        and weight.dim() == 2
-        and torch.backends.mkldnn.is_available()
-    )
+@functools.cache
+def bf16_supported() -> bool:
+    """Whether oneDNN has native bf16 matmul kernels on this CPU (AVX512-BF16 or AMX)."""
+    return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def packable_dtypes() -> tuple[torch.dtype, ...]:
+    return (torch.float32, torch.bfloat16) if bf16_supported() else (torch.float32,)
+
+
+def can_pack(weight: torch.Tensor, min_numel: int | None = None) -> bool:
+    """Whether `pack_weight` applies: a 2-D CPU fp32 weight (or bf16 where oneDNN has bf16 kernels) of
+    at least `min_numel` elements (default: `MIN_PACKED_NUMEL` of its dtype)."""
+    if weight.device.type != "cpu" or weight.dim() != 2 or not torch.backends.mkldnn.is_available():
+        return False
+    if weight.dtype not in packable_dtypes():
+        return False
+    return weight.numel() >= (MIN_PACKED_NUMEL[weight.dtype] if min_numel is None else min_numel)
 
 
 def pack_weight(weight: torch.Tensor) -> torch.Tensor:
-    """Shape: weight [out, in] fp32 -> an opaque oneDNN tensor for `packed_linear`."""
+    """Shape: weight [out, in] fp32 or bf16 -> an opaque oneDNN tensor (same dtype) for `packed_linear`."""
     return torch.ops.mkldnn._reorder_linear_weight(weight.detach().contiguous(), _BATCH_HINT)
 
 
 def packed_linear(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """y = x W^T (+ b) with W packed by `pack_weight`. Shape: x [T, in] -> [T, out]."""
+    """y = x W^T (+ b) with W packed by `pack_weight`; x and b in W's dtype. Shape: x [T, in] -> [T, out]."""
     return torch.ops.mkldnn._linear_pointwise(x.contiguous(), packed, bias, "none", [], "")
 
 
-def pack_linear_weights(model: nn.Module, min_numel: int = MIN_PACKED_NUMEL) -> int:
-    """Give every module with a `packed_weight` slot (the engine's linear layers and LM head) and at
-    least `min_numel` fp32 weights its packed weight; returns how many were packed (0 without oneDNN)."""
+def pack_linear_weights(model: nn.Module, min_numel: int | None = None) -> int:
+    """Give every module with a `packed_weight` slot (the engine's linear layers and LM head) whose
+    weight `can_pack` its packed weight; returns how many were packed (0 without oneDNN)."""
     count = 0
     for module in model.modules():
         if hasattr(module, "packed_weight") and can_pack(module.weight, min_numel):
