@@ -17,7 +17,7 @@ import torch
 
 from benchmarks.common import bench_us, environment, format_table, measure_ceilings
 from benchmarks.kernels_attention import attention_rows, decode_row
-from kernels import triton_lora, triton_lora_fused
+from kernels import triton_lora, triton_lora_decode, triton_lora_fused
 from kernels.lora_meta import LoRAKernelMeta
 from kernels.lora_ops import add_lora, lora_expand, lora_shrink
 from kernels.testing import POPULARITIES, make_lora_weights, make_token_slots
@@ -122,6 +122,12 @@ class LoRASetup:
             self.out, self.x, self.lora_a, self.lora_b, self.meta, self.offsets, config
         )
 
+    def decode(self, config: triton_lora_decode.DecodeConfig | None = None) -> None:
+        """The tiled decode kernels (split-K shrink into fp32 partials, then the expand)."""
+        triton_lora_decode.decode_add_lora(
+            self.out, self.x, self.lora_a, self.lora_b, self.meta, self.offsets, config
+        )
+
     def naive(self) -> None:
         """The same work as a loop of torch matmuls per adapter and slice."""
         offset = 0
@@ -161,6 +167,8 @@ def run_lora(case: LoRACase, device: torch.device, dtype: torch.dtype, ceil: dic
         row["split_us"] = bench_us(setup.split, device)
         if case.num_tokens <= triton_lora_fused.FUSED_MAX_TOKENS:
             row["fused_us"] = bench_us(setup.fused, device)
+        if case.num_tokens <= setup.meta.max_tiled_tokens:
+            row["decode_us"] = bench_us(setup.decode, device)
     return row
 
 
@@ -325,6 +333,7 @@ def print_tables(result: dict, headline: list[dict], attention: list[dict]) -> N
                 "case",
                 "lora_us",
                 "fused_us",
+                "decode_us",
                 "split_us",
                 "peer_us",
                 "base_us",

@@ -174,16 +174,14 @@ def _expand_kernel(
     acc = tl.load(out_ptrs, mask=out_mask, other=0.0).to(tl.float32)
     b_ptrs = b_ptr + slot.to(tl.int64) * stride_bl + offs_n[None, :] * stride_bn + offs_r[:, None] * stride_br
     bt = tl.load(b_ptrs, mask=rb_mask[:, None] & n_mask[None, :], other=0.0)
-    offs_k = tl.arange(0, SPLIT_K)
-    p_ptrs = (
-        partial_ptr
-        + pid_s * stride_ps
-        + offs_k[:, None, None] * stride_pk
-        + tok64[None, :, None] * stride_pt
-        + offs_r[None, None, :]
-    )
-    p_mask = m_mask[None, :, None] & r_mask[None, None, :]
-    y = tl.sum(tl.load(p_ptrs, mask=p_mask, other=0.0), axis=0)
+    p_rows = partial_ptr + pid_s * stride_ps + tok64[:, None] * stride_pt + offs_r[None, :]
+    p_mask = m_mask[:, None] & r_mask[None, :]
+    if SPLIT_K == 1:
+        y = tl.load(p_rows, mask=p_mask, other=0.0)
+    else:
+        offs_k = tl.arange(0, SPLIT_K)
+        p_ptrs = p_rows[None, :, :] + offs_k[:, None, None] * stride_pk
+        y = tl.sum(tl.load(p_ptrs, mask=p_mask[None, :, :], other=0.0), axis=0)
     bt = tl.where(r_mask[:, None], bt, 0.0)
     acc += tl.dot(y.to(bt.dtype), bt, input_precision=PRECISION)
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)

@@ -24,7 +24,7 @@ import triton.language as tl
 from kernels.lora_meta import LoRAKernelMeta
 
 MAX_SLICES_PER_LAUNCH = 3
-FUSED_MAX_TOKENS = 256  # add_lora takes the fused kernel up to this many tokens
+FUSED_MAX_TOKENS = 256  # largest batch it is tuned for (add_lora now takes triton_lora_decode)
 _TILE_ELEMENTS = 16384  # elements of an A or B tile per loop step: few steps, each a DRAM round trip
 
 

@@ -30,6 +30,8 @@ def _lora_delta(x, lora_a, lora_b, meta, widths, kernel):
     ("num_tokens", "widths", "max_rank", "ranks"),
     [
         (64, (4096,), 16, (16,)),
+        (256, (4096,), 16, (8, 16)),  # the tiled decode path's largest batch
+        (32, (4096, 4096, 4096), 64, (16, 64)),
         (64, (4096, 1024, 1024), 64, (8, 16, 64)),
         (1024, (11008, 11008), 64, (8, 64)),
         (4096, (4096,), 16, (16,)),
