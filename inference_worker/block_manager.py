@@ -108,9 +108,11 @@ class BlockManager:
     def can_append(self, seq: Sequence) -> bool:
         return len(seq.block_table) * self.block_size >= len(seq) or self.num_free_blocks > 0
 
-    def append_slot(self, seq: Sequence) -> None:
-        """Make sure the sequence's blocks cover all of its tokens (a decode adds one at a time)."""
-        while len(seq.block_table) * self.block_size < len(seq):
+    def append_slot(self, seq: Sequence, num_tokens: int | None = None) -> None:
+        """Make sure the sequence's blocks cover all of its tokens (a decode adds one at a time), or its
+        first `num_tokens` (a lookahead step covers a token not appended yet)."""
+        num_tokens = len(seq) if num_tokens is None else num_tokens
+        while len(seq.block_table) * self.block_size < num_tokens:
             seq.block_table.append(self._take_fresh())
 
     def cache_blocks(self, seq: Sequence) -> None:

@@ -32,7 +32,8 @@ class EngineConfig:
 
     `model=None` serves the demo model. `num_kv_blocks` overrides KV sizing (tests use it to force
     preemption); otherwise CUDA sizes the cache from `gpu_memory_utilization` after a warm-up forward and
-    CPU uses `cpu_kv_cache_gb`.
+    CPU uses `cpu_kv_cache_gb`. `async_scheduling` queues a decode step's successor on the device before
+    reading the step's tokens (default: on for CUDA).
     """
 
     model: str | None = None
@@ -51,6 +52,7 @@ class EngineConfig:
     skip_tokenizer_init: bool = False
     enable_prefix_caching: bool = True
     enforce_eager: bool = False
+    async_scheduling: bool | None = None
     seed: int = 0
     enable_lora: bool = False
     max_loras: int = 4
@@ -85,6 +87,10 @@ class EngineConfig:
         if unknown:
             raise TypeError(f"unknown engine options: {unknown}; known: {sorted(names)}")
         return cls(**kwargs)
+
+    def uses_async_scheduling(self, device: torch.device) -> bool:
+        """`async_scheduling=None` (auto): on for CUDA, where host work can overlap the GPU; off on CPU."""
+        return device.type == "cuda" if self.async_scheduling is None else self.async_scheduling
 
     def torch_device(self) -> torch.device:
         if self.device == "auto":

@@ -15,11 +15,11 @@ from inference_worker.detokenizer import IncrementalDetokenizer
 from inference_worker.errors import InvalidRequestError, ModelLoadError
 from inference_worker.layers.sampler import SampleResult
 from inference_worker.model_loader import build_model, checkpoint_files, load_hf_config, resolve_model_path
-from inference_worker.model_runner import ModelRunner
+from inference_worker.model_runner import InFlightStep, ModelRunner
 from inference_worker.outputs import EngineStats, Logprob, RequestOutput
 from inference_worker.request_state import RequestState
 from inference_worker.sampling_params import SamplingParams
-from inference_worker.scheduler import Scheduler, SchedulerConfig
+from inference_worker.scheduler import ScheduledBatch, Scheduler, SchedulerConfig
 from inference_worker.sequence import Sequence, SequenceStatus
 
 logger = logging.getLogger(__name__)
@@ -67,6 +67,8 @@ class LLMEngine:
         ready = self.lora_manager.is_ready if self.lora_manager is not None else (lambda version: True)
         self.scheduler = Scheduler(sched_config, self.block_manager, ready)
         self.requests: dict[str, RequestState] = {}
+        self.async_scheduling = config.uses_async_scheduling(self.device)
+        self._in_flight: InFlightStep | None = None
         logger.info(
             "engine ready: %s on %s (%s), max_model_len=%d",
             self.model_name,
@@ -186,29 +188,70 @@ class LLMEngine:
         self.runner.release(seq)
 
     def has_unfinished_requests(self) -> bool:
-        return bool(self.requests)
+        return bool(self.requests) or self._in_flight is not None
 
     # ---- the step ------------------------------------------------------------------------------
     def step(self, finished_only: bool = False) -> list[RequestOutput]:
-        """Schedule and run one batch; returns a snapshot of every request that made progress (only of
-        those that finished with `finished_only`, for callers that do not stream)."""
-        batch = self.scheduler.schedule()
-        if batch.is_empty:
-            return []
-        sampled, result, prompt_logprobs = self.runner.execute(batch)
+        """Run one batch and return a snapshot of every request that made progress (only of those that
+        finished with `finished_only`, for callers that do not stream).
+
+        With async scheduling, a decode step's successor (the same sequences, one token further) is
+        queued on the device before this step's tokens are read back, so the host work of one step
+        (reading tokens, stop checks, outputs, scheduling, inputs) overlaps the GPU running the next.
+        The successor is only queued when it is exactly the step the scheduler would run next; a
+        sequence that turns out to have finished just has its extra token dropped.
+        """
+        step, self._in_flight = self._in_flight, None
+        if step is None:
+            batch = self.scheduler.schedule()
+            if batch.is_empty:
+                return []
+            step = self.runner.launch(batch)
+        if self.async_scheduling:
+            follow = self._lookahead(step.batch)
+            if follow is not None:
+                self._in_flight = self.runner.launch(follow, prev=step)
+        return self._process(step, finished_only)
+
+    def _lookahead(self, batch) -> ScheduledBatch | None:
+        """The decode step after `batch` for its sequences that cannot finish by length there, if the
+        sampling of every one of them needs nothing from the host (no penalties, no pending min_tokens)."""
+        if not batch.is_decode or batch.is_empty:
+            return None
+        rows = []
+        for i, seq in enumerate(batch.seqs):
+            params = seq.params
+            if seq.is_finished:
+                continue
+            if params.needs_penalties or params.min_tokens > seq.num_output_tokens:
+                return None
+            limit = params.max_tokens or self.max_model_len
+            if seq.num_output_tokens + 1 < limit and len(seq) + 1 < self.max_model_len:
+                rows.append(i)
+        return self.scheduler.schedule_lookahead(batch, rows)
+
+    def _process(self, step: InFlightStep, finished_only: bool) -> list[RequestOutput]:
+        batch = step.batch
+        sampled, result, prompt_logprobs = self.runner.finish(step)
         for scored in prompt_logprobs:
             entries = self.requests[scored.seq.request_id].prompt_logprobs
             for offset, top in enumerate(scored.entries):
                 entries[scored.first_token + offset] = self._logprob_dict(top)
+        # A lookahead row of a sequence that finished (or was aborted) meanwhile is dropped.
+        live = {seq for seq in batch.seqs if not seq.is_finished}
         for seq, num_new in zip(batch.seqs, batch.num_new_tokens, strict=False):
-            seq.num_computed_tokens += num_new
+            if seq in live:
+                seq.num_computed_tokens += num_new
         touched: dict[str, RequestState] = {}
         for i, seq in enumerate(sampled):
-            self._append(seq, result, i)
-            touched[seq.request_id] = self.requests[seq.request_id]
+            if seq in live:
+                self._append(seq, result, i)
+                touched[seq.request_id] = self.requests[seq.request_id]
+        queued = set(self._in_flight.batch.seqs) if self._in_flight is not None else set()
         for seq in batch.seqs:
-            self.block_manager.cache_blocks(seq)
-            if seq.is_finished:
+            if seq in live:
+                self.block_manager.cache_blocks(seq)
+            if seq.is_finished and seq not in queued:  # the queued step still writes its KV blocks
                 self._release(seq)
         states = touched.values()
         if finished_only:
@@ -222,7 +265,7 @@ class LLMEngine:
     def _append(self, seq: Sequence, result: SampleResult, i: int) -> None:
         token = result.token_ids[i]
         seq.append_token(token)
-        if result.logprobs[i] is not None:
+        if result.top_logprobs[i] is not None:  # this request asked for logprobs (others may not)
             seq.cumulative_logprob += result.logprobs[i]
             seq.output_logprobs.append(self._logprob_dict(result.top_logprobs[i]))
         params = seq.params

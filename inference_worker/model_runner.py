@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 
 import torch
 
@@ -16,13 +17,23 @@ from inference_worker.config import EngineConfig
 from inference_worker.context import Context, set_context
 from inference_worker.cuda_graphs import CudaGraphRunner
 from inference_worker.layers.attention import Attention
-from inference_worker.layers.sampler import Sampler, SampleResult
+from inference_worker.layers.sampler import PendingSample, Sampler, SampleResult
 from inference_worker.models.llama import head_dim_of
 from inference_worker.prompt_logprobs import PromptLogprobs, compute_prompt_logprobs, prompt_logprob_spans
 from inference_worker.scheduler import ScheduledBatch
 from inference_worker.sequence import Sequence
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class InFlightStep:
+    """A launched step: its batch, the sequences it samples for, and their samples still on the device."""
+
+    batch: ScheduledBatch
+    sample_seqs: list[Sequence]
+    sample: PendingSample | None
+    prompt_logprobs: list[PromptLogprobs]
 
 
 class ModelRunner:
@@ -108,15 +119,23 @@ class ModelRunner:
         self.graphs.capture()
 
     # ---- one step -------------------------------------------------------------------------------
-    @torch.inference_mode()
     def execute(
         self, batch: ScheduledBatch
     ) -> tuple[list[Sequence], SampleResult | None, list[PromptLogprobs]]:
         """Run one scheduled batch; returns the sequences that got a new token, the samples, and the
         prompt logprobs this step scored (prefill chunks of requests that ask for them)."""
+        return self.finish(self.launch(batch))
+
+    @torch.inference_mode()
+    def launch(self, batch: ScheduledBatch, prev: InFlightStep | None = None) -> InFlightStep:
+        """Queue one batch's model run and sampling on the device without waiting for it.
+
+        A lookahead batch (`batch.lookahead`) continues `prev`, whose tokens are not on the host yet: its
+        input ids are `prev`'s sampled tokens, taken on the device.
+        """
         is_decode = batch.is_decode
         spans = [] if is_decode else prompt_logprob_spans(batch.seqs, batch.num_new_tokens)
-        input_ids, positions, ctx, logits_rows, sample_seqs = self._prepare(batch, is_decode)
+        input_ids, positions, ctx, logits_rows, sample_seqs = self._prepare(batch, is_decode, prev)
         use_graph = is_decode and self.graphs is not None and self.graphs.can_run(len(batch.seqs))
         num_tokens = self.graphs.bucket_for(len(batch.seqs)) if use_graph else len(input_ids)
         ctx.lora_meta = self._lora_meta(batch, num_tokens)
@@ -127,17 +146,22 @@ class ModelRunner:
                 hidden = self.model(input_ids, positions)
         prompt_logprobs = compute_prompt_logprobs(self.model, hidden, spans) if spans else []
         if not sample_seqs:
-            return [], None, prompt_logprobs
+            return InFlightStep(batch, [], None, prompt_logprobs)
         if logits_rows is not None and len(sample_seqs) < hidden.shape[0]:
             hidden = hidden[logits_rows]  # else every row is sampled, in order
         logits = self.model.compute_logits(hidden)
-        result = self.sampler(logits, sample_seqs, [self._generator(s) for s in sample_seqs])
-        return sample_seqs, result, prompt_logprobs
+        sample = self.sampler.launch(logits, sample_seqs, [self._generator(s) for s in sample_seqs])
+        return InFlightStep(batch, sample_seqs, sample, prompt_logprobs)
 
-    def _prepare(self, batch: ScheduledBatch, is_decode: bool):
+    def finish(self, step: InFlightStep) -> tuple[list[Sequence], SampleResult | None, list[PromptLogprobs]]:
+        """Wait for a launched step's samples (only that step: later queued work keeps running)."""
+        result = step.sample.result() if step.sample is not None else None
+        return step.sample_seqs, result, step.prompt_logprobs
+
+    def _prepare(self, batch: ScheduledBatch, is_decode: bool, prev: InFlightStep | None = None):
         """Host lists -> this step's tensors: two host-to-device copies (int64 and int32), no syncs."""
         if is_decode:
-            return self._prepare_decode(batch)
+            return self._prepare_decode(batch, prev)
         ids, positions, slots, cu, seq_lens, rows, sample_seqs = [], [], [], [0], [], [], []
         bs = self.block_size
         for seq, num_new in zip(batch.seqs, batch.num_new_tokens, strict=False):
@@ -165,15 +189,22 @@ class ModelRunner:
         input_ids, positions = longs[:num_tokens], longs[num_tokens : 2 * num_tokens]
         return input_ids, positions, ctx, longs[3 * num_tokens :], sample_seqs
 
-    def _prepare_decode(self, batch: ScheduledBatch):
-        """A pure decode step: one token per sequence (its last), every row sampled in order."""
+    def _prepare_decode(self, batch: ScheduledBatch, prev: InFlightStep | None = None):
+        """A pure decode step: one token per sequence (its last), every row sampled in order. A lookahead
+        step runs each sequence's token still in flight in `prev` (at position `len(seq)`)."""
         seqs, bs = batch.seqs, self.block_size
-        seq_lens = [len(s) for s in seqs]
+        ahead = 1 if batch.lookahead else 0
+        seq_lens = [len(s) + ahead for s in seqs]
         positions = [n - 1 for n in seq_lens]
-        ids = [s.token_ids[-1] for s in seqs]
+        ids = [0] * len(seqs) if ahead else [s.token_ids[-1] for s in seqs]
         slots = [s.block_table[p // bs] * bs + p % bs for s, p in zip(seqs, positions, strict=False)]
         n = len(seqs)
         longs = self._to_device(ids + positions + slots, torch.long)
+        if ahead:
+            rows = batch.prev_rows
+            tokens = prev.sample.tokens
+            same = rows == list(range(tokens.shape[0]))
+            longs[:n] = tokens if same else tokens[self._to_device(rows, torch.long)]
         seq_lens_t, cu_t, tables = self._ints_and_tables(seqs, seq_lens, list(range(n + 1)))
         ctx = Context(
             is_prefill=False,

@@ -42,6 +42,10 @@ class ScheduledBatch:
     seqs: list[Sequence] = field(default_factory=list)
     num_new_tokens: list[int] = field(default_factory=list)
     preempted: list[Sequence] = field(default_factory=list)
+    # A lookahead decode step runs before the previous step's tokens reach the host: seqs[i] computes
+    # the token sampled in row prev_rows[i] of that step.
+    lookahead: bool = False
+    prev_rows: list[int] = field(default_factory=list)
 
     @property
     def is_empty(self) -> bool:
@@ -110,6 +114,22 @@ class Scheduler:
         if not batch.preempted:
             self._schedule_waiting(batch, budget)
         return batch
+
+    def schedule_lookahead(self, prev: ScheduledBatch, rows: list[int]) -> ScheduledBatch | None:
+        """The decode step after `prev` for `prev.seqs[i]`, i in `rows`, scheduled before `prev`'s tokens
+        are known; None when that is not the next step the policy would run (requests are waiting, a
+        running sequence would be left out) or when it needs a block that is not free (no preemption)."""
+        seqs = [prev.seqs[i] for i in rows]
+        in_prev = set(prev.seqs)
+        if self.waiting or not seqs or any(not s.is_finished and s not in in_prev for s in self.running):
+            return None
+        bs = self.block_manager.block_size
+        needed = sum(len(s.block_table) * bs < len(s) + 1 for s in seqs)
+        if needed > self.block_manager.num_free_blocks:
+            return None
+        for seq in seqs:
+            self.block_manager.append_slot(seq, len(seq) + 1)
+        return ScheduledBatch(seqs, [1] * len(seqs), lookahead=True, prev_rows=list(rows))
 
     def _schedule_running(self, batch: ScheduledBatch, budget: int) -> int:
         i = 0

@@ -22,6 +22,57 @@ class SampleResult:
     top_logprobs: list[dict[int, tuple[float, int]] | None]
 
 
+class PendingSample:
+    """One step's samples on their way to the host.
+
+    The device results are copied into pinned host memory without waiting (an event marks when the copy
+    is done), so the host can queue more GPU work (the next decode step) before it reads these tokens;
+    `result()` waits for this step only. `tokens` stays on the device for a next step's input ids.
+    """
+
+    def __init__(
+        self,
+        tokens: torch.Tensor,
+        logprob_parts: tuple[torch.Tensor, ...] | None = None,
+        ks: list[int | None] | None = None,
+    ) -> None:
+        self.tokens = tokens
+        self.ks = ks or []
+        parts = (tokens, *(logprob_parts or ()))
+        self.event = None
+        if tokens.device.type == "cuda":
+            self._host = [torch.empty(p.shape, dtype=p.dtype, pin_memory=True) for p in parts]
+            for host, part in zip(self._host, parts, strict=True):
+                host.copy_(part, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+        else:
+            self._host = list(parts)
+        self.has_logprobs = logprob_parts is not None
+
+    def result(self) -> SampleResult:
+        if self.event is not None:
+            self.event.synchronize()
+        token_list = self._host[0].tolist()
+        if not self.has_logprobs:
+            return SampleResult(token_list, [None] * len(token_list), [None] * len(token_list))
+        sampled, ranks, top_vals, top_ids = (*self._host[1:], None, None)[:4]  # no top-k: None, None
+        lp_list, rank_list = sampled.tolist(), ranks.tolist()
+        tops: list[dict[int, tuple[float, int]] | None] = []
+        for row, k in enumerate(self.ks):
+            if k is None:
+                tops.append(None)
+                continue
+            top = {token_list[row]: (lp_list[row], rank_list[row])}
+            if k:
+                for rank, (tid, lp) in enumerate(
+                    zip(top_ids[row, :k].tolist(), top_vals[row, :k].tolist(), strict=False)
+                ):
+                    top.setdefault(tid, (lp, rank + 1))
+            tops.append(top)
+        return SampleResult(token_list, lp_list, tops)
+
+
 class Sampler(nn.Module):
     """Semantics, per row (all on fp32 logits): penalties (repetition on prompt+output, presence and
     frequency on output) -> EOS/stop suppression below min_tokens -> logprobs (of this distribution) ->
@@ -37,6 +88,12 @@ class Sampler(nn.Module):
     def forward(
         self, logits: torch.Tensor, seqs: list[Sequence], generators: list[torch.Generator | None]
     ) -> SampleResult:
+        return self.launch(logits, seqs, generators).result()
+
+    def launch(
+        self, logits: torch.Tensor, seqs: list[Sequence], generators: list[torch.Generator | None]
+    ) -> PendingSample:
+        """Queue the sampling of one step without waiting for the device (see `PendingSample`)."""
         params = [s.params for s in seqs]
         if any(p.needs_penalties for p in params):
             logits = apply_penalties(logits, seqs)
@@ -50,10 +107,10 @@ class Sampler(nn.Module):
         else:
             greedy = torch.tensor(greedy_flags, device=logits.device)
             tokens = torch.where(greedy, logits.argmax(dim=-1), self._random(logits, seqs, generators))
-        token_list = tokens.tolist()
         if logprobs is None:
-            return SampleResult(token_list, [None] * len(seqs), [None] * len(seqs))
-        return gather_logprobs(logprobs, tokens, [p.logprobs for p in params])
+            return PendingSample(tokens)
+        ks = [p.logprobs for p in params]
+        return PendingSample(tokens, logprob_parts(logprobs, tokens, ks), ks)
 
     def _suppress_stop(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
         logits = logits.clone()
@@ -137,24 +194,21 @@ def _apply_top_p(logits: torch.Tensor, top_p: torch.Tensor) -> torch.Tensor:
     return logits.masked_fill(remove, -float("inf"))
 
 
-def gather_logprobs(logprobs: torch.Tensor, tokens: torch.Tensor, ks: list[int | None]) -> SampleResult:
-    """Per row: the logprob and rank of `tokens[row]`, and with ks[row] = k (None: none asked) a dict of
-    it plus the top-k {token: (logprob, rank)}. Shape: logprobs [B, V], tokens [B]."""
+def logprob_parts(
+    logprobs: torch.Tensor, tokens: torch.Tensor, ks: list[int | None]
+) -> tuple[torch.Tensor, ...]:
+    """Device tensors behind `gather_logprobs`: the sampled logprobs and ranks, then the top-k values and
+    ids when some row asks for k > 0. Shape: logprobs [B, V], tokens [B]."""
     sampled = logprobs.gather(1, tokens.unsqueeze(1)).squeeze(1)
     ranks = (logprobs > sampled.unsqueeze(1)).sum(dim=1) + 1
     max_k = max(k or 0 for k in ks)
-    top_vals, top_ids = logprobs.topk(max_k, dim=-1) if max_k else (None, None)
-    token_list, lp_list, rank_list = tokens.tolist(), sampled.tolist(), ranks.tolist()
-    tops: list[dict[int, tuple[float, int]] | None] = []
-    for row, k in enumerate(ks):
-        if k is None:
-            tops.append(None)
-            continue
-        top = {token_list[row]: (lp_list[row], rank_list[row])}
-        if k:
-            for rank, (tid, lp) in enumerate(
-                zip(top_ids[row, :k].tolist(), top_vals[row, :k].tolist(), strict=False)
-            ):
-                top.setdefault(tid, (lp, rank + 1))
-        tops.append(top)
-    return SampleResult(token_list, lp_list, tops)
+    if not max_k:
+        return sampled, ranks
+    top_vals, top_ids = logprobs.topk(max_k, dim=-1)
+    return sampled, ranks, top_vals, top_ids
+
+
+def gather_logprobs(logprobs: torch.Tensor, tokens: torch.Tensor, ks: list[int | None]) -> SampleResult:
+    """Per row: the logprob and rank of `tokens[row]`, and with ks[row] = k (None: none asked) a dict of
+    it plus the top-k {token: (logprob, rank)}. Shape: logprobs [B, V], tokens [B]."""
+    return PendingSample(tokens, logprob_parts(logprobs, tokens, ks), ks).result()
