@@ -42,4 +42,5 @@ def use_triton(tensor: torch.Tensor) -> bool:
     """True when the op on ``tensor`` should launch the Triton kernel rather than the reference."""
     if tensor.is_cuda:
         return True
-    return tensor.device.type == "cpu" and interpreter_enabled() and _INTERPRET_ON_CPU.get()
+    # the context variable first: it is cheap, and false on every engine call (no environment lookup)
+    return tensor.device.type == "cpu" and _INTERPRET_ON_CPU.get() and interpreter_enabled()
