@@ -165,7 +165,7 @@ def run_lora(case: LoRACase, device: torch.device, dtype: torch.dtype, ceil: dic
     row["lora_over_base"] = row["lora_us"] / row["base_us"]
     if device.type == "cuda":
         row["split_us"] = bench_us(setup.split, device)
-        if case.num_tokens <= triton_lora_fused.FUSED_MAX_TOKENS:
+        if case.num_tokens <= triton_lora_fused.TUNED_MAX_TOKENS:
             row["fused_us"] = bench_us(setup.fused, device)
         if case.num_tokens <= setup.meta.max_tiled_tokens:
             row["decode_us"] = bench_us(setup.decode, device)
@@ -282,7 +282,7 @@ def main() -> None:
         attention = [decode_row(64, 2048, device, dtype, ceil)] if not args.smoke else []
         result["attention"] = attention
         if device.type == "cuda":
-            decode = [c for c in HEADLINE if c.num_tokens <= triton_lora_fused.FUSED_MAX_TOKENS]
+            decode = [c for c in HEADLINE if c.num_tokens <= triton_lora_fused.TUNED_MAX_TOKENS]
             result["configs"] = [r for c in decode for r in run_fused_configs(c, device, dtype)]
         save()
         print_tables(result, headline, attention)

@@ -94,3 +94,55 @@ def attention_rows(
         prefill_row(1, 4096, device, dtype, ceil),
         store_row(4096, device, dtype, ceil),
     ]
+
+
+def engine_decode_sweep(device, dtype, ceil, batch=32, context=192, max_context=1024, heads=32, kv_heads=32):
+    """Launch configurations of decode attention for the engine's case: a graph-captured step whose
+    block tables are `max_context` wide while the sequences hold `context` tokens (MHA by default)."""
+    blocks_per_seq = max_context // BLOCK_SIZE
+    k_cache, v_cache, _ = _cache(batch, max_context, device, dtype, HEAD_DIM, kv_heads)
+    tables = torch.randperm(k_cache.shape[0], device=device).to(torch.int32).view(batch, blocks_per_seq)
+    q = torch.randn(batch, heads, HEAD_DIM, device=device, dtype=dtype)
+    lens = torch.full((batch,), context, device=device, dtype=torch.int32)
+    kv_bytes = 2 * batch * context * kv_heads * HEAD_DIM * k_cache.element_size()
+    rows = []
+    for block_n in (16, 32, 64):
+        for num_warps in (2, 4):
+            for num_stages in (1, 2, 3):
+                for splits in (1, 2):
+                    config = dict(block_n=block_n, num_warps=num_warps, num_stages=num_stages, splits=splits)
+                    us = bench_us(
+                        lambda c=config: attention.paged_decode_attention(
+                            q, k_cache, v_cache, tables, lens, HEAD_DIM**-0.5, **c
+                        ),
+                        device,
+                    )
+                    gbps = kv_bytes / us / 1e3
+                    rows.append({**config, "us": us, "pct_hbm": 100 * gbps / ceil["copy_gbps"]})
+    rows.sort(key=lambda r: r["us"])
+    return rows
+
+
+def main() -> None:
+    """`python -m benchmarks.kernels_attention --engine-sweep [--out FILE]`: the sweep above on a GPU."""
+    import argparse
+    import json
+
+    from benchmarks.common import environment, format_table, measure_ceilings
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--engine-sweep", action="store_true", required=True)
+    parser.add_argument("--context", type=int, default=192)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    device = torch.device("cuda")
+    ceil = measure_ceilings(device)
+    rows = engine_decode_sweep(device, torch.bfloat16, ceil, context=args.context)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"environment": environment(device), "ceilings": ceil, "rows": rows}, f, indent=1)
+    print(format_table(rows[:12], ["block_n", "num_warps", "num_stages", "splits", "us", "pct_hbm"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -70,7 +70,7 @@ def run_case(case: LoRACase, device: torch.device, dtype: torch.dtype, ceil: dic
     row["base_us"] = bench_us(setup.base, device)
     row["add_lora_us"] = bench_us(setup.lora, device)
     row["decode_us"] = bench_us(setup.decode, device)
-    if case.num_tokens <= triton_lora_fused.FUSED_MAX_TOKENS:
+    if case.num_tokens <= triton_lora_fused.TUNED_MAX_TOKENS:
         row["fused_us"] = bench_us(setup.fused, device)
     row["split_us"] = bench_us(setup.split, device)
     adapter, _, _ = setup.work(setup.x.element_size())

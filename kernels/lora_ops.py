@@ -15,7 +15,12 @@ import torch
 from kernels.dispatch import use_triton
 from kernels.lora_meta import LoRAKernelMeta
 
-DECODE_MAX_TOKENS = 256  # add_lora takes the tiled decode kernels up to this many tokens
+# add_lora's paths by token count (H200, benchmarks/results/kernels_lora_decode_h200.json): the one-launch
+# fused kernel up to FUSED_MAX_TOKENS (a token's adapter read once per column program: best while there
+# are few tokens), the tiled decode kernels up to DECODE_MAX_TOKENS (weights read once per 16-token tile
+# of one adapter: best once adapters are shared), the SGMV shrink/expand beyond.
+FUSED_MAX_TOKENS = 128
+DECODE_MAX_TOKENS = 1024
 
 
 def lora_shrink_ref(
@@ -133,9 +138,10 @@ def add_lora(
     """``out += x @ A^T @ B^T`` per token and slice (scaling already folded into B).
 
     Path, chosen on the host from the token count (fixed per captured CUDA graph):
-    CPU tensors take :func:`add_lora_ref`; up to ``DECODE_MAX_TOKENS`` tokens take the tiled decode
-    kernels of :mod:`kernels.triton_lora_decode` (split-K shrink into fp32 partials, then the expand;
-    ``buffer`` unused); more tokens take the SGMV shrink into ``buffer`` then the expand.
+    CPU tensors take :func:`add_lora_ref`; up to ``FUSED_MAX_TOKENS`` tokens take the one-launch fused
+    kernel of :mod:`kernels.triton_lora_fused`, up to ``DECODE_MAX_TOKENS`` the tiled decode kernels of
+    :mod:`kernels.triton_lora_decode` (split-K shrink into fp32 partials, then the expand); ``buffer`` is
+    unused by both. More tokens take the SGMV shrink into ``buffer`` then the expand.
 
     Shape:
         out: [T, sum(out_i)]; x: [T, in]
@@ -147,6 +153,11 @@ def add_lora(
     num_slices, num_tokens, max_rank = len(lora_a), x.shape[0], lora_a[0].shape[1]
     if not use_triton(x):
         add_lora_ref(out, x, lora_a, lora_b, meta)
+        return
+    if num_tokens <= FUSED_MAX_TOKENS:
+        from kernels import triton_lora_fused
+
+        triton_lora_fused.fused_add_lora(out, x, lora_a, lora_b, meta, _slice_offsets(lora_b, None))
         return
     if num_tokens <= min(meta.max_tiled_tokens, DECODE_MAX_TOKENS):
         from kernels import triton_lora_decode

@@ -253,13 +253,18 @@ def paged_decode_attention(
     context_lens: torch.Tensor,
     scale: float,
     block_n: int = 64,
+    *,
+    num_warps: int = 4,
+    num_stages: int = 2,
+    splits: int | None = None,
 ) -> torch.Tensor:
-    """Launch split-K decode attention (contract: :func:`kernels.attention.paged_decode_attention_ref`)."""
+    """Launch split-K decode attention (contract: :func:`kernels.attention.paged_decode_attention_ref`);
+    the keyword arguments override the launch configuration (benchmarks sweep them)."""
     batch, heads, head_dim = q.shape
     kv_heads, block_size = k_cache.shape[2], k_cache.shape[1]
     group = heads // kv_heads
     max_context = block_tables.shape[1] * block_size
-    splits = _num_splits(batch, kv_heads, max_context, block_n, q.device)
+    splits = splits or _num_splits(batch, kv_heads, max_context, block_n, q.device)
     partition = triton.cdiv(triton.cdiv(max_context, splits), block_n) * block_n
     out = torch.empty_like(q)
     part = torch.empty(batch * heads * splits, head_dim, dtype=torch.float32, device=q.device)
@@ -287,8 +292,8 @@ def paged_decode_attention(
         BLOCK_N=block_n,
         PARTITION=partition,
         NUM_SPLITS=splits,
-        num_warps=4,
-        num_stages=2,
+        num_warps=num_warps,
+        num_stages=num_stages,
     )
     if splits > 1:
         _decode_reduce_kernel[(batch, heads)](

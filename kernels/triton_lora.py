@@ -22,6 +22,11 @@ from kernels.lora_meta import LoRAKernelMeta
 MAX_SLICES_PER_LAUNCH = 3
 
 
+def dot_precision(dtype: torch.dtype) -> str:
+    """fp32 operands multiply exactly ("ieee"), not in TF32 (which drops 13 mantissa bits)."""
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
 @dataclass(frozen=True)
 class ShrinkConfig:
     block_m: int
@@ -97,6 +102,7 @@ def _shrink_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     SPLIT_K: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     pid_tile, pid_nk, pid_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     slot, m_start, count, seg_start = _segment_tile(
@@ -126,7 +132,7 @@ def _shrink_kernel(
         k_mask = offs_k < in_features
         xt = tl.load(x_rows + offs_k[None, :] * stride_xk, mask=m_mask[:, None] & k_mask[None, :], other=0.0)
         at = tl.load(a_rows + offs_k[:, None] * stride_ak, mask=n_mask[None, :] & k_mask[:, None], other=0.0)
-        acc += tl.dot(xt, at)
+        acc += tl.dot(xt, at, input_precision=PRECISION)
     acc *= scale
     y_ptrs = y_ptr + pid_s * stride_ys + tok[:, None] * stride_yt + offs_n[None, :] * stride_yr
     y_mask = m_mask[:, None] & (offs_n < max_rank)[None, :]
@@ -171,6 +177,7 @@ def _expand_kernel(
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_R: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     pid_tile, pid_n, pid_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     # Integers are selected arithmetically, not per branch: Triton specializes an int argument equal
@@ -217,7 +224,7 @@ def _expand_kernel(
         bt = tl.load(b_cols + offs_r[:, None] * stride_br, mask=rv_mask[:, None] & n_mask[None, :], other=0.0)
         yt = tl.where(r_mask[None, :], yt, 0.0)
         bt = tl.where(r_mask[:, None], bt, 0.0)
-        acc += tl.dot(yt.to(bt.dtype), bt)
+        acc += tl.dot(yt.to(bt.dtype), bt, input_precision=PRECISION)
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
 
 
@@ -296,6 +303,7 @@ def shrink(
             BLOCK_N=cfg.block_n,
             BLOCK_K=cfg.block_k,
             SPLIT_K=cfg.split_k,
+            PRECISION=dot_precision(x.dtype),
             num_warps=cfg.num_warps,
             num_stages=cfg.num_stages,
         )
@@ -347,6 +355,7 @@ def expand(
             BLOCK_M=cfg.block_m,
             BLOCK_N=cfg.block_n,
             BLOCK_R=block_r,
+            PRECISION=dot_precision(lora_b[0].dtype),
             num_warps=cfg.num_warps,
             num_stages=cfg.num_stages,
         )

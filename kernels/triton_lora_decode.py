@@ -26,6 +26,7 @@ import triton
 import triton.language as tl
 
 from kernels.lora_meta import TILE_M, LoRAKernelMeta, num_tiles_bound
+from kernels.triton_lora import dot_precision
 
 MAX_SLICES_PER_LAUNCH = 3
 
@@ -226,7 +227,7 @@ def decode_add_lora(
         raise ValueError("all lora_b slices must share dtype and inner strides")
     num_tiles = num_tiles_bound(num_tokens, meta.max_loras)
     block_r = max(16, triton.next_power_of_2(max_rank))
-    precision = "ieee" if x.dtype == torch.float32 else "tf32"
+    precision = dot_precision(x.dtype)
     tiles = (meta.tile_slot, meta.tile_rank, meta.tile_tokens)
     for first in range(0, len(lora_a), MAX_SLICES_PER_LAUNCH):
         a_group = list(lora_a[first : first + MAX_SLICES_PER_LAUNCH])

@@ -24,7 +24,7 @@ import triton.language as tl
 from kernels.lora_meta import LoRAKernelMeta
 
 MAX_SLICES_PER_LAUNCH = 3
-FUSED_MAX_TOKENS = 256  # largest batch it is tuned for (add_lora now takes triton_lora_decode)
+TUNED_MAX_TOKENS = 256  # the batch sizes its configs were measured for (add_lora uses it up to 128)
 _TILE_ELEMENTS = 16384  # elements of an A or B tile per loop step: few steps, each a DRAM round trip
 
 
