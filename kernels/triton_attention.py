@@ -14,8 +14,6 @@ import triton
 import triton.language as tl
 
 LOG2E = 1.4426950408889634
-MHA_HEADS_PER_PROGRAM = 4  # MHA decode: heads per program (0: the grouped-MMA kernel for MHA too)
-MHA_BLOCK_N = 16
 
 
 @triton.jit
@@ -126,76 +124,6 @@ def _decode_kernel(
         tl.store(part_ptr + row[:, None] * HEAD_DIM + dims[None, :], acc / l_i[:, None], mask=g_mask)
         tl.store(stats_ptr + row * 2, m_i, mask=g < GROUP)
         tl.store(stats_ptr + row * 2 + 1, l_i, mask=g < GROUP)
-
-
-@triton.jit
-def _decode_mha_kernel(
-    q_ptr,
-    k_cache_ptr,
-    v_cache_ptr,
-    block_tables_ptr,
-    context_lens_ptr,
-    out_ptr,
-    part_ptr,
-    stats_ptr,
-    scale_log2,
-    block_size,
-    stride_qb,
-    stride_qh,
-    stride_bt,
-    stride_block,
-    stride_tok,
-    stride_ob,
-    stride_oh,
-    HEADS_PER_PROGRAM: tl.constexpr,
-    HEAD_DIM: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-    PARTITION: tl.constexpr,
-    NUM_SPLITS: tl.constexpr,
-):
-    """Decode without grouped heads (MHA): program ``(b, h, split)`` serves heads ``h*HB .. h*HB+HB-1``,
-    whose cached rows are adjacent in a token's row (one contiguous ``HB * D`` load per position); the
-    scores are per-head dot products on CUDA cores (no MMA rows to pad)."""
-    HB: tl.constexpr = HEADS_PER_PROGRAM
-    pid_b, pid_h, pid_split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    ctx = tl.load(context_lens_ptr + pid_b)
-    start = pid_split * PARTITION
-    if start >= ctx:
-        return
-    end = tl.minimum(start + PARTITION, ctx)
-    heads = pid_h * HB + tl.arange(0, HB)
-    dims = tl.arange(0, HEAD_DIM)
-    q = tl.load(q_ptr + pid_b * stride_qb + heads[:, None] * stride_qh + dims[None, :]).to(tl.float32)
-    q = q * scale_log2
-    cols = pid_h * HB * HEAD_DIM + tl.arange(0, HB * HEAD_DIM)
-    table = block_tables_ptr + pid_b.to(tl.int64) * stride_bt
-    m_i = tl.full((HB,), float("-inf"), tl.float32)
-    l_i = tl.zeros((HB,), tl.float32)
-    acc = tl.zeros((HB, HEAD_DIM), tl.float32)
-    for n0 in range(start, end, BLOCK_N):
-        pos = n0 + tl.arange(0, BLOCK_N)
-        valid = pos < end
-        block = tl.load(table + pos // block_size, mask=valid, other=0).to(tl.int64)
-        offs = (block * stride_block + (pos % block_size) * stride_tok)[:, None] + cols[None, :]
-        k = tl.load(k_cache_ptr + offs, mask=valid[:, None], other=0.0).to(tl.float32)
-        v = tl.load(v_cache_ptr + offs, mask=valid[:, None], other=0.0).to(tl.float32)
-        s = tl.sum(tl.reshape(k, (BLOCK_N, HB, HEAD_DIM)) * q[None, :, :], axis=2)
-        s = tl.where(valid[:, None], s, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(s, 0))
-        alpha = tl.exp2(m_i - m_new)
-        p = tl.exp2(s - m_new[None, :])
-        l_i = l_i * alpha + tl.sum(p, 0)
-        pv = tl.sum(p[:, :, None] * tl.reshape(v, (BLOCK_N, HB, HEAD_DIM)), axis=0)
-        acc = acc * alpha[:, None] + pv
-        m_i = m_new
-    if NUM_SPLITS == 1:
-        out = out_ptr + pid_b * stride_ob + heads[:, None] * stride_oh + dims[None, :]
-        tl.store(out, (acc / l_i[:, None]).to(out_ptr.dtype.element_ty))
-    else:
-        row = (pid_b * tl.num_programs(1) * HB + heads) * NUM_SPLITS + pid_split
-        tl.store(part_ptr + row[:, None] * HEAD_DIM + dims[None, :], acc / l_i[:, None])
-        tl.store(stats_ptr + row * 2, m_i)
-        tl.store(stats_ptr + row * 2 + 1, l_i)
 
 
 @triton.jit
@@ -324,71 +252,49 @@ def paged_decode_attention(
     block_tables: torch.Tensor,
     context_lens: torch.Tensor,
     scale: float,
-    block_n: int | None = None,
+    block_n: int = 64,
     *,
     num_warps: int = 4,
     num_stages: int = 2,
     splits: int | None = None,
-    mha_heads_per_program: int | None = None,
 ) -> torch.Tensor:
     """Launch split-K decode attention (contract: :func:`kernels.attention.paged_decode_attention_ref`);
-    the keyword arguments override the launch configuration (benchmarks sweep them).
-
-    Without grouped heads (MHA) and with each token's heads adjacent in the cache, the CUDA-core kernel
-    serving `mha_heads_per_program` heads per program runs (0: the grouped-MMA kernel)."""
+    the keyword arguments override the launch configuration (benchmarks sweep them)."""
     batch, heads, head_dim = q.shape
     kv_heads, block_size = k_cache.shape[2], k_cache.shape[1]
     group = heads // kv_heads
-    if mha_heads_per_program is None:
-        mha_heads_per_program = MHA_HEADS_PER_PROGRAM
-    adjacent = (
-        k_cache.stride(2) == head_dim and k_cache.stride(3) == 1 and v_cache.stride() == k_cache.stride()
-    )
-    if group != 1 or not adjacent or heads % max(1, mha_heads_per_program):
-        mha_heads_per_program = 0
-    if block_n is None:
-        block_n = MHA_BLOCK_N if mha_heads_per_program else 64
     max_context = block_tables.shape[1] * block_size
     splits = splits or _num_splits(batch, kv_heads, max_context, block_n, q.device)
     partition = triton.cdiv(triton.cdiv(max_context, splits), block_n) * block_n
     out = torch.empty_like(q)
     part = torch.empty(batch * heads * splits, head_dim, dtype=torch.float32, device=q.device)
     stats = torch.empty(batch * heads * splits, 2, dtype=torch.float32, device=q.device)
-    common = (q, k_cache, v_cache, block_tables, context_lens, out, part, stats, scale * LOG2E, block_size)
-    if mha_heads_per_program:
-        _decode_mha_kernel[(batch, heads // mha_heads_per_program, splits)](
-            *common,
-            q.stride(0),
-            q.stride(1),
-            block_tables.stride(0),
-            *k_cache.stride()[:2],
-            out.stride(0),
-            out.stride(1),
-            HEADS_PER_PROGRAM=mha_heads_per_program,
-            HEAD_DIM=head_dim,
-            BLOCK_N=block_n,
-            PARTITION=partition,
-            NUM_SPLITS=splits,
-            num_warps=num_warps,
-        )
-    else:
-        _decode_kernel[(batch, kv_heads, splits)](
-            *common,
-            q.stride(0),
-            q.stride(1),
-            block_tables.stride(0),
-            *k_cache.stride()[:3],
-            out.stride(0),
-            out.stride(1),
-            GROUP=group,
-            GROUP_P2=max(16, triton.next_power_of_2(group)),
-            HEAD_DIM=head_dim,
-            BLOCK_N=block_n,
-            PARTITION=partition,
-            NUM_SPLITS=splits,
-            num_warps=num_warps,
-            num_stages=num_stages,
-        )
+    _decode_kernel[(batch, kv_heads, splits)](
+        q,
+        k_cache,
+        v_cache,
+        block_tables,
+        context_lens,
+        out,
+        part,
+        stats,
+        scale * LOG2E,
+        block_size,
+        q.stride(0),
+        q.stride(1),
+        block_tables.stride(0),
+        *k_cache.stride()[:3],
+        out.stride(0),
+        out.stride(1),
+        GROUP=group,
+        GROUP_P2=max(16, triton.next_power_of_2(group)),
+        HEAD_DIM=head_dim,
+        BLOCK_N=block_n,
+        PARTITION=partition,
+        NUM_SPLITS=splits,
+        num_warps=num_warps,
+        num_stages=num_stages,
+    )
     if splits > 1:
         _decode_reduce_kernel[(batch, heads)](
             part,

@@ -68,32 +68,6 @@ def test_decode_matches_reference_and_dense(dtype, heads, kv_heads):
         torch.testing.assert_close(ref[b : b + 1].float().cpu(), expected, rtol=TOL[dtype], atol=TOL[dtype])
 
 
-@pytest.mark.parametrize(
-    ("heads_per_program", "block_n", "splits"), [(0, 16, 1), (2, 16, 1), (4, 16, 2), (2, 32, 4)]
-)
-def test_mha_decode_kernels_match_reference(heads_per_program, block_n, splits):
-    """Both decode kernels serve MHA: the CUDA-core one (heads per program) and the grouped-MMA one (0)."""
-    from kernels import triton_attention
-
-    seq_lens = [1, 37, 100]
-    k_cache, v_cache, tables, _ = _paged_cache(seq_lens, 4, 32, torch.float16)
-    q = torch.randn(len(seq_lens), 4, 32).to(DEVICE, torch.float16)
-    context_lens = torch.tensor(seq_lens, dtype=torch.int32, device=DEVICE)
-    ref = attention.paged_decode_attention_ref(q, k_cache, v_cache, tables, context_lens, 32**-0.5)
-    out = triton_attention.paged_decode_attention(
-        q,
-        k_cache,
-        v_cache,
-        tables,
-        context_lens,
-        32**-0.5,
-        block_n,
-        splits=splits,
-        mha_heads_per_program=heads_per_program,
-    )
-    torch.testing.assert_close(out, ref, rtol=2e-2, atol=2e-2)
-
-
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 @pytest.mark.parametrize(("heads", "kv_heads"), [(4, 4), (4, 2)])
 def test_prefill_and_chunked_prefill_match_reference(dtype, heads, kv_heads):
