@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from benchmarks.common import bench_us
-from kernels import attention
+from kernels import attention, triton_attention
 
 HEAD_DIM, HEADS, KV_HEADS, BLOCK_SIZE = 128, 32, 8, 16
 
@@ -112,7 +112,7 @@ def engine_decode_sweep(device, dtype, ceil, batch=32, context=192, max_context=
                 for splits in (1, 4, 16):
                     config = dict(block_n=block_n, num_warps=num_warps, num_stages=num_stages, splits=splits)
                     us = bench_us(
-                        lambda c=config: attention.paged_decode_attention(
+                        lambda c=config: triton_attention.paged_decode_attention(
                             q, k_cache, v_cache, tables, lens, HEAD_DIM**-0.5, **c
                         ),
                         device,
