@@ -21,7 +21,9 @@ class Context:
     Shape: `slot_mapping` [T] int64 (KV slot of each new token, -1 = do not store);
     prefill: `cu_seqlens_q` [B+1] int32, `seq_lens` [B] int32 (context incl. new tokens),
     `block_tables` [B, max_blocks] int32; decode: `context_lens` [B] int32, `block_tables`.
-    `lora_meta` is the LoRA kernel metadata (None when the batch has no adapter).
+    `lora_meta` is the LoRA kernel metadata (None when the batch has no adapter). `cpu_attn_meta` holds
+    the CPU attention's per-step values (`kernels.attention.CpuStepMeta`): the first layer builds it,
+    every later layer of the forward reuses it.
     """
 
     is_prefill: bool = False
@@ -32,6 +34,7 @@ class Context:
     seq_lens: torch.Tensor | None = None
     max_seqlen_q: int = 0
     lora_meta: Any = None
+    cpu_attn_meta: Any = None
 
 
 _EMPTY = Context()

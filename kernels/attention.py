@@ -8,6 +8,8 @@ See :mod:`kernels.dispatch` for when the Triton kernels run.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -20,8 +22,9 @@ def store_kvcache_ref(
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
     slot_mapping: torch.Tensor,
+    meta: CpuStepMeta | None = None,
 ) -> None:
-    """Reference cache write.
+    """Reference cache write (``meta``: this step's precomputed slots, see :func:`cpu_step_meta`).
 
     Semantics::
 
@@ -36,15 +39,58 @@ def store_kvcache_ref(
         slot_mapping: [T] int, -1 = skip (padding)
     """
     k_rows, v_rows = k_cache.view(-1, *k_cache.shape[2:]), v_cache.view(-1, *v_cache.shape[2:])
-    if slot_mapping.numel() and int(slot_mapping.min()) >= 0:  # no padding (the CPU engine): no mask
-        slots = slot_mapping.long()
-        k_rows.index_copy_(0, slots, key.to(k_cache.dtype))
-        v_rows.index_copy_(0, slots, value.to(v_cache.dtype))
+    slots = unpadded_slots(slot_mapping) if meta is None else meta.slots
+    if slots is not None:  # no padding (the CPU engine): no mask
+        k_rows.index_copy_(0, slots, key if key.dtype == k_cache.dtype else key.to(k_cache.dtype))
+        v_rows.index_copy_(0, slots, value if value.dtype == v_cache.dtype else value.to(v_cache.dtype))
         return
     keep = slot_mapping >= 0
     slots = slot_mapping[keep].long()
     k_rows[slots] = key[keep].to(k_cache.dtype)
     v_rows[slots] = value[keep].to(v_cache.dtype)
+
+
+@dataclass(frozen=True)
+class CpuStepMeta:
+    """Values of one forward that every layer's reference attention shares: built once per step by
+    :func:`cpu_step_meta`, so the per-layer work is the KV store, one gather per cache and the attention.
+
+    Shape: ``slots`` [T] int64 (None when some slot is padding); decode only: ``block_ids``
+    [B * num_blocks] int64 (each sequence's first blocks covering ``num_positions``), ``valid``
+    [B, 1, 1, num_positions] bool (position < context length).
+    """
+
+    slots: torch.Tensor | None
+    num_positions: int = 0
+    block_ids: torch.Tensor | None = None
+    valid: torch.Tensor | None = None
+
+
+def unpadded_slots(slot_mapping: torch.Tensor) -> torch.Tensor | None:
+    """``slot_mapping`` as int64 when no slot is padding (-1), else None."""
+    if slot_mapping.numel() and int(slot_mapping.min()) >= 0:
+        return slot_mapping.long()
+    return None
+
+
+def cpu_step_meta(
+    slot_mapping: torch.Tensor | None,
+    block_tables: torch.Tensor | None = None,
+    context_lens: torch.Tensor | None = None,
+    block_size: int = 0,
+) -> CpuStepMeta:
+    """The :class:`CpuStepMeta` of a step; decode fields only with ``block_tables`` and ``context_lens``.
+
+    It reads ``context_lens.max()`` on the host: on a GPU that is a device sync (CPU engine only).
+    """
+    slots = None if slot_mapping is None else unpadded_slots(slot_mapping)
+    if context_lens is None or block_tables is None:
+        return CpuStepMeta(slots)
+    num_positions = int(context_lens.max())
+    num_blocks = -(-num_positions // block_size)
+    block_ids = block_tables[:, :num_blocks].reshape(-1).long()
+    valid = torch.arange(num_positions, device=context_lens.device)[None, :] < context_lens[:, None]
+    return CpuStepMeta(slots, num_positions, block_ids, valid[:, None, None, :])
 
 
 def _gather_context(cache: torch.Tensor, block_table: torch.Tensor, num_positions: int) -> torch.Tensor:
@@ -62,8 +108,10 @@ def paged_decode_attention_ref(
     block_tables: torch.Tensor,
     context_lens: torch.Tensor,
     scale: float,
+    meta: CpuStepMeta | None = None,
 ) -> torch.Tensor:
-    """Reference decode attention: one query per sequence over its whole cached context.
+    """Reference decode attention: one query per sequence over its whole cached context (``meta``: this
+    step's precomputed gather ids and mask, see :func:`cpu_step_meta`).
 
     Semantics::
 
@@ -76,15 +124,18 @@ def paged_decode_attention_ref(
         q: [B, H, D] -> out: [B, H, D]
         block_tables: [B, max_blocks] int32; context_lens: [B] int32 (>= 1)
     """
-    max_len = int(context_lens.max())
-    keys = _gather_context(k_cache, block_tables, max_len).transpose(1, 2)  # [B, Hkv, L, D]
-    values = _gather_context(v_cache, block_tables, max_len).transpose(1, 2)
-    valid = torch.arange(max_len, device=q.device)[None, :] < context_lens[:, None].to(q.device)
+    if meta is None:
+        meta = cpu_step_meta(None, block_tables, context_lens.to(q.device), k_cache.shape[1])
+    num_seqs, num_positions = q.shape[0], meta.num_positions
+    keys, values = (
+        cache.index_select(0, meta.block_ids).view(num_seqs, -1, *cache.shape[2:])[:, :num_positions]
+        for cache in (k_cache, v_cache)
+    )  # whole-block copies: far cheaper than advanced indexing
     out = F.scaled_dot_product_attention(
         q.unsqueeze(2),
-        keys.to(q.dtype),
-        values.to(q.dtype),
-        attn_mask=valid[:, None, None, :],
+        keys.transpose(1, 2).to(q.dtype),  # [B, Hkv, L, D]
+        values.transpose(1, 2).to(q.dtype),
+        attn_mask=meta.valid,
         scale=scale,
         enable_gqa=True,
     )
@@ -142,8 +193,10 @@ def store_kvcache(
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
     slot_mapping: torch.Tensor,
+    meta: CpuStepMeta | None = None,
 ) -> None:
-    """Write this step's K/V rows into their cache slots (contract: :func:`store_kvcache_ref`)."""
+    """Write this step's K/V rows into their cache slots (contract: :func:`store_kvcache_ref`; ``meta``
+    is used by the reference path only)."""
     if key.shape != value.shape or key.shape[1:] != k_cache.shape[2:] or k_cache.shape != v_cache.shape:
         raise ValueError(f"key {tuple(key.shape)} / cache {tuple(k_cache.shape)} shapes do not match")
     if use_triton(key):
@@ -151,7 +204,7 @@ def store_kvcache(
 
         triton_attention.store_kvcache(key, value, k_cache, v_cache, slot_mapping)
     else:
-        store_kvcache_ref(key, value, k_cache, v_cache, slot_mapping)
+        store_kvcache_ref(key, value, k_cache, v_cache, slot_mapping, meta)
 
 
 def paged_decode_attention(
@@ -161,14 +214,16 @@ def paged_decode_attention(
     block_tables: torch.Tensor,
     context_lens: torch.Tensor,
     scale: float,
+    meta: CpuStepMeta | None = None,
 ) -> torch.Tensor:
-    """Decode attention (contract: :func:`paged_decode_attention_ref`); split-K on the GPU."""
+    """Decode attention (contract: :func:`paged_decode_attention_ref`); split-K on the GPU. ``meta`` is
+    used by the reference path only."""
     _check_heads(q, k_cache)
     if use_triton(q):
         from kernels import triton_attention
 
         return triton_attention.paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale)
-    return paged_decode_attention_ref(q, k_cache, v_cache, block_tables, context_lens, scale)
+    return paged_decode_attention_ref(q, k_cache, v_cache, block_tables, context_lens, scale, meta)
 
 
 def paged_prefill_attention(

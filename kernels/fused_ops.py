@@ -15,6 +15,9 @@ from kernels.dispatch import use_triton
 
 def rms_norm_ref(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """RMSNorm computed in fp32 as HF Llama does. Shape: x [..., hidden], weight [hidden] -> [..., hidden]."""
+    if x.dtype == torch.float32 and weight.dtype == torch.float32:
+        # one fused op, bit-identical to the expression below in fp32 (not in bf16: it rounds differently)
+        return F.rms_norm(x, (x.shape[-1],), weight, eps)
     dtype = x.dtype
     x = x.float()
     x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
@@ -53,8 +56,8 @@ def add_rms_norm(
 
 def silu_and_mul_ref(x: torch.Tensor) -> torch.Tensor:
     """Reference for :func:`silu_and_mul`."""
-    gate, up = x.split(x.shape[-1] // 2, dim=-1)
-    return F.silu(gate) * up
+    half = x.shape[-1] // 2
+    return F.silu(x[..., :half]) * x[..., half:]
 
 
 def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
@@ -71,13 +74,17 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
 
 
 def rotary_embedding_ref(
-    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, head_dim: int
+    x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, head_dim: int, out: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Reference for :func:`rotary_embedding` (returns a new tensor)."""
+    """Reference for :func:`rotary_embedding`: returns a new tensor, or writes ``out`` (may be ``x``)."""
     shape, dtype = x.shape, x.dtype
-    x = x.reshape(shape[0], -1, head_dim).float()
-    out = x * cos + x.roll(head_dim // 2, dims=-1) * sin
-    return out.to(dtype).view(shape)
+    heads = x.reshape(shape[0], -1, head_dim)
+    if dtype == torch.float32 and out is not None:  # no casts: three ops straight into `out`
+        rolled = heads.roll(head_dim // 2, dims=-1)
+        return torch.add(heads * cos, rolled * sin, out=out.view(heads.shape)).view(shape)
+    heads = heads.float()
+    rotated = (heads * cos + heads.roll(head_dim // 2, dims=-1) * sin).to(dtype).view(shape)
+    return rotated if out is None else out.copy_(rotated)
 
 
 def rotary_embedding(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, head_dim: int) -> torch.Tensor:
@@ -88,10 +95,11 @@ def rotary_embedding(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, head
         out = xh * cos[t] + roll(xh, half) * sin[t]     # sin rows carry their first half negated
 
     Shape: x [T, n*D] (rows may be strided, last dim contiguous); cos, sin [T, 1, D] fp32 -> [T, n*D].
-    Triton path: rotates ``x`` in place and returns it.
+    Both paths rotate ``x`` in place and return it (the reference through its ``out`` argument).
     """
     if use_triton(x):
         from kernels import triton_fused_ops
 
         return triton_fused_ops.rotary_embedding(x, cos, sin, head_dim)
-    return rotary_embedding_ref(x, cos, sin, head_dim)
+    rotary_embedding_ref(x, cos, sin, head_dim, out=x)
+    return x

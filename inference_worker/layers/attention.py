@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from inference_worker.context import get_context
+from inference_worker.context import Context, get_context
 from kernels import attention as attn_ops
 
 
@@ -34,7 +34,8 @@ class Attention(nn.Module):
         v = v.view(-1, self.num_kv_heads, self.head_dim)
         if self.k_cache.numel() == 0:
             return self._no_cache(q, k, v, ctx.cu_seqlens_q).flatten(1)
-        attn_ops.store_kvcache(k, v, self.k_cache, self.v_cache, ctx.slot_mapping)
+        meta = self._cpu_meta(ctx)
+        attn_ops.store_kvcache(k, v, self.k_cache, self.v_cache, ctx.slot_mapping, meta)
         if ctx.is_prefill:
             out = attn_ops.paged_prefill_attention(
                 q,
@@ -48,9 +49,24 @@ class Attention(nn.Module):
             )
         else:
             out = attn_ops.paged_decode_attention(
-                q, self.k_cache, self.v_cache, ctx.block_tables, ctx.context_lens, self.scale
+                q, self.k_cache, self.v_cache, ctx.block_tables, ctx.context_lens, self.scale, meta
             )
         return out.flatten(1)
+
+    def _cpu_meta(self, ctx: Context) -> attn_ops.CpuStepMeta | None:
+        """The step's shared CPU attention values, built by the forward's first layer (None on a GPU,
+        where building them would sync the device)."""
+        if self.k_cache.device.type != "cpu":
+            return None
+        if ctx.cpu_attn_meta is None:
+            decode = not ctx.is_prefill
+            ctx.cpu_attn_meta = attn_ops.cpu_step_meta(
+                ctx.slot_mapping,
+                ctx.block_tables if decode else None,
+                ctx.context_lens if decode else None,
+                self.k_cache.shape[1],
+            )
+        return ctx.cpu_attn_meta
 
     def _no_cache(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor

@@ -58,9 +58,9 @@ class RotaryEmbedding(nn.Module):
         return self.rotate(cos_sin, q), self.rotate(cos_sin, k)
 
     def rotate(self, cos_sin: tuple[torch.Tensor, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """RoPE on the heads of `x` (q and k heads side by side in one call). Shape: [T, n*D] -> [T, n*D].
+        """RoPE on the heads of `x` (q and k heads side by side in one call), in place; returns `x`.
 
-        On CUDA this is one Triton launch that rotates `x` in place (see `fused_ops.rotary_embedding`).
+        Shape: [T, n*D] -> [T, n*D]. On CUDA one Triton launch (see `fused_ops.rotary_embedding`).
         """
         cos, sin = cos_sin
         return fused_ops.rotary_embedding(x, cos, sin, self.head_dim)

@@ -53,9 +53,12 @@ class LlamaAttention(nn.Module):
         self.kv_size = self.num_kv_heads * self.head_dim
 
     def forward(self, cos_sin: RopeRows, hidden: torch.Tensor) -> torch.Tensor:
-        qk, v = self.qkv_proj(hidden).split([self.q_size + self.kv_size, self.kv_size], dim=-1)
-        q, k = self.rotary.rotate(cos_sin, qk).split([self.q_size, self.kv_size], dim=-1)
-        return self.o_proj(self.attn(q, k, v))  # row-strided views: the KV store copies only what it keeps
+        qkv = self.qkv_proj(hidden)
+        qk_end = self.q_size + self.kv_size
+        self.rotary.rotate(cos_sin, qkv[:, :qk_end])  # in place on the q and k columns
+        # row-strided views: the KV store copies only what it keeps
+        q, k, v = qkv[:, : self.q_size], qkv[:, self.q_size : qk_end], qkv[:, qk_end:]
+        return self.o_proj(self.attn(q, k, v))
 
 
 class LlamaMLP(nn.Module):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from inference_worker.layers.sampler import Sampler, apply_penalties
+from inference_worker.layers.sampler import Sampler, apply_penalties, greedy_tokens
 from inference_worker.sampling_params import SamplingParams
 from inference_worker.sequence import Sequence
 
@@ -94,3 +94,13 @@ def test_seeded_row_ignores_rows_that_share_the_engine_generator():
     tokens = Sampler(set())(logits, seqs_for(*[p] * 5), mixed).token_ids
     assert tokens[2] == alone
     assert len(set(tokens[:2] + tokens[3:])) > 1
+
+
+def test_greedy_tokens_take_the_first_of_tied_maxima_like_argmax():
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(6, 1000, generator=gen).round(decimals=1)  # many ties
+    logits[2, [7, 300, 999]] = 50.0
+    logits[4] = 0.0
+    tokens = greedy_tokens(logits)
+    assert torch.equal(tokens, logits.argmax(dim=-1))
+    assert tokens[2] == 7 and tokens[4] == 0

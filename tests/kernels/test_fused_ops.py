@@ -94,3 +94,22 @@ def test_llama7b_shapes_bf16_on_gpu():
     want_qk = fused_ops.rotary_embedding_ref(qkv[:, :8192], cos, sin, 128)
     got_qk = fused_ops.rotary_embedding(qkv[:, :8192], cos, sin, 128)
     torch.testing.assert_close(got_qk, want_qk, atol=tol, rtol=tol)
+
+
+def test_fp32_rms_norm_reference_is_bit_identical_to_hf_expression():
+    """The fp32 reference runs as one fused op; it must round exactly as HF's Llama RMSNorm."""
+    x, weight = _randn(8, 96, dtype=torch.float32) * 7, _randn(96, dtype=torch.float32, seed=1)
+    variance = x.pow(2).mean(-1, keepdim=True)
+    assert torch.equal(fused_ops.rms_norm_ref(x, weight, 1e-5), weight * (x * torch.rsqrt(variance + 1e-5)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rotary_reference_out_argument_writes_in_place(dtype):
+    """The CPU path writes the rotated q and k columns back into the qkv row; v stays as it was."""
+    qkv = _randn(4, 3 * 16, dtype=dtype)
+    cos, sin = _rope_rows(4, 16)
+    want = fused_ops.rotary_embedding_ref(qkv[:, :32], cos, sin, 16)
+    v_before = qkv[:, 32:].clone()
+    got = fused_ops.rotary_embedding_ref(qkv[:, :32], cos, sin, 16, out=qkv[:, :32])
+    assert torch.equal(qkv[:, :32], want) and torch.equal(got, want)
+    assert torch.equal(qkv[:, 32:], v_before)
