@@ -1,0 +1,41 @@
+"""Linear-layer GEMM: a Triton kernel for decode-sized batches on CUDA, ``F.linear`` otherwise.
+
+See :mod:`kernels.dispatch` for when Triton kernels run; ``SKINNY_MAX_ROWS`` bounds the rows the
+Triton kernel takes (above it cuBLAS is at the bandwidth or compute roofline anyway).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from kernels.dispatch import use_triton
+
+SKINNY_MAX_ROWS = 64
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def linear_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Reference: ``out = x @ weight^T (+ bias)``.
+
+    Semantics::
+
+        for m in range(M):
+            for n in range(N):
+                out[m, n] = sum(x[m, k] * weight[n, k] for k in range(K)) + (bias[n] if bias else 0)
+                # fp32 accumulation, rounded once to x's dtype
+
+    Shape:
+        x: [M, K]; weight: [N, K]; bias: [N] or None -> out: [M, N]
+    """
+    return F.linear(x, weight, bias)
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`linear_ref`; the Triton skinny GEMM for up to ``SKINNY_MAX_ROWS`` half-precision rows."""
+    skinny = x.dim() == 2 and x.shape[0] <= SKINNY_MAX_ROWS and x.dtype in _HALF and weight.dtype == x.dtype
+    if skinny and use_triton(x):
+        from kernels import triton_gemm
+
+        return triton_gemm.skinny_gemm(x, weight, bias)
+    return linear_ref(x, weight, bias)
