@@ -64,11 +64,16 @@ def main() -> None:
             }
             configs = []
             for cfg in SWEEP:
-                us = chain_us(lambda w, x=x, c=cfg: triton_gemm.skinny_gemm(x, w, config=c), weights)
+                try:
+                    us = chain_us(lambda w, x=x, c=cfg: triton_gemm.skinny_gemm(x, w, config=c), weights)
+                except triton.runtime.errors.OutOfResources:
+                    continue  # too much shared memory for this many stages
                 configs.append({**cfg.__dict__, "us": us})
             best = min(configs, key=lambda c: c["us"])
-            default = next(c for c in configs if c == {**triton_gemm.GemmConfig().__dict__, "us": c["us"]})
-            row.update(triton_default_us=default["us"], triton_best_us=best["us"], configs=configs)
+            default = [c["us"] for c in configs if c == {**triton_gemm.GemmConfig().__dict__, "us": c["us"]}]
+            row.update(
+                triton_default_us=default[0] if default else None, triton_best_us=best["us"], configs=configs
+            )
             row["best_config"] = {key: best[key] for key in ("block_n", "block_k", "num_stages", "num_warps")}
             for label in ("cublas_us", "triton_best_us"):
                 row[label.replace("_us", "_pct_hbm")] = (

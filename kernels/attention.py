@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from kernels import fused_ops
 from kernels.dispatch import use_triton
 
 
@@ -205,6 +206,47 @@ def store_kvcache(
         triton_attention.store_kvcache(key, value, k_cache, v_cache, slot_mapping)
     else:
         store_kvcache_ref(key, value, k_cache, v_cache, slot_mapping, meta)
+
+
+def rope_and_store_kvcache(
+    qk: torch.Tensor,
+    value: torch.Tensor,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    num_q_heads: int,
+    k_cache: torch.Tensor,
+    v_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    meta: CpuStepMeta | None = None,
+) -> None:
+    """RoPE on this step's q and k heads (in place), then the rotated k and ``value`` into the cache.
+
+    Semantics::
+
+        fused_ops.rotary_embedding(qk, cos, sin, D)           # q heads then k heads, in place
+        k = qk[:, num_q_heads * D:].view(T, Hkv, D)
+        store_kvcache(k, value.view(T, Hkv, D), k_cache, v_cache, slot_mapping)
+
+    Shape:
+        qk: [T, (Hq + Hkv) * D] (rows may be strided); value: [T, Hkv * D]; cos, sin: [T, 1, D] fp32
+        k_cache, v_cache: [num_blocks, block_size, Hkv, D]; slot_mapping: [T] (-1 = no write)
+    On the GPU one launch does both (``meta`` is used by the reference path only).
+    """
+    num_kv_heads, head_dim = k_cache.shape[2], k_cache.shape[3]
+    if qk.shape[1] != (num_q_heads + num_kv_heads) * head_dim or value.shape[1] != num_kv_heads * head_dim:
+        raise ValueError(
+            f"qk {tuple(qk.shape)} / value {tuple(value.shape)} do not match {tuple(k_cache.shape)}"
+        )
+    if use_triton(qk):
+        from kernels import triton_attention
+
+        triton_attention.rope_and_store_kvcache(
+            qk, value, cos, sin, num_q_heads, k_cache, v_cache, slot_mapping
+        )
+        return
+    fused_ops.rotary_embedding(qk, cos, sin, head_dim)
+    key = qk[:, num_q_heads * head_dim :].view(-1, num_kv_heads, head_dim)
+    store_kvcache(key, value.view(-1, num_kv_heads, head_dim), k_cache, v_cache, slot_mapping, meta)
 
 
 def paged_decode_attention(

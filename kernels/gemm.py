@@ -12,6 +12,9 @@ import torch.nn.functional as F
 from kernels.dispatch import use_triton
 
 SKINNY_MAX_ROWS = 64
+# Past 16 rows cuBLAS is as fast for the widest (gate_up) and deepest (down) Llama-2-7B projections on
+# the H200; the Triton kernel keeps the ones it wins (benchmarks/results/gemm_small_m_h200.json).
+_WIDE_ROWS, _WIDE_N, _DEEP_K = 16, 16384, 4096
 _HALF = (torch.float16, torch.bfloat16)
 
 
@@ -37,5 +40,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     if skinny and use_triton(x):
         from kernels import triton_gemm
 
-        return triton_gemm.skinny_gemm(x, weight, bias)
+        rows, (n, k) = x.shape[0], weight.shape
+        if rows <= _WIDE_ROWS or (n <= _WIDE_N and k <= _DEEP_K):
+            return triton_gemm.skinny_gemm(x, weight, bias, triton_gemm.config_for(rows, n))
     return linear_ref(x, weight, bias)

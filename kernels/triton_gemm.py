@@ -24,6 +24,15 @@ class GemmConfig:
     num_warps: int = 4
 
 
+def config_for(num_rows: int, out_features: int) -> GemmConfig:
+    """The tile shape that won on the H200 for the Llama-2-7B projections (gemm_small_m_h200.json):
+    wide outputs take wider column tiles and shorter K steps; deep pipelines help a few rows most."""
+    block_n = 64 if out_features > 16384 else 32
+    block_k = 128 if out_features > 8192 else 256
+    num_stages = 6 if block_k == 256 and num_rows <= 16 else 4
+    return GemmConfig(block_n, block_k, num_stages)
+
+
 @triton.jit
 def _skinny_gemm_kernel(
     x_ptr,

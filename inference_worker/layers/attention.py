@@ -13,10 +13,12 @@ from torch import nn
 
 from inference_worker.context import Context, get_context
 from kernels import attention as attn_ops
+from kernels import fused_ops
 
 
 class Attention(nn.Module):
-    """Shape: q [T, H*D], k/v [T, Hkv*D] -> [T, H*D]. `k_cache`/`v_cache` [num_blocks, block_size, Hkv, D]."""
+    """RoPE, KV-cache write and paged attention of one layer. `k_cache`/`v_cache` [num_blocks,
+    block_size, Hkv, D]."""
 
     def __init__(self, num_heads: int, num_kv_heads: int, head_dim: int, scale: float) -> None:
         super().__init__()
@@ -27,15 +29,23 @@ class Attention(nn.Module):
         self.k_cache = torch.empty(0)
         self.v_cache = torch.empty(0)
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    def forward(self, qkv: torch.Tensor, cos_sin: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Shape: qkv [T, (H + 2*Hkv)*D] (q, k, v heads side by side; q and k are rotated in place),
+        cos_sin rows of this forward's positions -> [T, H*D]."""
         ctx = get_context()
-        q = q.view(-1, self.num_heads, self.head_dim)
-        k = k.view(-1, self.num_kv_heads, self.head_dim)
-        v = v.view(-1, self.num_kv_heads, self.head_dim)
+        q_size, kv_size = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        qk, v_rows = qkv[:, : q_size + kv_size], qkv[:, q_size + kv_size :]
+        q = qkv[:, :q_size].view(-1, self.num_heads, self.head_dim)
+        cos, sin = cos_sin
         if self.k_cache.numel() == 0:
+            fused_ops.rotary_embedding(qk, cos, sin, self.head_dim)
+            k = qk[:, q_size:].view(-1, self.num_kv_heads, self.head_dim)
+            v = v_rows.view(-1, self.num_kv_heads, self.head_dim)
             return self._no_cache(q, k, v, ctx.cu_seqlens_q).flatten(1)
         meta = self._cpu_meta(ctx)
-        attn_ops.store_kvcache(k, v, self.k_cache, self.v_cache, ctx.slot_mapping, meta)
+        attn_ops.rope_and_store_kvcache(
+            qk, v_rows, cos, sin, self.num_heads, self.k_cache, self.v_cache, ctx.slot_mapping, meta
+        )
         if ctx.is_prefill:
             out = attn_ops.paged_prefill_attention(
                 q,

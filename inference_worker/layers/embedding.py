@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from inference_worker.layers.cpu_layout import packed_linear
+from kernels import gemm
 
 
 class VocabEmbedding(nn.Module):
@@ -29,4 +30,4 @@ class LMHead(nn.Module):
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         if self.packed_weight is not None:
             return packed_linear(hidden, self.packed_weight, None).float()
-        return F.linear(hidden, self.weight).float()
+        return gemm.linear(hidden, self.weight).float()

@@ -8,10 +8,10 @@ Contract for LoRA (inference_worker/lora wraps these): every projection a LoRA m
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from inference_worker.layers.cpu_layout import packed_linear
+from kernels import gemm
 
 
 class FusedLinear(nn.Module):
@@ -59,7 +59,7 @@ class FusedLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.packed_weight is not None:
             return packed_linear(x, self.packed_weight, self.bias)
-        return F.linear(x, self.weight, self.bias)
+        return gemm.linear(x, self.weight, self.bias)
 
     def extra_repr(self) -> str:
         return f"in={self.in_features}, out={self.output_sizes}, lora_names={self.lora_names}"

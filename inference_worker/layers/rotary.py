@@ -6,8 +6,6 @@ import torch
 from torch import nn
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
-from kernels import fused_ops
-
 
 def _rope_type(config) -> str:
     params = getattr(config, "rope_parameters", None) or getattr(config, "rope_scaling", None) or {}
@@ -22,10 +20,9 @@ def _default_inv_freq(config, head_dim: int) -> tuple[torch.Tensor, float]:
 
 
 class RotaryEmbedding(nn.Module):
-    """Applies rotate-half RoPE to q and k at the given positions.
+    """The cos/sin rows of rotate-half RoPE (the attention layer rotates q and k with them).
 
-    Shape: cos_sin from `cos_sin(positions [T])`; q [T, Hq*D], k [T, Hkv*D] -> same shapes.
-    The cos/sin table is built once for `max_positions` in fp32 (as HF computes it).
+    The table is built once for `max_positions` in fp32 (as HF computes it).
     """
 
     def __init__(self, config, head_dim: int, max_positions: int) -> None:
@@ -51,16 +48,3 @@ class RotaryEmbedding(nn.Module):
         Shape: positions [T] -> ([T, 1, D], [T, 1, D]) fp32; the sin rows have their first half negated.
         """
         return self.cos[positions].unsqueeze(1), self.sin[positions].unsqueeze(1)
-
-    def forward(
-        self, cos_sin: tuple[torch.Tensor, torch.Tensor], q: torch.Tensor, k: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.rotate(cos_sin, q), self.rotate(cos_sin, k)
-
-    def rotate(self, cos_sin: tuple[torch.Tensor, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """RoPE on the heads of `x` (q and k heads side by side in one call), in place; returns `x`.
-
-        Shape: [T, n*D] -> [T, n*D]. On CUDA one Triton launch (see `fused_ops.rotary_embedding`).
-        """
-        cos, sin = cos_sin
-        return fused_ops.rotary_embedding(x, cos, sin, self.head_dim)

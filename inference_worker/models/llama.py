@@ -35,7 +35,7 @@ def head_dim_of(config) -> int:
 
 
 class LlamaAttention(nn.Module):
-    def __init__(self, config, rotary: RotaryEmbedding) -> None:
+    def __init__(self, config) -> None:
         super().__init__()
         self.head_dim = head_dim_of(config)
         self.num_heads = config.num_attention_heads
@@ -47,18 +47,10 @@ class LlamaAttention(nn.Module):
             config.hidden_size, self.num_heads, self.num_kv_heads, self.head_dim, qkv_bias
         )
         self.o_proj = single_linear(self.num_heads * self.head_dim, config.hidden_size, "o_proj", llama_bias)
-        self.rotary = rotary
         self.attn = Attention(self.num_heads, self.num_kv_heads, self.head_dim, self.head_dim**-0.5)
-        self.q_size = self.num_heads * self.head_dim
-        self.kv_size = self.num_kv_heads * self.head_dim
 
     def forward(self, cos_sin: RopeRows, hidden: torch.Tensor) -> torch.Tensor:
-        qkv = self.qkv_proj(hidden)
-        qk_end = self.q_size + self.kv_size
-        self.rotary.rotate(cos_sin, qkv[:, :qk_end])  # in place on the q and k columns
-        # row-strided views: the KV store copies only what it keeps
-        q, k, v = qkv[:, : self.q_size], qkv[:, self.q_size : qk_end], qkv[:, qk_end:]
-        return self.o_proj(self.attn(q, k, v))
+        return self.o_proj(self.attn(self.qkv_proj(hidden), cos_sin))
 
 
 class LlamaMLP(nn.Module):
@@ -74,9 +66,9 @@ class LlamaMLP(nn.Module):
 
 
 class LlamaDecoderLayer(nn.Module):
-    def __init__(self, config, rotary: RotaryEmbedding) -> None:
+    def __init__(self, config) -> None:
         super().__init__()
-        self.self_attn = LlamaAttention(config, rotary)
+        self.self_attn = LlamaAttention(config)
         self.mlp = LlamaMLP(config)
         self.input_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.post_attention_layernorm = RMSNorm(config.hidden_size, config.rms_norm_eps)
@@ -96,9 +88,7 @@ class LlamaModel(nn.Module):
         rotary = RotaryEmbedding(config, head_dim_of(config), max_positions)
         self.rotary = rotary
         self.embed_tokens = VocabEmbedding(config.vocab_size, config.hidden_size)
-        self.layers = nn.ModuleList(
-            LlamaDecoderLayer(config, rotary) for _ in range(config.num_hidden_layers)
-        )
+        self.layers = nn.ModuleList(LlamaDecoderLayer(config) for _ in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

@@ -95,3 +95,31 @@ def test_gqa_shape_mismatch_is_rejected():
         attention.paged_decode_attention(
             torch.zeros(1, 4, 16), k_cache, k_cache, torch.zeros(1, 2, dtype=torch.int32), torch.ones(1), 1.0
         )
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
+@pytest.mark.parametrize(("heads", "kv_heads"), [(4, 4), (4, 2)])
+def test_rope_and_store_matches_rotary_then_store(dtype, heads, kv_heads):
+    from kernels import fused_ops
+
+    head_dim, tokens, block_size = 16, 5, 4
+    gen = torch.Generator().manual_seed(heads + kv_heads)
+    qkv = torch.randn(tokens, (heads + 2 * kv_heads) * head_dim, generator=gen).to(DEVICE, dtype)
+    angles = torch.randn(tokens, 1, head_dim, generator=gen)
+    cos, sin = angles.cos().to(DEVICE), angles.sin().to(DEVICE)
+    slots = torch.tensor([3, -1, 0, 9, 6], device=DEVICE)  # -1: padding, rotated but not stored
+    caches = [torch.zeros(3, block_size, kv_heads, head_dim, dtype=dtype, device=DEVICE) for _ in range(4)]
+    qk_end = (heads + kv_heads) * head_dim
+    want = qkv.clone()
+    fused_ops.rotary_embedding_ref(want[:, :qk_end], cos, sin, head_dim, out=want[:, :qk_end])
+    key, value = (
+        t.reshape(tokens, kv_heads, head_dim) for t in (want[:, heads * head_dim : qk_end], want[:, qk_end:])
+    )
+    attention.store_kvcache_ref(key, value, caches[0], caches[1], slots)
+    attention.rope_and_store_kvcache(
+        qkv[:, :qk_end], qkv[:, qk_end:], cos, sin, heads, caches[2], caches[3], slots
+    )
+    tol = dict(rtol=TOL[dtype], atol=TOL[dtype])
+    torch.testing.assert_close(qkv, want, **tol)
+    torch.testing.assert_close(caches[2], caches[0], **tol)
+    torch.testing.assert_close(caches[3], caches[1], **tol)
