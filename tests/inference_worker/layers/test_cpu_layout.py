@@ -23,14 +23,16 @@ pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason
 needs_bf16 = pytest.mark.skipif(not bf16_supported(), reason="needs oneDNN bf16 kernels (AVX512-BF16/AMX)")
 
 
-@pytest.mark.parametrize("rows", [1, 5, 8, 37])
+@pytest.mark.parametrize("rows", [1, 5, 8, 37, 80])
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_packed_linear_matches_f_linear(rows, with_bias):
+@pytest.mark.parametrize("use_panels", [False, True])
+def test_packed_linear_matches_f_linear(rows, with_bias, use_panels):
     gen = torch.Generator().manual_seed(rows)
     weight = torch.randn(96, 40, generator=gen)
     bias = torch.randn(96, generator=gen) if with_bias else None
     x = torch.randn(rows, 40, generator=gen)
-    torch.testing.assert_close(packed_linear(x, pack_weight(weight), bias), F.linear(x, weight, bias))
+    packed = pack_weight(weight, use_panels=use_panels)
+    torch.testing.assert_close(packed_linear(x, packed, bias), F.linear(x, weight, bias))
 
 
 @needs_bf16

@@ -1,0 +1,104 @@
+"""The AVX-512 panel GEMM equals F.linear (fp32 rounding) for any row count and ragged sizes, and its
+fallbacks (many rows, no extension) keep the same results."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from inference_worker.layers import cpu_gemm, cpu_layout
+from inference_worker.layers.cpu_gemm import MAX_ROWS, PanelWeight, pack_panels, panel_kernels, panel_linear
+
+needs_kernel = pytest.mark.skipif(not cpu_gemm.avx512_supported(), reason="needs AVX-512")
+
+
+def _reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return F.linear(x.double(), weight.double(), None if bias is None else bias.double()).float()
+
+
+def test_pack_panels_layout_and_padding():
+    weight = torch.arange(37 * 5, dtype=torch.float32).view(37, 5)
+    packed = pack_panels(weight)
+    assert packed.panels.shape == (3, 5, 16) and packed.weight is weight and packed.dtype == torch.float32
+    for n in (0, 15, 16, 36):
+        torch.testing.assert_close(packed.panels[n // 16, :, n % 16], weight[n])
+    assert packed.panels[2, :, 5:].abs().sum() == 0  # columns past N are zero
+
+
+@needs_kernel
+@pytest.mark.parametrize(
+    ("rows", "in_features", "out_features"),
+    [
+        (1, 40, 96),
+        (3, 7, 5),
+        (8, 576, 960),
+        (8, 1536, 577),
+        (13, 100, 33),
+        (16, 64, 16),
+        (17, 33, 50),
+        (40, 576, 300),
+        (8, 576, 49152),
+    ],
+)
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_panel_linear_matches_f_linear(rows, in_features, out_features, with_bias):
+    gen = torch.Generator().manual_seed(rows * in_features + out_features)
+    weight = torch.randn(out_features, in_features, generator=gen)
+    bias = torch.randn(out_features, generator=gen) if with_bias else None
+    x = torch.randn(rows, in_features, generator=gen)
+    out = panel_linear(x, pack_panels(weight), bias)
+    assert out.shape == (rows, out_features) and out.dtype == torch.float32
+    torch.testing.assert_close(out, _reference(x, weight, bias), rtol=1e-5, atol=2e-5 * in_features**0.5)
+
+
+@needs_kernel
+def test_panel_linear_takes_strided_rows_and_threads():
+    gen = torch.Generator().manual_seed(1)
+    weight, x = torch.randn(2000, 48, generator=gen), torch.randn(6, 96, generator=gen)[:, ::2]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        out = panel_linear(x, pack_panels(weight), None)
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(out, _reference(x, weight, None), rtol=1e-5, atol=1e-4)
+
+
+@needs_kernel
+def test_kernel_rejects_mismatched_shapes():
+    packed = pack_panels(torch.randn(32, 8))
+    with pytest.raises(RuntimeError, match="panels must be"):
+        panel_kernels().panel_linear(torch.randn(2, 9), packed.panels, None, 32)
+    with pytest.raises(RuntimeError, match="bias must be"):
+        panel_kernels().panel_linear(torch.randn(2, 8), packed.panels, torch.zeros(31), 32)
+
+
+def test_many_rows_and_no_rows_use_the_dense_weight(monkeypatch):
+    monkeypatch.setattr(cpu_gemm, "panel_kernels", lambda: pytest.fail("the kernel must not run"))
+    weight, bias = torch.randn(20, 12), torch.randn(20)
+    packed = pack_panels(weight)
+    for rows in (0, MAX_ROWS + 1):
+        x = torch.randn(rows, 12)
+        torch.testing.assert_close(panel_linear(x, packed, bias), F.linear(x, weight, bias))
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
+def test_without_the_kernel_fp32_packs_for_onednn(monkeypatch, caplog):
+    monkeypatch.setattr(cpu_gemm, "avx512_supported", lambda: False)
+    cpu_gemm.panel_kernels.cache_clear()
+    monkeypatch.setattr(cpu_layout, "panel_kernels", cpu_gemm.panel_kernels)
+    try:
+        with caplog.at_level(logging.WARNING, logger=cpu_gemm.__name__):
+            packed = cpu_layout.pack_weight(torch.randn(64, 32))
+        assert not isinstance(packed, PanelWeight) and "lacks AVX-512" in caplog.text
+    finally:
+        cpu_gemm.panel_kernels.cache_clear()
+
+
+@needs_kernel
+def test_fp32_packs_into_panels_where_the_kernel_builds():
+    assert isinstance(cpu_layout.pack_weight(torch.randn(64, 32)), PanelWeight)
+    assert not isinstance(cpu_layout.pack_weight(torch.randn(64, 32), use_panels=False), PanelWeight)
