@@ -44,3 +44,9 @@ def use_triton(tensor: torch.Tensor) -> bool:
         return True
     # the context variable first: it is cheap, and false on every engine call (no environment lookup)
     return tensor.device.type == "cpu" and _INTERPRET_ON_CPU.get() and interpreter_enabled()
+
+
+def dot_precision(dtype: torch.dtype) -> str:
+    """Input precision of the Triton kernels' ``tl.dot`` for operands of ``dtype``: fp32 multiplies
+    exactly ("ieee"), not in TF32 (which drops 13 mantissa bits); half types are exact either way."""
+    return "ieee" if dtype == torch.float32 else "tf32"

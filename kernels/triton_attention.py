@@ -13,6 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.dispatch import dot_precision
+
 LOG2E = 1.4426950408889634
 
 
@@ -104,13 +106,13 @@ def _cache_offsets(block_table_row, pos, valid, block_size, stride_block, stride
 
 
 @triton.jit
-def _online_softmax_step(s, v, m_i, l_i, acc):
+def _online_softmax_step(s, v, m_i, l_i, acc, PRECISION: tl.constexpr):
     """Fold one tile of base-2 scores ``s`` (masked entries -inf) and its values ``v`` into the state."""
     m_new = tl.maximum(m_i, tl.max(s, 1))
     alpha = tl.exp2(m_i - m_new)
     p = tl.exp2(s - m_new[:, None])
     l_i = l_i * alpha + tl.sum(p, 1)
-    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+    acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION)
     return m_new, l_i, acc
 
 
@@ -140,6 +142,7 @@ def _decode_kernel(
     BLOCK_N: tl.constexpr,
     PARTITION: tl.constexpr,
     NUM_SPLITS: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     pid_b, kv_head, pid_split = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     ctx = tl.load(context_lens_ptr + pid_b)
@@ -166,9 +169,9 @@ def _decode_kernel(
         offs = _cache_offsets(table, pos, valid, block_size, stride_block, stride_tok, HEAD_DIM)
         k = tl.load(k_head + offs, mask=valid[:, None], other=0.0)
         v = tl.load(v_head + offs, mask=valid[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(k)) * scale_log2
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale_log2
         s = tl.where(valid[None, :], s, float("-inf"))
-        m_i, l_i, acc = _online_softmax_step(s, v, m_i, l_i, acc)
+        m_i, l_i, acc = _online_softmax_step(s, v, m_i, l_i, acc, PRECISION)
     g_mask = (g < GROUP)[:, None]
     if NUM_SPLITS == 1:
         out = out_ptr + pid_b * stride_ob + heads[:, None] * stride_oh + dims[None, :]
@@ -231,6 +234,7 @@ def _prefill_kernel(
     HEAD_DIM: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
+    PRECISION: tl.constexpr,
 ):
     pid_m, pid_b, head = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     q_start = tl.load(cu_seqlens_q_ptr + pid_b)
@@ -259,9 +263,9 @@ def _prefill_kernel(
         offs = _cache_offsets(table, pos, valid, block_size, stride_block, stride_tok, HEAD_DIM)
         k = tl.load(k_head + offs, mask=valid[:, None], other=0.0)
         v = tl.load(v_head + offs, mask=valid[:, None], other=0.0)
-        s = tl.dot(q, tl.trans(k)) * scale_log2
+        s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale_log2
         s = tl.where(valid[None, :] & (pos[None, :] <= pos_q[:, None]), s, float("-inf"))
-        m_i, l_i, acc = _online_softmax_step(s, v, m_i, l_i, acc)
+        m_i, l_i, acc = _online_softmax_step(s, v, m_i, l_i, acc, PRECISION)
     out = out_ptr + tok[:, None] * stride_ot + head * stride_oh + dims[None, :]
     tl.store(out, (acc / l_i[:, None]).to(out_ptr.dtype.element_ty), mask=row_mask[:, None])
 
@@ -386,6 +390,7 @@ def paged_decode_attention(
         BLOCK_N=block_n,
         PARTITION=partition,
         NUM_SPLITS=splits,
+        PRECISION=dot_precision(q.dtype),
         num_warps=num_warps,
         num_stages=num_stages,
     )
@@ -442,6 +447,7 @@ def paged_prefill_attention(
         HEAD_DIM=head_dim,
         BLOCK_M=block_m,
         BLOCK_N=64,
+        PRECISION=dot_precision(q.dtype),
         num_warps=4,
         num_stages=2,
     )

@@ -17,14 +17,10 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.dispatch import dot_precision
 from kernels.lora_meta import LoRAKernelMeta
 
 MAX_SLICES_PER_LAUNCH = 3
-
-
-def dot_precision(dtype: torch.dtype) -> str:
-    """fp32 operands multiply exactly ("ieee"), not in TF32 (which drops 13 mantissa bits)."""
-    return "ieee" if dtype == torch.float32 else "tf32"
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ import torch
 import triton
 import triton.language as tl
 
+from kernels.dispatch import dot_precision
 from kernels.lora_meta import TILE_M, LoRAKernelMeta, num_tiles_bound
-from kernels.triton_lora import dot_precision
 
 MAX_SLICES_PER_LAUNCH = 3
 
