@@ -97,8 +97,9 @@ def test_llama7b_shapes_bf16_on_gpu():
 
 
 def test_fp32_rms_norm_reference_is_bit_identical_to_hf_expression():
-    """The fp32 reference runs as one fused op; it must round exactly as HF's Llama RMSNorm."""
-    x, weight = _randn(8, 96, dtype=torch.float32) * 7, _randn(96, dtype=torch.float32, seed=1)
+    """The fp32 reference runs as one fused op; on the CPU (where the engine runs it) it must round
+    exactly as HF's Llama RMSNorm."""
+    x, weight = _randn(8, 96, dtype=torch.float32).cpu() * 7, _randn(96, dtype=torch.float32, seed=1).cpu()
     variance = x.pow(2).mean(-1, keepdim=True)
     assert torch.equal(fused_ops.rms_norm_ref(x, weight, 1e-5), weight * (x * torch.rsqrt(variance + 1e-5)))
 
