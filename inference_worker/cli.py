@@ -54,6 +54,20 @@ ENGINE_SWITCHES = (
 )
 
 
+ENGINE_TOGGLES = (
+    (
+        "--enable-prefix-caching",
+        "enable_prefix_caching",
+        "reuse KV blocks of shared prompt prefixes (default: on)",
+    ),
+    (
+        "--async-scheduling",
+        "async_scheduling",
+        "queue a decode step on the GPU before the previous one's tokens are read (default: on with CUDA)",
+    ),
+)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     service = parser.add_argument_group("service")
     service.add_argument(
@@ -92,13 +106,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         engine.add_argument(flag, dest=dest, type=kind, default=None, help=text)
     for flag, dest, text in ENGINE_SWITCHES:
         engine.add_argument(flag, dest=dest, action="store_true", help=text)
-    engine.add_argument(
-        "--enable-prefix-caching",
-        dest="enable_prefix_caching",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="reuse KV blocks of shared prompt prefixes (default: on)",
-    )
+    for flag, dest, text in ENGINE_TOGGLES:
+        engine.add_argument(flag, dest=dest, action=argparse.BooleanOptionalAction, default=None, help=text)
 
 
 def engine_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -107,8 +116,9 @@ def engine_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
         dest: getattr(args, dest) for _, dest, _, _ in ENGINE_OPTIONS if getattr(args, dest) is not None
     }
     kwargs.update({dest: True for _, dest, _ in ENGINE_SWITCHES if getattr(args, dest)})
-    if args.enable_prefix_caching is not None:
-        kwargs["enable_prefix_caching"] = args.enable_prefix_caching
+    kwargs.update(
+        {dest: getattr(args, dest) for _, dest, _ in ENGINE_TOGGLES if getattr(args, dest) is not None}
+    )
     return kwargs
 
 

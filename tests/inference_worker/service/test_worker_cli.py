@@ -58,13 +58,22 @@ def test_duplicate_lora_module_names_are_rejected():
 
 def test_only_given_engine_flags_reach_the_engine():
     args = parse(
-        "--model", "/m", "--enable-lora", "--max-loras", "3", "--no-enable-prefix-caching", "--dtype", "bf16"
+        "--model",
+        "/m",
+        "--enable-lora",
+        "--max-loras",
+        "3",
+        "--no-enable-prefix-caching",
+        "--dtype",
+        "bf16",
+        "--no-async-scheduling",
     )
     assert cli.engine_kwargs_from_args(args) == {
         "model": "/m",
         "enable_lora": True,
         "max_loras": 3,
         "enable_prefix_caching": False,
+        "async_scheduling": False,
         "dtype": "bf16",
     }
     assert cli.engine_kwargs_from_args(parse()) == {}
