@@ -21,7 +21,13 @@ import logging
 import torch
 from torch import nn
 
-from inference_worker.layers.cpu_gemm import PanelWeight, pack_panels, panel_kernels, panel_linear
+from inference_worker.layers.cpu_gemm import (
+    PanelWeight,
+    pack_panels,
+    pack_panels_contiguous,
+    panel_kernels,
+    panel_linear,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -70,11 +76,13 @@ def packed_linear(
 
 def pack_linear_weights(model: nn.Module, min_numel: int | None = None) -> int:
     """Give every module with a `packed_weight` slot (the engine's linear layers and LM head) whose
-    weight `can_pack` its packed weight; returns how many were packed (0 without oneDNN)."""
-    count = 0
-    for module in model.modules():
-        if hasattr(module, "packed_weight") and can_pack(module.weight, min_numel):
-            module.packed_weight = pack_weight(module.weight)
-            count += 1
-    logger.info("packed %d CPU weight matrices", count)
-    return count
+    weight `can_pack` its packed weight; returns how many were packed (0 without oneDNN). fp32 panels
+    share one buffer in module order, which is the forward's."""
+    modules = [m for m in model.modules() if hasattr(m, "packed_weight") and can_pack(m.weight, min_numel)]
+    paneled = [m for m in modules if m.weight.dtype == torch.float32] if panel_kernels() is not None else []
+    panels = pack_panels_contiguous([m.weight for m in paneled])
+    by_module = {id(m): packed for m, packed in zip(paneled, panels, strict=True)}
+    for module in modules:
+        module.packed_weight = by_module.get(id(module)) or pack_weight(module.weight, use_panels=False)
+    logger.info("packed %d CPU weight matrices (%d in fp32 panels)", len(modules), len(paneled))
+    return len(modules)

@@ -10,7 +10,14 @@ import torch
 import torch.nn.functional as F
 
 from inference_worker.layers import cpu_gemm, cpu_layout
-from inference_worker.layers.cpu_gemm import MAX_ROWS, PanelWeight, pack_panels, panel_kernels, panel_linear
+from inference_worker.layers.cpu_gemm import (
+    MAX_ROWS,
+    PanelWeight,
+    pack_panels,
+    pack_panels_contiguous,
+    panel_kernels,
+    panel_linear,
+)
 
 needs_kernel = pytest.mark.skipif(not cpu_gemm.avx512_supported(), reason="needs AVX-512")
 
@@ -26,6 +33,17 @@ def test_pack_panels_layout_and_padding():
     for n in (0, 15, 16, 36):
         torch.testing.assert_close(packed.panels[n // 16, :, n % 16], weight[n])
     assert packed.panels[2, :, 5:].abs().sum() == 0  # columns past N are zero
+
+
+def test_contiguous_packing_lays_panels_end_to_end():
+    weights = [torch.randn(33, 8), torch.randn(16, 5), torch.randn(7, 8)]
+    packed = pack_panels_contiguous(weights)
+    base = packed[0].panels.data_ptr()
+    offsets = [p.panels.data_ptr() - base for p in packed]
+    assert offsets == [0, 3 * 8 * 16 * 4, (3 * 8 + 5) * 16 * 4]
+    for weight, one in zip(weights, packed, strict=True):
+        assert one.weight is weight
+        torch.testing.assert_close(one.panels, pack_panels(weight).panels, rtol=0, atol=0)
 
 
 @needs_kernel
