@@ -33,6 +33,9 @@ CASES = [
     LoRACase("T32 distinct r64 4096>11008", 32, 32, "distinct", 64, 4096, (11008,), 73.4, 35.0),
     LoRACase("T512 over 32 r16 4096>4096", 512, 32, "uniform", 16, 4096, (4096,)),
     LoRACase("T1024 over 32 r16 4096>4096", 1024, 32, "uniform", 16, 4096, (4096,)),
+    LoRACase("T32 distinct r16 gate_up 2x11008", 32, 32, "distinct", 16, 4096, (11008, 11008)),
+    LoRACase("T32 distinct r16 down 11008>4096", 32, 32, "distinct", 16, 11008, (4096,)),
+    LoRACase("T256 over 32 r16 down 11008>4096", 256, 32, "uniform", 16, 11008, (4096,)),
 ]
 
 
@@ -107,6 +110,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU (Triton interpreter)")
     parser.add_argument("--no-sweep", action="store_true", help="default configs only")
+    parser.add_argument("--only", default=None, help="run the cases whose name contains this text")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/kernels_lora_decode.json"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -116,6 +120,7 @@ def main() -> None:
     result["ceilings"] = ceil = measure_ceilings(device)
     rows = result["rows"] = []
     cases = _smoke_cases() if args.smoke else CASES
+    cases = [c for c in cases if args.only is None or args.only in c.name]
     for case in cases:
         rows.append(_run(case, device, dtype, ceil, not args.no_sweep))
         args.out.parent.mkdir(parents=True, exist_ok=True)
