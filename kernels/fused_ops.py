@@ -1,16 +1,35 @@
 """Fused element-wise ops of the decoder layer: Triton on CUDA, the PyTorch references elsewhere.
 
-The references are the engine's CPU code (HF Llama numerics), so the CPU path stays bit-identical.
+The references are the spec and the engine's CPU code (HF Llama numerics, bit-identical: the CPU
+tests compare prompt-logprob ranks with HF's exactly). fp32 RoPE on CPU takes the one-pass AVX-512 form
+of `inference_worker.layers.cpu_ops` where that extension builds (bit-identical to its reference).
 The Triton kernels may overwrite their inputs (documented per op): callers pass tensors they no
 longer need and use only the returned ones. See :mod:`kernels.dispatch` for when Triton runs.
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
 from kernels.dispatch import use_triton
+
+
+@functools.cache
+def _native_ops():
+    """The AVX-512 CPU extension, or None (imported late: it is built at first use)."""
+    from inference_worker.layers.cpu_ops import native_ops
+
+    return native_ops()
+
+
+def _native_fp32(x: torch.Tensor):
+    """The native CPU ops when ``x`` is 2-D fp32 CPU rows they take, else None."""
+    if x.dtype != torch.float32 or x.dim() != 2 or x.stride(-1) != 1 or x.device.type != "cpu":
+        return None
+    return _native_ops()
 
 
 def rms_norm_ref(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -101,5 +120,9 @@ def rotary_embedding(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, head
         from kernels import triton_fused_ops
 
         return triton_fused_ops.rotary_embedding(x, cos, sin, head_dim)
+    native = _native_fp32(x)
+    if native is not None and head_dim % 32 == 0 and cos.is_contiguous() and sin.is_contiguous():
+        native.rotary_embedding(x, cos, sin, head_dim)
+        return x
     rotary_embedding_ref(x, cos, sin, head_dim, out=x)
     return x

@@ -120,3 +120,9 @@ def test_without_the_kernel_fp32_packs_for_onednn(monkeypatch, caplog):
 def test_fp32_packs_into_panels_where_the_kernel_builds():
     assert isinstance(cpu_layout.pack_weight(torch.randn(64, 32)), PanelWeight)
     assert not isinstance(cpu_layout.pack_weight(torch.randn(64, 32), use_panels=False), PanelWeight)
+
+
+@needs_kernel
+def test_contiguous_packing_buffer_is_huge_page_aligned():
+    packed = pack_panels_contiguous([torch.randn(40, 8), torch.randn(16, 8)])
+    assert packed[0].panels.data_ptr() % (2 << 20) == 0
