@@ -1,8 +1,8 @@
 """Fused element-wise ops of the decoder layer: Triton on CUDA, the PyTorch references elsewhere.
 
-The references are the spec and the engine's CPU code (HF Llama numerics, bit-identical: the CPU
-tests compare prompt-logprob ranks with HF's exactly). fp32 RoPE on CPU takes the one-pass AVX-512 form
-of `inference_worker.layers.cpu_ops` where that extension builds (bit-identical to its reference).
+The references are the spec and the engine's CPU code (HF Llama numerics). On the CPU, fp32 rows take
+the one-pass AVX-512 forms of `kernels.cpu_ops` where that extension builds: RoPE bit-identical to
+its reference, add + RMSNorm and SiLU-and-mul within a few ulp (another reduction order and `exp`).
 The Triton kernels may overwrite their inputs (documented per op): callers pass tensors they no
 longer need and use only the returned ones. See :mod:`kernels.dispatch` for when Triton runs.
 """
@@ -20,7 +20,7 @@ from kernels.dispatch import use_triton
 @functools.cache
 def _native_ops():
     """The AVX-512 CPU extension, or None (imported late: it is built at first use)."""
-    from inference_worker.layers.cpu_ops import native_ops
+    from kernels.cpu_ops import native_ops
 
     return native_ops()
 
@@ -70,6 +70,10 @@ def add_rms_norm(
         from kernels import triton_fused_ops
 
         return triton_fused_ops.add_rms_norm(x, residual, weight, eps)
+    native = _native_fp32(x)
+    if native is not None and weight.dtype == torch.float32 and (residual is None or _native_fp32(residual)):
+        out, new_residual = native.add_rms_norm(x, residual, weight, eps)
+        return out, new_residual
     return add_rms_norm_ref(x, residual, weight, eps)
 
 
@@ -89,7 +93,8 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
         from kernels import triton_fused_ops
 
         return triton_fused_ops.silu_and_mul(x)
-    return silu_and_mul_ref(x)
+    native = _native_fp32(x)
+    return native.silu_and_mul(x) if native is not None else silu_and_mul_ref(x)
 
 
 def rotary_embedding_ref(

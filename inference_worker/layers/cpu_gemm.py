@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from inference_worker.layers.cpu_ops import avx512_supported, huge_empty
+from kernels.cpu_ops import avx512_supported, huge_empty
 
 logger = logging.getLogger(__name__)
 

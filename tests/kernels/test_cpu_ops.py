@@ -6,10 +6,18 @@ from __future__ import annotations
 import pytest
 import torch
 
-from inference_worker.layers import cpu_ops
-from kernels import fused_ops
+from kernels import cpu_ops, fused_ops
 
 needs_native = pytest.mark.skipif(cpu_ops.native_ops() is None, reason="needs the AVX-512 extension")
+
+
+@pytest.fixture(autouse=True)
+def _triton_on_cpu():
+    """Overrides the package fixture: these are the engine's CPU ops, run as the engine runs them (no
+    Triton interpreter)."""
+    yield
+
+
 REL = 1e-6  # rounding of one fp32 sum order or one exp against another
 
 
