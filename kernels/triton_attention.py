@@ -1,4 +1,5 @@
-"""Triton paged attention: KV-cache write, split-K decode (flash-decoding) and causal prefill.
+"""Triton paged attention: KV-cache write (alone, or fused with RoPE on q and k), split-K decode
+(flash-decoding) and causal prefill.
 
 Cached rows are gathered per position through the block table (``slot = block * block_size +
 offset``), so any block size works and one tile may span several blocks. Decode packs the query
