@@ -10,6 +10,7 @@ buffer moves rank-8 bytes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -21,6 +22,30 @@ from kernels.dispatch import dot_precision
 from kernels.lora_meta import LoRAKernelMeta
 
 MAX_SLICES_PER_LAUNCH = 3
+
+
+def check_a_slices(lora_a: Sequence[torch.Tensor]) -> tuple[int, ...]:
+    """The strides every ``lora_a`` slice shares (one set of stride arguments serves a launch)."""
+    strides = lora_a[0].stride()
+    if any(a.stride() != strides or a.dtype != lora_a[0].dtype for a in lora_a):
+        raise ValueError("all lora_a slices must share dtype and strides")
+    return strides
+
+
+def check_b_slices(lora_b: Sequence[torch.Tensor]) -> tuple[int, ...]:
+    """The inner strides every ``lora_b`` slice shares (their widths and slot strides may differ)."""
+    inner = lora_b[0].stride()[1:]
+    if any(b.stride()[1:] != inner or b.dtype != lora_b[0].dtype for b in lora_b):
+        raise ValueError("all lora_b slices must share dtype and inner strides")
+    return inner
+
+
+@functools.lru_cache(maxsize=8)
+def num_sms(device: torch.device) -> int:
+    """Multiprocessors of a CUDA device (the grids are sized to cover them); 2 under the CPU interpreter."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 2
 
 
 @dataclass(frozen=True)
@@ -269,9 +294,7 @@ def shrink(
     cfg = config or shrink_config(num_tokens, max_rank)
     if cfg.split_k > 1:
         y.zero_()
-    strides = lora_a[0].stride()
-    if any(a.stride() != strides or a.dtype != lora_a[0].dtype for a in lora_a):
-        raise ValueError("all lora_a slices must share dtype and strides")
+    strides = check_a_slices(lora_a)
     for first in range(0, len(lora_a), MAX_SLICES_PER_LAUNCH):
         group = list(lora_a[first : first + MAX_SLICES_PER_LAUNCH])
         pads = group + [group[0]] * (MAX_SLICES_PER_LAUNCH - len(group))
@@ -317,9 +340,7 @@ def expand(
     """Launch the expand kernel (contract: :func:`kernels.lora_ops.lora_expand_ref`)."""
     num_tokens, max_rank = y.shape[1], y.shape[2]
     cfg = config or expand_config(num_tokens)
-    inner = lora_b[0].stride()[1:]
-    if any(b.stride()[1:] != inner or b.dtype != lora_b[0].dtype for b in lora_b):
-        raise ValueError("all lora_b slices must share dtype and inner strides")
+    inner = check_b_slices(lora_b)
     block_r = max(16, min(64, triton.next_power_of_2(max_rank)))
     for first in range(0, len(lora_b), MAX_SLICES_PER_LAUNCH):
         group = list(lora_b[first : first + MAX_SLICES_PER_LAUNCH])

@@ -17,7 +17,6 @@ depends only on the number of tokens (``num_tiles_bound``), never on the batch's
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -27,8 +26,7 @@ import triton.language as tl
 
 from kernels.dispatch import dot_precision
 from kernels.lora_meta import TILE_M, LoRAKernelMeta, num_tiles_bound
-
-MAX_SLICES_PER_LAUNCH = 3
+from kernels.triton_lora import MAX_SLICES_PER_LAUNCH, check_a_slices, check_b_slices, num_sms
 
 
 @dataclass(frozen=True)
@@ -188,19 +186,12 @@ def _expand_kernel(
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=out_mask)
 
 
-@functools.lru_cache(maxsize=8)
-def _num_sms(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return 2  # a small grid under the CPU interpreter
-
-
 def decode_config(
     num_tokens: int, num_slices: int, max_loras: int, in_features: int, device: torch.device
 ) -> DecodeConfig:
     """Split the shrink's reduction until the grid covers the SMs about 4 times (shares >= 256)."""
     tiles = num_tiles_bound(num_tokens, max_loras) * num_slices
-    wanted = max(1, 4 * _num_sms(device) // max(1, tiles))
+    wanted = max(1, 4 * num_sms(device) // max(1, tiles))
     split_k = min(triton.next_power_of_2(wanted), max(1, triton.next_power_of_2(in_features) // 256), 16)
     share = triton.next_power_of_2(triton.cdiv(in_features, split_k))
     return DecodeConfig(split_k=split_k, block_k=min(share, 512), block_n=256)
@@ -220,11 +211,7 @@ def decode_add_lora(
     if num_tokens > meta.max_tiled_tokens:
         raise ValueError(f"{num_tokens} tokens exceed the tile table ({meta.max_tiled_tokens})")
     max_rank = lora_a[0].shape[1]
-    a_strides, b_inner = lora_a[0].stride(), lora_b[0].stride()[1:]
-    if any(a.stride() != a_strides or a.dtype != lora_a[0].dtype for a in lora_a):
-        raise ValueError("all lora_a slices must share dtype and strides")
-    if any(b.stride()[1:] != b_inner or b.dtype != lora_b[0].dtype for b in lora_b):
-        raise ValueError("all lora_b slices must share dtype and inner strides")
+    a_strides, b_inner = check_a_slices(lora_a), check_b_slices(lora_b)
     num_tiles = num_tiles_bound(num_tokens, meta.max_loras)
     block_r = max(16, triton.next_power_of_2(max_rank))
     precision = dot_precision(x.dtype)

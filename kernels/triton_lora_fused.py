@@ -13,7 +13,6 @@ waits on few DRAM round trips. The grid depends only on the number of tokens (CU
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,8 +21,8 @@ import triton
 import triton.language as tl
 
 from kernels.lora_meta import LoRAKernelMeta
+from kernels.triton_lora import MAX_SLICES_PER_LAUNCH, check_a_slices, check_b_slices, num_sms
 
-MAX_SLICES_PER_LAUNCH = 3
 TUNED_MAX_TOKENS = 256  # the batch sizes its configs were measured for (add_lora uses it up to 128)
 _TILE_ELEMENTS = 16384  # elements of an A or B tile per loop step: few steps, each a DRAM round trip
 
@@ -142,13 +141,6 @@ def _fused_kernel(
         b_cur, o_cur = b_nxt, o_nxt
 
 
-@functools.lru_cache(maxsize=8)
-def _num_sms(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.get_device_properties(device).multi_processor_count
-    return 2  # a small grid under the CPU interpreter
-
-
 def fused_config(
     num_tokens: int,
     num_slices: int,
@@ -169,7 +161,7 @@ def fused_config(
     re-reads the token's ``A`` (``rank x in``) from L2, so the split stays below ``2 * out / in``.
     """
     if split_n is None:
-        wanted = max(1, _num_sms(device) // max(1, num_tokens * num_slices))
+        wanted = max(1, num_sms(device) // max(1, num_tokens * num_slices))
         split_n = max(1, min(8, wanted, (2 * max_n) // in_features))
     block_r = triton.next_power_of_2(max_rank)
     tile = max(16, (tile_elements or _TILE_ELEMENTS) // block_r)
@@ -190,11 +182,7 @@ def fused_add_lora(
     """Launch the fused kernel (contract: :func:`kernels.lora_ops.add_lora`); grid ``(T, split_n, S)``."""
     num_tokens, in_features = x.shape
     max_rank = lora_a[0].shape[1]
-    a_strides, b_inner = lora_a[0].stride(), lora_b[0].stride()[1:]
-    if any(a.stride() != a_strides or a.dtype != lora_a[0].dtype for a in lora_a):
-        raise ValueError("all lora_a slices must share dtype and strides")
-    if any(b.stride()[1:] != b_inner or b.dtype != lora_b[0].dtype for b in lora_b):
-        raise ValueError("all lora_b slices must share dtype and inner strides")
+    a_strides, b_inner = check_a_slices(lora_a), check_b_slices(lora_b)
     for first in range(0, len(lora_a), MAX_SLICES_PER_LAUNCH):
         a_group = list(lora_a[first : first + MAX_SLICES_PER_LAUNCH])
         b_group = list(lora_b[first : first + MAX_SLICES_PER_LAUNCH])
