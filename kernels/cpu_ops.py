@@ -4,14 +4,14 @@
   weight panels the decode GEMM streams sit on transparent huge pages (fewer TLB misses over ~0.5 GB)
   where the kernel runs THP in `madvise` mode.
 - `add_rms_norm`, `silu_and_mul`, `rotary_embedding`: the fp32 CPU forms of the `kernels.fused_ops`
-  ops, each one pass over the rows instead of several ATen ops with their temporaries. RoPE and the
-  residual add round exactly as the references do (no FMA contraction); RMSNorm's sum of squares and
-  SiLU's exp differ from ATen's by rounding only (~1e-7 relative). Only RoPE is dispatched by
-  `kernels.fused_ops`: the CPU engine is held bit-identical to HF (prompt-logprob ranks are compared
-  exactly), which the other two break; they take ~4 ms off a 59 ms SmolLM2 fp32 decode step at batch 8.
+  ops, each one pass over the rows instead of several ATen ops with their temporaries (~4 ms off a
+  59 ms SmolLM2 fp32 decode step at batch 8). RoPE and the residual add round exactly as the
+  references do (no FMA contraction); RMSNorm's sum of squares and SiLU's exp differ from ATen's by
+  rounding only (~1e-7 relative).
 
-Compiled at first use like `cpu_gemm` (g++, AVX-512, cached in torch's extension directory);
-`native_ops()` returns None without AVX-512 or a working compiler, and callers keep the references.
+`build_extension` compiles these and `inference_worker.layers.cpu_gemm`'s kernel at first use (g++,
+AVX-512, cached in torch's extension directory); without AVX-512 or a working compiler it returns None
+and callers keep the references (`native_ops()`) or oneDNN.
 """
 
 from __future__ import annotations
@@ -168,23 +168,37 @@ def avx512_supported() -> bool:
     return torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
-@functools.cache
-def native_ops():
-    """The compiled extension (built once per machine), or None without AVX-512 or a working g++."""
+def build_extension(name: str, source: str, functions: list[str], fallback: str, flags=(), ldflags=()):
+    """Compile an AVX-512 C++ extension with g++ (once per machine), or None without AVX-512 or a
+    working compiler, logging that `fallback` serves instead."""
     if not avx512_supported():
+        logger.warning("CPU lacks AVX-512: %s", fallback)
         return None
     from torch.utils.cpp_extension import load_inline
 
     try:
         return load_inline(
-            name="loraplane_cpu_ops",
-            cpp_sources=[_SOURCE],
-            functions=["huge_empty", "add_rms_norm", "silu_and_mul", "rotary_embedding"],
-            extra_cflags=["-O3", "-mavx512f", "-mfma", "-ffp-contract=off"],
+            name=name,
+            cpp_sources=[source],
+            functions=functions,
+            extra_cflags=["-O3", "-mavx512f", "-mfma", *flags],
+            extra_ldflags=list(ldflags),
         )
-    except Exception as exc:  # a missing or failing compiler: the references keep serving
-        logger.warning("building the AVX-512 CPU ops extension failed, the references run: %s", exc)
+    except Exception as exc:  # a missing or failing compiler: keep serving without it
+        logger.warning("building %s failed (%s): %s", name, exc, fallback)
         return None
+
+
+@functools.cache
+def native_ops():
+    """The compiled element-wise ops and huge-page allocator (built once per machine), or None."""
+    return build_extension(
+        "loraplane_cpu_ops",
+        _SOURCE,
+        ["huge_empty", "add_rms_norm", "silu_and_mul", "rotary_embedding"],
+        "the PyTorch references run",
+        flags=["-ffp-contract=off"],
+    )
 
 
 def huge_empty(numel: int) -> torch.Tensor:

@@ -17,16 +17,13 @@ in torch's extension directory) and only on CPUs with AVX-512; where it is missi
 from __future__ import annotations
 
 import functools
-import logging
 import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from kernels.cpu_ops import avx512_supported, huge_empty
-
-logger = logging.getLogger(__name__)
+from kernels.cpu_ops import build_extension, huge_empty
 
 PANEL_WIDTH = 16  # fp32 lanes of a zmm register: one 64-byte line per k
 MAX_ROWS = 64  # more rows (prefill) run F.linear on the dense weight: MKL's blocked GEMM wins there
@@ -106,23 +103,14 @@ torch::Tensor panel_linear(const torch::Tensor& x, const torch::Tensor& panels,
 @functools.cache
 def panel_kernels():
     """The compiled extension (built once per machine), or None without AVX-512 or a working g++."""
-    if not avx512_supported():
-        logger.warning("CPU lacks AVX-512: fp32 decode GEMMs use oneDNN")
-        return None
-    from torch.utils.cpp_extension import load_inline
-
-    flags = ["-O3", "-mavx512f", "-mfma", "-fopenmp"]
-    try:
-        return load_inline(
-            name="loraplane_cpu_gemm",
-            cpp_sources=[_SOURCE],
-            functions=["panel_linear"],
-            extra_cflags=flags,
-            extra_ldflags=["-fopenmp"],
-        )
-    except Exception as exc:  # a missing or failing compiler: keep serving with oneDNN
-        logger.warning("building the AVX-512 GEMM extension failed, fp32 GEMMs use oneDNN: %s", exc)
-        return None
+    return build_extension(
+        "loraplane_cpu_gemm",
+        _SOURCE,
+        ["panel_linear"],
+        "fp32 decode GEMMs use oneDNN",
+        flags=["-fopenmp"],
+        ldflags=["-fopenmp"],
+    )
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ from inference_worker.layers.cpu_gemm import (
     panel_kernels,
     panel_linear,
 )
+from kernels import cpu_ops
 
-needs_kernel = pytest.mark.skipif(not cpu_gemm.avx512_supported(), reason="needs AVX-512")
+needs_kernel = pytest.mark.skipif(not cpu_ops.avx512_supported(), reason="needs AVX-512")
 
 
 def _reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -105,11 +106,11 @@ def test_many_rows_and_no_rows_use_the_dense_weight(monkeypatch):
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
 def test_without_the_kernel_fp32_packs_for_onednn(monkeypatch, caplog):
-    monkeypatch.setattr(cpu_gemm, "avx512_supported", lambda: False)
+    monkeypatch.setattr(cpu_ops, "avx512_supported", lambda: False)
     cpu_gemm.panel_kernels.cache_clear()
     monkeypatch.setattr(cpu_layout, "panel_kernels", cpu_gemm.panel_kernels)
     try:
-        with caplog.at_level(logging.WARNING, logger=cpu_gemm.__name__):
+        with caplog.at_level(logging.WARNING, logger=cpu_ops.__name__):
             packed = cpu_layout.pack_weight(torch.randn(64, 32))
         assert not isinstance(packed, PanelWeight) and "lacks AVX-512" in caplog.text
     finally:
