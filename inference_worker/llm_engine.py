@@ -213,10 +213,10 @@ class LLMEngine:
                 self._in_flight = self.runner.launch(follow, prev=step)
         return self._process(step, finished_only)
 
-    def _lookahead(self, batch) -> ScheduledBatch | None:
+    def _lookahead(self, batch: ScheduledBatch) -> ScheduledBatch | None:
         """The decode step after `batch` for its sequences that cannot finish by length there, if the
         sampling of every one of them needs nothing from the host (no penalties, no pending min_tokens)."""
-        if not batch.is_decode or batch.is_empty:
+        if not batch.is_decode:
             return None
         rows = []
         for i, seq in enumerate(batch.seqs):

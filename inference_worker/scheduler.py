@@ -43,9 +43,12 @@ class ScheduledBatch:
     num_new_tokens: list[int] = field(default_factory=list)
     preempted: list[Sequence] = field(default_factory=list)
     # A lookahead decode step runs before the previous step's tokens reach the host: seqs[i] computes
-    # the token sampled in row prev_rows[i] of that step.
-    lookahead: bool = False
+    # the token sampled in row prev_rows[i] of that step (empty for any other step).
     prev_rows: list[int] = field(default_factory=list)
+
+    @property
+    def lookahead(self) -> bool:
+        return bool(self.prev_rows)
 
     @property
     def is_empty(self) -> bool:
@@ -129,7 +132,7 @@ class Scheduler:
             return None
         for seq in seqs:
             self.block_manager.append_slot(seq, len(seq) + 1)
-        return ScheduledBatch(seqs, [1] * len(seqs), lookahead=True, prev_rows=list(rows))
+        return ScheduledBatch(seqs, [1] * len(seqs), prev_rows=list(rows))
 
     def _schedule_running(self, batch: ScheduledBatch, budget: int) -> int:
         i = 0

@@ -9,27 +9,18 @@ longer need and use only the returned ones. See :mod:`kernels.dispatch` for when
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 
+from kernels import cpu_ops
 from kernels.dispatch import use_triton
-
-
-@functools.cache
-def _native_ops():
-    """The AVX-512 CPU extension, or None (imported late: it is built at first use)."""
-    from kernels.cpu_ops import native_ops
-
-    return native_ops()
 
 
 def _native_fp32(x: torch.Tensor):
     """The native CPU ops when ``x`` is 2-D fp32 CPU rows they take, else None."""
     if x.dtype != torch.float32 or x.dim() != 2 or x.stride(-1) != 1 or x.device.type != "cpu":
         return None
-    return _native_ops()
+    return cpu_ops.native_ops()
 
 
 def rms_norm_ref(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
