@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import torch
 import triton
+import triton.language as tl
 
 
 def bench_us(fn: Callable[[], object], device: torch.device) -> float:
@@ -31,6 +32,35 @@ def bench_us(fn: Callable[[], object], device: torch.device) -> float:
     micros = triton.testing.do_bench(graph.replay, warmup=5, rep=40, return_mode="median") * 1e3
     del graph
     return micros
+
+
+def bench_sequence_us(fns: list[Callable[[], object]], device: torch.device) -> float:
+    """Median microseconds per call when ``fns`` run back to back in one CUDA graph.
+
+    Give each call its own weights (the layers of a forward pass): the L2 cache is cleared once per
+    replay, so every call still reads cold weights, but a replay's launch is shared, as in a captured
+    forward.
+    """
+    return bench_us(lambda: [fn() for fn in fns], device) / len(fns)
+
+
+@triton.jit
+def _read_kernel(src_ptr, dst_ptr, n, BLOCK: tl.constexpr, STEPS: tl.constexpr):
+    acc = tl.zeros([BLOCK], dtype=tl.float32)
+    for step in range(STEPS):
+        offs = (tl.program_id(0) * STEPS + step) * BLOCK + tl.arange(0, BLOCK)
+        acc += tl.load(src_ptr + offs, mask=offs < n, other=0).to(tl.float32)
+    tl.store(dst_ptr + tl.program_id(0), tl.sum(acc))
+
+
+def read_us(num_bytes: int, device: torch.device, block: int = 4096, steps: int = 4) -> float:
+    """Time (``bench_us``) of a plain streaming read of ``num_bytes``: the fastest that many bytes go."""
+    src = torch.zeros(num_bytes // 2, dtype=torch.bfloat16, device=device)
+    programs = triton.cdiv(src.numel(), block * steps)
+    dst = torch.empty(programs, dtype=torch.float32, device=device)
+    return bench_us(
+        lambda: _read_kernel[(programs,)](src, dst, src.numel(), BLOCK=block, STEPS=steps), device
+    )
 
 
 def measure_ceilings(device: torch.device) -> dict[str, float]:

@@ -18,12 +18,22 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import bench_us, environment, format_table, measure_ceilings
+from benchmarks.common import (
+    bench_sequence_us,
+    bench_us,
+    environment,
+    format_table,
+    measure_ceilings,
+    read_us,
+)
 from benchmarks.kernels import LoRACase, LoRASetup
 
 log = logging.getLogger("benchmarks.kernels_lora_decode")
 
+SEQUENCE_LAYERS = 8  # layers' worth of distinct weights captured back to back for the *_seq_us columns
 CASES = [
+    LoRACase("T1 r16 4096>4096", 1, 1, "distinct", 16, 4096, (4096,)),
+    LoRACase("T8 distinct r16 4096>4096", 8, 8, "distinct", 16, 4096, (4096,)),
     LoRACase("T64 distinct r16 4096>4096", 64, 64, "distinct", 16, 4096, (4096,), 44.8, 18.2),
     LoRACase("T64 distinct r16 qkv 3x4096", 64, 64, "distinct", 16, 4096, (4096,) * 3, 329.0, 38.1),
     LoRACase("T32 distinct r16 qkv 3x4096", 32, 32, "distinct", 16, 4096, (4096,) * 3),
@@ -65,7 +75,39 @@ def _candidates(setup: LoRASetup):
     return default, sorted(configs, key=str)
 
 
-def run_case(case: LoRACase, device: torch.device, dtype: torch.dtype, ceil: dict, sweep: bool) -> dict:
+def _fused_candidates(setup: LoRASetup, full: bool):
+    """The fused kernel's default config, the one-role kernel's, then producer/consumer splits and tiles.
+
+    ``full`` sweeps split_k x split_n x tile size x warps; otherwise a few neighbours of the default.
+    """
+    from kernels import triton_lora_fused as fused
+
+    case = setup.case
+    shape = (case.num_tokens, min(3, len(case.widths)), case.rank, case.in_features, max(case.widths))
+    default = fused.fused_config(*shape, setup.x.device)
+    configs = {default, fused.fused_config(*shape, setup.x.device, split_k=0)}
+    if not default.split_k:
+        return default, sorted(configs, key=str)
+    if full:
+        grid = [
+            (k, n, t, w) for k in (1, 2, 4, 8) for n in (1, 2, 4) for t in (4096, 8192, 16384) for w in (4, 8)
+        ]
+    else:
+        k, n = default.split_k, default.split_n
+        grid = [(k, n, t, w) for t in (4096, 8192, 16384) for w in (4, 8)]
+        grid += [(max(1, k // 2), n, 8192, 8), (min(8, 2 * k), n, 8192, 8), (k, max(1, n // 2), 8192, 8)]
+        grid += [(k, n + 1, 8192, 8), (k, n + 2, 8192, 8)]
+    for k, n, tile, warps in grid:
+        if k * (1 << (case.rank - 1).bit_length()) <= fused.COOP_PARTIALS:
+            configs.add(
+                fused.fused_config(
+                    *shape, setup.x.device, split_k=k, split_n=n, tile_elements=tile, num_warps=warps
+                )
+            )
+    return default, sorted(configs, key=str)
+
+
+def run_case(case: LoRACase, device: torch.device, dtype: torch.dtype, ceil: dict, sweep: str) -> dict:
     from kernels import triton_lora_fused
 
     setup = LoRASetup(case, device, dtype)
@@ -78,7 +120,7 @@ def run_case(case: LoRACase, device: torch.device, dtype: torch.dtype, ceil: dic
     row["split_us"] = bench_us(setup.split, device)
     adapter, _, _ = setup.work(setup.x.element_size())
     row["adapter_mb"] = adapter / 1e6
-    if sweep:
+    if sweep == "all":
         default, configs = _candidates(setup)
         row["configs"] = [
             {"config": str(c), "default": c == default, "us": bench_us(lambda c=c: setup.decode(c), device)}
@@ -86,10 +128,32 @@ def run_case(case: LoRACase, device: torch.device, dtype: torch.dtype, ceil: dic
         ]
         best = min(row["configs"], key=lambda r: r["us"])
         row["best_us"], row["best_config"] = best["us"], best["config"]
+    if sweep != "none" and "fused_us" in row:
+        default, configs = _fused_candidates(setup, full=case.name.startswith("T64 distinct r16 4096"))
+        row["fused_configs"] = [
+            {
+                "config": str(c),
+                "default": c == default,
+                "us": bench_us(lambda c=c: setup.fused(c), device),
+            }
+            for c in configs
+        ]
+        best = min(row["fused_configs"], key=lambda r: r["us"])
+        row["fused_best_us"], row["fused_best_config"] = best["us"], best["config"]
+    row["read_adapter_bytes_us"] = read_us(int(adapter), device)
+    if device.type == "cuda" and case.num_tokens <= triton_lora_fused.TUNED_MAX_TOKENS:
+        layers = [setup] + [LoRASetup(case, device, dtype) for _ in range(SEQUENCE_LAYERS - 1)]
+        row["lora_seq_us"] = bench_sequence_us([s.lora for s in layers], device)
+        row["base_seq_us"] = bench_sequence_us([s.base for s in layers], device)
+        row["lora_over_base_seq"] = row["lora_seq_us"] / row["base_seq_us"]
+        row["pct_hbm_adapter_seq"] = 100 * adapter / row["lora_seq_us"] / 1e3 / ceil["copy_gbps"]
+        del layers
     row["decode_over_base"] = row["decode_us"] / row["base_us"]
+    row["lora_over_base"] = row["add_lora_us"] / row["base_us"]
+    row["pct_hbm_adapter_lora"] = 100 * adapter / row["add_lora_us"] / 1e3 / ceil["copy_gbps"]
     row["pct_hbm_adapter"] = 100 * adapter / row["decode_us"] / 1e3 / ceil["copy_gbps"]
     row["prepare_host_us"] = _prepare_us(setup, case)
-    log.info("%s: %s", case.name, {k: v for k, v in row.items() if k != "configs"})
+    log.info("%s: %s", case.name, {k: v for k, v in row.items() if not k.endswith("configs")})
     return row
 
 
@@ -109,7 +173,9 @@ def _prepare_us(setup: LoRASetup, case: LoRACase, calls: int = 200) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU (Triton interpreter)")
-    parser.add_argument("--no-sweep", action="store_true", help="default configs only")
+    parser.add_argument(
+        "--sweep", choices=("all", "fused", "none"), default="all", help="which kernels' configs to sweep"
+    )
     parser.add_argument("--only", default=None, help="run the cases whose name contains this text")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/kernels_lora_decode.json"))
     args = parser.parse_args()
@@ -122,13 +188,24 @@ def main() -> None:
     cases = _smoke_cases() if args.smoke else CASES
     cases = [c for c in cases if args.only is None or args.only in c.name]
     for case in cases:
-        rows.append(_run(case, device, dtype, ceil, not args.no_sweep))
+        rows.append(_run(case, device, dtype, ceil, args.sweep))
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1))
     env = result["environment"]
-    columns = ["case", "base_us", "fused_us", "decode_us", "best_us", "split_us", "add_lora_us", "peer_us"]
-    columns += ["decode_over_base", "pct_hbm_adapter", "adapter_mb", "prepare_host_us"]
+    columns = [
+        "case",
+        "base_us",
+        "fused_us",
+        "fused_best_us",
+        "decode_us",
+        "best_us",
+        "split_us",
+        "add_lora_us",
+    ]
+    columns += ["peer_us", "lora_over_base", "pct_hbm_adapter_lora", "read_adapter_bytes_us", "adapter_mb"]
+    columns += ["lora_seq_us", "base_seq_us", "lora_over_base_seq", "pct_hbm_adapter_seq"]
     log.info("best configs:\n%s", "\n".join(f"{r['case']}: {r.get('best_config')}" for r in rows))
+    log.info("best fused:\n%s", "\n".join(f"{r['case']}: {r.get('fused_best_config')}" for r in rows))
     log.info("\n%s", format_table(rows, columns))
     log.info(
         "card %s, torch %s, triton %s; ceiling %.0f GB/s copy",
@@ -139,7 +216,7 @@ def main() -> None:
     )
 
 
-def _run(case: LoRACase, device: torch.device, dtype: torch.dtype, ceil: dict, sweep: bool) -> dict:
+def _run(case: LoRACase, device: torch.device, dtype: torch.dtype, ceil: dict, sweep: str) -> dict:
     if device.type != "cuda":
         from kernels.dispatch import interpret_on_cpu
 

@@ -16,6 +16,12 @@ import torch
 _FULL_RANK = torch.iinfo(torch.int32).max
 TILE_M = 16  # tokens of one slot per tile of the tiled decode kernels (kernels.triton_lora_decode)
 MAX_TILED_TOKENS = 1024  # the tile table covers batches up to this many tokens
+MAX_SLICES_PER_LAUNCH = 3  # output slices one launch of a LoRA kernel covers
+# Workspace of the producer/consumer fused kernel (kernels.triton_lora_fused): per (token, slice) of
+# up to COOP_MAX_TOKENS tokens and MAX_SLICES_PER_LAUNCH slices, COOP_PARTIALS fp32 partials of y
+# (split_k x the rank rounded to a power of two) and two zeroed counters the kernel resets itself.
+COOP_MAX_TOKENS = 128
+COOP_PARTIALS = 512
 
 
 def num_tiles_bound(num_tokens: int, max_loras: int) -> int:
@@ -48,6 +54,8 @@ class LoRAKernelMeta:
         num_active: [1] int32
         tile_slot, tile_rank: [max_tiles] int32; tile_tokens: [max_tiles, TILE_M] int32
             with max_tiles = num_tiles_bound(min(max_num_tokens, MAX_TILED_TOKENS), max_loras)
+        coop_counters: [2, min(max_num_tokens, COOP_MAX_TOKENS) * MAX_SLICES_PER_LAUNCH] int32, zero between
+            launches; coop_partials: [that many pairs * COOP_PARTIALS] fp32 (kernel scratch)
     Host side: ``num_tokens`` (int) and ``has_lora`` (bool: any token has an adapter).
     """
 
@@ -92,6 +100,9 @@ class LoRAKernelMeta:
         self._host["active_slots"][:] = -1
         self._packed.copy_(self._staging)
         self._copy_done = torch.cuda.Event() if pin else None
+        coop_pairs = min(max_num_tokens, COOP_MAX_TOKENS) * MAX_SLICES_PER_LAUNCH
+        self.coop_counters = torch.zeros(2, coop_pairs, dtype=torch.int32, device=self.device)
+        self.coop_partials = torch.zeros(coop_pairs * COOP_PARTIALS, dtype=torch.float32, device=self.device)
         self.num_tokens = 0
         self.has_lora = False
 

@@ -19,9 +19,7 @@ import triton
 import triton.language as tl
 
 from kernels.dispatch import dot_precision
-from kernels.lora_meta import LoRAKernelMeta
-
-MAX_SLICES_PER_LAUNCH = 3
+from kernels.lora_meta import MAX_SLICES_PER_LAUNCH, LoRAKernelMeta
 
 
 def check_a_slices(lora_a: Sequence[torch.Tensor]) -> tuple[int, ...]:

@@ -20,19 +20,49 @@ import torch
 import triton
 import triton.language as tl
 
-from kernels.lora_meta import LoRAKernelMeta
+from kernels.lora_meta import COOP_MAX_TOKENS, COOP_PARTIALS, LoRAKernelMeta
 from kernels.triton_lora import MAX_SLICES_PER_LAUNCH, check_a_slices, check_b_slices, num_sms
 
 TUNED_MAX_TOKENS = 256  # the batch sizes its configs were measured for (add_lora uses it up to 128)
-_TILE_ELEMENTS = 16384  # elements of an A or B tile per loop step: few steps, each a DRAM round trip
+COOP_PAIRS = 64  # (token, slice) pairs up to which the producer/consumer kernel is the default
 
 
 @dataclass(frozen=True)
 class FusedConfig:
-    split_n: int  # programs per (token, slice), each owning a contiguous share of the columns
+    """A launch of :func:`fused_add_lora`.
+
+    ``split_k == 0``: ``split_n`` column programs per (token, slice), each computing the token's
+    whole shrink itself (:func:`_fused_kernel`). ``split_k > 0`` (a power of two): ``split_k``
+    producer programs per (token, slice), each one K share of the shrink, and ``split_n`` consumer
+    programs, each one column share of the expand (:func:`_coop_kernel`).
+    """
+
+    split_n: int
     block_k: int
     block_n: int
     num_warps: int = 16
+    split_k: int = 0
+
+
+@triton.jit
+def _slice_of(
+    pid_s, a0_ptr, a1_ptr, a2_ptr, b0_ptr, b1_ptr, b2_ptr, n0, n1, n2, off0, off1, off2, sbl0, sbl1, sbl2
+):
+    """Slice ``pid_s``'s (A, B, width, first output column, B slot stride) among up to three slices."""
+    # Integers are selected arithmetically (see triton_lora._expand_kernel for why).
+    is0, is1, is2 = (pid_s == 0).to(tl.int32), (pid_s == 1).to(tl.int32), (pid_s == 2).to(tl.int32)
+    n_out = n0 * is0 + n1 * is1 + n2 * is2
+    col0 = off0 * is0 + off1 * is1 + off2 * is2
+    stride_bl = sbl0 * is0 + sbl1 * is1 + sbl2 * is2
+    a_ptr = a0_ptr
+    b_ptr = b0_ptr
+    if pid_s == 1:
+        a_ptr = a1_ptr
+        b_ptr = b1_ptr
+    elif pid_s == 2:
+        a_ptr = a2_ptr
+        b_ptr = b2_ptr
+    return a_ptr, b_ptr, n_out, col0, stride_bl
 
 
 @triton.jit
@@ -77,19 +107,24 @@ def _fused_kernel(
     if slot < 0:
         return
     rank = tl.minimum(tl.load(slot_rank_ptr + slot), max_rank)
-    # Integers are selected arithmetically (see triton_lora._expand_kernel for why).
-    is0, is1, is2 = (pid_s == 0).to(tl.int32), (pid_s == 1).to(tl.int32), (pid_s == 2).to(tl.int32)
-    n_out = n0 * is0 + n1 * is1 + n2 * is2
-    col0 = off0 * is0 + off1 * is1 + off2 * is2
-    stride_bl = stride_bl0 * is0 + stride_bl1 * is1 + stride_bl2 * is2
-    a_ptr = a0_ptr
-    b_ptr = b0_ptr
-    if pid_s == 1:
-        a_ptr = a1_ptr
-        b_ptr = b1_ptr
-    elif pid_s == 2:
-        a_ptr = a2_ptr
-        b_ptr = b2_ptr
+    a_ptr, b_ptr, n_out, col0, stride_bl = _slice_of(
+        pid_s,
+        a0_ptr,
+        a1_ptr,
+        a2_ptr,
+        b0_ptr,
+        b1_ptr,
+        b2_ptr,
+        n0,
+        n1,
+        n2,
+        off0,
+        off1,
+        off2,
+        stride_bl0,
+        stride_bl1,
+        stride_bl2,
+    )
     share = tl.cdiv(tl.cdiv(n_out, SPLIT_N), BLOCK_N) * BLOCK_N
     n_begin = pid_n * share
     n_end = tl.minimum(n_begin + share, n_out)
@@ -97,35 +132,108 @@ def _fused_kernel(
         return
     slot64, tok64 = slot.to(tl.int64), tok.to(tl.int64)
     offs_r = tl.arange(0, BLOCK_R)
-    r_mask = offs_r < rank
-    # B rows are contiguous in rank: a mask at a multiple of 16 keeps its loads vectorized (the
-    # sectors are read anyway); the columns in [rank, rank16) are then dropped with a select.
-    rb_mask = offs_r < tl.minimum(tl.cdiv(rank, 16) * 16, max_rank)
-    offs_n = tl.arange(0, BLOCK_N)
     b_rows = b_ptr + slot64 * stride_bl + offs_r[None, :] * stride_br
     out_row = out_ptr + tok64 * stride_ot + col0 * stride_on
     # The first expand tiles do not depend on y: request them before the shrink.
-    n_idx = n_begin + offs_n
-    n_mask = n_idx < n_end
-    b_cur = tl.load(b_rows + n_idx[:, None] * stride_bn, mask=n_mask[:, None] & rb_mask[None, :], other=0.0)
-    o_cur = tl.load(out_row + n_idx * stride_on, mask=n_mask, other=0.0)
-
-    offs_k = tl.arange(0, BLOCK_K)
+    b_cur, o_cur = _expand_first_tiles(
+        b_rows, out_row, rank, max_rank, n_begin, n_end, stride_bn, stride_on, BLOCK_R, BLOCK_N
+    )
     a_rows = a_ptr + slot64 * stride_al + offs_r[:, None] * stride_ar
     x_row = x_ptr + tok64 * stride_xt
-    k_mask = offs_k < in_features
-    a_cur = tl.load(a_rows + offs_k[None, :] * stride_ak, mask=r_mask[:, None] & k_mask[None, :], other=0.0)
-    x_cur = tl.load(x_row + offs_k * stride_xk, mask=k_mask, other=0.0)
+    y = _shrink_range(a_rows, x_row, rank, 0, in_features, stride_ak, stride_xk, BLOCK_R, BLOCK_K)
+    _expand_range(
+        b_rows,
+        out_row,
+        y,
+        b_cur,
+        o_cur,
+        rank,
+        max_rank,
+        n_begin,
+        n_end,
+        stride_bn,
+        stride_on,
+        BLOCK_R,
+        BLOCK_N,
+    )
+
+
+@triton.jit
+def _shrink_range(
+    a_rows, x_row, rank, k_begin, k_end, stride_ak, stride_xk, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr
+):
+    """``y[:rank] = A[:rank, k_begin:k_end] @ x[k_begin:k_end]`` in fp32 (next tile requested early)."""
+    offs_k = tl.arange(0, BLOCK_K)
+    r_mask = tl.arange(0, BLOCK_R) < rank
+    k_idx = k_begin + offs_k
+    k_mask = k_idx < k_end
+    a_cur = tl.load(a_rows + k_idx[None, :] * stride_ak, mask=r_mask[:, None] & k_mask[None, :], other=0.0)
+    x_cur = tl.load(x_row + k_idx * stride_xk, mask=k_mask, other=0.0)
     y = tl.zeros((BLOCK_R,), dtype=tl.float32)
-    for k0 in range(BLOCK_K, in_features + BLOCK_K, BLOCK_K):
+    for k0 in range(k_begin + BLOCK_K, k_end + BLOCK_K, BLOCK_K):
         k_idx = k0 + offs_k
-        k_mask = k_idx < in_features
-        a_mask = r_mask[:, None] & k_mask[None, :]
-        a_nxt = tl.load(a_rows + k_idx[None, :] * stride_ak, mask=a_mask, other=0.0)
+        k_mask = k_idx < k_end
+        a_nxt = tl.load(
+            a_rows + k_idx[None, :] * stride_ak, mask=r_mask[:, None] & k_mask[None, :], other=0.0
+        )
         x_nxt = tl.load(x_row + k_idx * stride_xk, mask=k_mask, other=0.0)
         y += tl.sum(a_cur.to(tl.float32) * x_cur.to(tl.float32)[None, :], axis=1)
         a_cur, x_cur = a_nxt, x_nxt
+    return y
 
+
+@triton.jit
+def _rank_masks(rank, max_rank, BLOCK_R: tl.constexpr):
+    """(exact rank mask, load mask rounded up to 16 ranks) over ``BLOCK_R``.
+
+    B rows are contiguous in rank: a mask at a multiple of 16 keeps B's loads vectorized (the sectors
+    are read anyway); the columns in ``[rank, rank16)`` are then dropped with a select.
+    """
+    offs_r = tl.arange(0, BLOCK_R)
+    return offs_r < rank, offs_r < tl.minimum(tl.cdiv(rank, 16) * 16, max_rank)
+
+
+@triton.jit
+def _expand_first_tiles(
+    b_rows,
+    out_row,
+    rank,
+    max_rank,
+    n_begin,
+    n_end,
+    stride_bn,
+    stride_on,
+    BLOCK_R: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """The first B and ``out`` tiles of columns ``[n_begin, n_end)`` (they do not depend on y)."""
+    _, rb_mask = _rank_masks(rank, max_rank, BLOCK_R)
+    n_idx = n_begin + tl.arange(0, BLOCK_N)
+    n_mask = n_idx < n_end
+    b_cur = tl.load(b_rows + n_idx[:, None] * stride_bn, mask=n_mask[:, None] & rb_mask[None, :], other=0.0)
+    o_cur = tl.load(out_row + n_idx * stride_on, mask=n_mask, other=0.0)
+    return b_cur, o_cur
+
+
+@triton.jit
+def _expand_range(
+    b_rows,
+    out_row,
+    y,
+    b_cur,
+    o_cur,
+    rank,
+    max_rank,
+    n_begin,
+    n_end,
+    stride_bn,
+    stride_on,
+    BLOCK_R: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """``out[n_begin:n_end] += B[n_begin:n_end, :rank] @ y[:rank]``, from the first tiles already loaded."""
+    r_mask, rb_mask = _rank_masks(rank, max_rank, BLOCK_R)
+    offs_n = tl.arange(0, BLOCK_N)
     for n_start in range(n_begin, n_end, BLOCK_N):
         nxt_idx = n_start + BLOCK_N + offs_n
         nxt_mask = nxt_idx < n_end
@@ -137,8 +245,142 @@ def _fused_kernel(
         b_tile = tl.where(r_mask[None, :], b_cur.to(tl.float32), 0.0)
         delta = tl.sum(b_tile * y[None, :], axis=1)
         result = o_cur.to(tl.float32) + delta
-        tl.store(out_row + n_idx * stride_on, result.to(out_ptr.dtype.element_ty), mask=n_idx < n_end)
+        tl.store(out_row + n_idx * stride_on, result.to(out_row.dtype.element_ty), mask=n_idx < n_end)
         b_cur, o_cur = b_nxt, o_nxt
+
+
+@triton.jit
+def _coop_kernel(
+    x_ptr,
+    a0_ptr,
+    a1_ptr,
+    a2_ptr,
+    b0_ptr,
+    b1_ptr,
+    b2_ptr,
+    out_ptr,
+    token_slots_ptr,
+    slot_rank_ptr,
+    partial_ptr,
+    arrive_ptr,
+    depart_ptr,
+    num_tokens,
+    in_features,
+    max_rank,
+    n0,
+    n1,
+    n2,
+    off0,
+    off1,
+    off2,
+    stride_bl0,
+    stride_bl1,
+    stride_bl2,
+    stride_xt,
+    stride_xk,
+    stride_al,
+    stride_ar,
+    stride_ak,
+    stride_bn,
+    stride_br,
+    stride_ot,
+    stride_on,
+    NUM_SLICES: tl.constexpr,
+    SPLIT_K: tl.constexpr,
+    SPLIT_N: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    num_producers = num_tokens * NUM_SLICES * SPLIT_K
+    is_producer = pid < num_producers
+    if is_producer:
+        pair, piece = pid // SPLIT_K, pid % SPLIT_K
+    else:
+        pair, piece = (pid - num_producers) // SPLIT_N, (pid - num_producers) % SPLIT_N
+    tok, pid_s = pair // NUM_SLICES, pair % NUM_SLICES
+    slot = tl.load(token_slots_ptr + tok)
+    if slot < 0:
+        return
+    rank = tl.minimum(tl.load(slot_rank_ptr + slot), max_rank)
+    a_ptr, b_ptr, n_out, col0, stride_bl = _slice_of(
+        pid_s,
+        a0_ptr,
+        a1_ptr,
+        a2_ptr,
+        b0_ptr,
+        b1_ptr,
+        b2_ptr,
+        n0,
+        n1,
+        n2,
+        off0,
+        off1,
+        off2,
+        stride_bl0,
+        stride_bl1,
+        stride_bl2,
+    )
+    slot64, tok64 = slot.to(tl.int64), tok.to(tl.int64)
+    offs_r = tl.arange(0, BLOCK_R)
+    partial_rows = partial_ptr + pair.to(tl.int64) * (SPLIT_K * BLOCK_R)
+    if is_producer:
+        # Producer: one K share of the shrink, published as an fp32 partial of y.
+        share = tl.cdiv(tl.cdiv(in_features, SPLIT_K), BLOCK_K) * BLOCK_K
+        k_begin = piece * share
+        a_rows = a_ptr + slot64 * stride_al + offs_r[:, None] * stride_ar
+        x_row = x_ptr + tok64 * stride_xt
+        y = _shrink_range(
+            a_rows,
+            x_row,
+            rank,
+            k_begin,
+            tl.minimum(k_begin + share, in_features),
+            stride_ak,
+            stride_xk,
+            BLOCK_R,
+            BLOCK_K,
+        )
+        tl.store(partial_rows + piece * BLOCK_R + offs_r, y)
+        tl.debug_barrier()  # every thread's share of y is stored before the release below
+        tl.atomic_add(arrive_ptr + pair, 1, sem="release", scope="gpu")
+    else:
+        # Consumer: one column share of the expand, once all SPLIT_K partials have arrived.
+        share = tl.cdiv(tl.cdiv(n_out, SPLIT_N), BLOCK_N) * BLOCK_N
+        n_begin = piece * share
+        n_end = tl.minimum(n_begin + share, n_out)
+        b_rows = b_ptr + slot64 * stride_bl + offs_r[None, :] * stride_br
+        out_row = out_ptr + tok64 * stride_ot + col0 * stride_on
+        b_cur, o_cur = _expand_first_tiles(
+            b_rows, out_row, rank, max_rank, n_begin, n_end, stride_bn, stride_on, BLOCK_R, BLOCK_N
+        )
+        arrived = tl.atomic_add(arrive_ptr + pair, 0, sem="acquire", scope="gpu")
+        while arrived < SPLIT_K:
+            arrived = tl.atomic_add(arrive_ptr + pair, 0, sem="acquire", scope="gpu")
+        offs_p = tl.arange(0, SPLIT_K)
+        parts = tl.load(partial_rows + offs_p[:, None] * BLOCK_R + offs_r[None, :], volatile=True)
+        y = tl.sum(parts, axis=0)  # a fixed order: the result does not depend on arrival order
+        # The last consumer of the pair to have read the partials resets both counters for the next
+        # launch (the next kernel on the stream starts after this one ends).
+        if tl.atomic_add(depart_ptr + pair, 1, sem="acq_rel", scope="gpu") == SPLIT_N - 1:
+            tl.atomic_xchg(arrive_ptr + pair, 0, sem="relaxed", scope="gpu")
+            tl.atomic_xchg(depart_ptr + pair, 0, sem="relaxed", scope="gpu")
+        _expand_range(
+            b_rows,
+            out_row,
+            y,
+            b_cur,
+            o_cur,
+            rank,
+            max_rank,
+            n_begin,
+            n_end,
+            stride_bn,
+            stride_on,
+            BLOCK_R,
+            BLOCK_N,
+        )
 
 
 def fused_config(
@@ -150,24 +392,44 @@ def fused_config(
     device: torch.device,
     split_n: int | None = None,
     tile_elements: int | None = None,
-    num_warps: int = 16,
+    num_warps: int | None = None,
+    split_k: int | None = None,
 ) -> FusedConfig:
-    """About one program per SM, each moving ~32 KB per loop step (a DRAM round trip).
+    """The launch for a batch shape (H200: benchmarks/results/kernels_lora_decode_h200.json).
 
-    At 16 warps a program needs ~120 registers a thread on sm_90 (double-buffered 16K-element tiles,
-    all loads 16-byte vectors, no spills for ranks 16 to 64), so one program fits per SM; on the H200
-    16 warps beat 8 by 5-10% on every decode row (benchmarks/results/kernels_h200.json, "configs").
-    The columns are split until the grid fills the SMs, but each extra column program of a token
-    re-reads the token's ``A`` (``rank x in``) from L2, so the split stays below ``2 * out / in``.
+    Up to ``COOP_PAIRS`` (token, slice) pairs, producer/consumer: ``split_k`` (8 while the
+    partials fit the workspace) K shares and 4 to 8 column shares per pair, small programs of 4
+    warps, so that every SM streams about the same bytes with many loads in flight. Above that the
+    pairs alone fill the SMs and the one-role kernel wins: one program per SM of 16 warps (~120
+    registers a thread on sm_90, double-buffered 16K-element tiles, 16-byte loads), its columns
+    split until the grid fills the SMs, but below ``2 * out / in`` as each extra column program
+    re-reads the token's ``A`` from L2.
     """
-    if split_n is None:
-        wanted = max(1, num_sms(device) // max(1, num_tokens * num_slices))
-        split_n = max(1, min(8, wanted, (2 * max_n) // in_features))
     block_r = triton.next_power_of_2(max_rank)
-    tile = max(16, (tile_elements or _TILE_ELEMENTS) // block_r)
-    block_k = min(tile, triton.next_power_of_2(in_features))
+    pairs = max(1, num_tokens * num_slices)
+    if split_k is None:
+        coop = num_tokens <= COOP_MAX_TOKENS and pairs <= COOP_PAIRS
+        split_k = min(8, COOP_PARTIALS // block_r) if coop else 0
+    if split_n is None:
+        if split_k:
+            split_n = 8 if pairs * 8 <= num_sms(device) else 4
+        else:
+            wanted = max(1, num_sms(device) // pairs)
+            split_n = max(1, min(8, wanted, (2 * max_n) // in_features))
+    if num_warps is None:
+        num_warps = 4 if split_k else 16
+    if tile_elements is None:
+        tile_elements = 16384 if not split_k or block_r > 16 else 8192
+    tile = max(16, tile_elements // block_r)
+    block_k = min(tile, triton.next_power_of_2(triton.cdiv(in_features, max(1, split_k))))
     block_n = min(tile, triton.next_power_of_2(triton.cdiv(max_n, split_n)))
-    return FusedConfig(split_n=split_n, block_k=block_k, block_n=max(16, block_n), num_warps=num_warps)
+    return FusedConfig(
+        split_n=split_n,
+        block_k=max(16, block_k),
+        block_n=max(16, block_n),
+        num_warps=num_warps,
+        split_k=split_k,
+    )
 
 
 def fused_add_lora(
@@ -179,23 +441,30 @@ def fused_add_lora(
     slice_offsets: Sequence[int],
     config: FusedConfig | None = None,
 ) -> None:
-    """Launch the fused kernel (contract: :func:`kernels.lora_ops.add_lora`); grid ``(T, split_n, S)``."""
+    """Launch the fused kernel (contract: :func:`kernels.lora_ops.add_lora`).
+
+    Grid ``(T, split_n, S)`` for the one-role kernel, ``T * S * (split_k + split_n)`` programs (the
+    producers first) for the producer/consumer kernel, whose partials and counters live in ``meta``.
+    """
     num_tokens, in_features = x.shape
     max_rank = lora_a[0].shape[1]
+    block_r = triton.next_power_of_2(max_rank)
     a_strides, b_inner = check_a_slices(lora_a), check_b_slices(lora_b)
     for first in range(0, len(lora_a), MAX_SLICES_PER_LAUNCH):
         a_group = list(lora_a[first : first + MAX_SLICES_PER_LAUNCH])
         b_group = list(lora_b[first : first + MAX_SLICES_PER_LAUNCH])
-        pad = MAX_SLICES_PER_LAUNCH - len(a_group)
+        num_slices, pad = len(a_group), MAX_SLICES_PER_LAUNCH - len(a_group)
         widths = [b.shape[1] for b in b_group] + [0] * pad
-        cfg = config or fused_config(num_tokens, len(a_group), max_rank, in_features, max(widths), x.device)
-        _fused_kernel[(num_tokens, cfg.split_n, len(a_group))](
+        cfg = config or fused_config(num_tokens, num_slices, max_rank, in_features, max(widths), x.device)
+        args = [
             x,
             *(a_group + [a_group[0]] * pad),
             *(b_group + [b_group[0]] * pad),
             out,
             meta.token_slots,
             meta.slot_rank,
+        ]
+        shape_args = [
             in_features,
             max_rank,
             *widths,
@@ -207,9 +476,28 @@ def fused_add_lora(
             *b_inner,
             out.stride(0),
             out.stride(1),
+        ]
+        blocks = dict(BLOCK_R=block_r, BLOCK_K=cfg.block_k, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps)
+        if not cfg.split_k:
+            _fused_kernel[(num_tokens, cfg.split_n, num_slices)](
+                *args, *shape_args, SPLIT_N=cfg.split_n, **blocks
+            )
+            continue
+        if num_tokens * num_slices > meta.coop_counters.shape[1] or cfg.split_k * block_r > COOP_PARTIALS:
+            raise ValueError(
+                f"split_k={cfg.split_k} at rank {max_rank} for {num_tokens} tokens x {num_slices} slices "
+                f"exceeds the producer/consumer workspace"
+            )
+        arrive, depart = meta.coop_counters
+        _coop_kernel[(num_tokens * num_slices * (cfg.split_k + cfg.split_n),)](
+            *args,
+            meta.coop_partials,
+            arrive,
+            depart,
+            num_tokens,
+            *shape_args,
+            NUM_SLICES=num_slices,
+            SPLIT_K=cfg.split_k,
             SPLIT_N=cfg.split_n,
-            BLOCK_R=triton.next_power_of_2(max_rank),
-            BLOCK_K=cfg.block_k,
-            BLOCK_N=cfg.block_n,
-            num_warps=cfg.num_warps,
+            **blocks,
         )

@@ -173,6 +173,10 @@ def test_add_lora_decode_path_matches_dense(popularity, num_slices, dtype):
     [
         triton_lora_fused.FusedConfig(split_n=3, block_k=16, block_n=16, num_warps=4),
         triton_lora_fused.FusedConfig(split_n=1, block_k=32, block_n=32, num_warps=4),
+        # Producer/consumer: K shares of one tile, of a 2-step loop, and empty ones; empty column shares.
+        triton_lora_fused.FusedConfig(split_n=2, block_k=16, block_n=16, num_warps=4, split_k=4),
+        triton_lora_fused.FusedConfig(split_n=1, block_k=16, block_n=32, num_warps=4, split_k=2),
+        triton_lora_fused.FusedConfig(split_n=8, block_k=32, block_n=16, num_warps=4, split_k=8),
     ],
 )
 def test_fused_tilings_cover_column_shares_and_k_loop(config):
@@ -181,6 +185,7 @@ def test_fused_tilings_cover_column_shares_and_k_loop(config):
     triton_lora_fused.fused_add_lora(out, x, lora_a, lora_b, meta, [0, 64, 80], config=config)
     expected = _dense_delta(x, lora_a, lora_b, slots, slot_rank)
     torch.testing.assert_close(out, expected, rtol=1e-4, atol=1e-4)
+    assert not meta.coop_counters.any()  # reset by the kernel for the next launch
 
 
 @pytest.mark.parametrize("num_tokens", [20, 100])
