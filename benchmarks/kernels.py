@@ -15,7 +15,14 @@ from pathlib import Path
 
 import torch
 
-from benchmarks.common import bench_us, environment, format_table, measure_ceilings
+from benchmarks.common import (
+    bench_sequence_us,
+    bench_us,
+    environment,
+    format_table,
+    measure_ceilings,
+    read_us,
+)
 from benchmarks.kernels_attention import attention_rows, decode_row
 from kernels import triton_lora, triton_lora_decode, triton_lora_fused
 from kernels.lora_meta import LoRAKernelMeta
@@ -23,6 +30,7 @@ from kernels.lora_ops import add_lora, lora_expand, lora_shrink
 from kernels.testing import POPULARITIES, make_lora_weights, make_token_slots
 
 log = logging.getLogger("benchmarks.kernels")
+SEQUENCE_LAYERS = 8  # layers' worth of distinct weights captured back to back for the *_seq_us columns
 
 
 @dataclass(frozen=True)
@@ -150,6 +158,24 @@ class LoRASetup:
         return adapter, adapter + io, flops
 
 
+def context_columns(setup: LoRASetup, device: torch.device, dtype: torch.dtype, ceil: dict) -> dict:
+    """What this timing allows and the op among others (GPU only).
+
+    ``read_adapter_bytes_us``: a plain read of the adapter bytes, timed like the op. ``*_seq_us``: the
+    op and the base GEMM per call with ``SEQUENCE_LAYERS`` layers' worth of distinct weights captured
+    back to back in one graph, as in a forward.
+    """
+    case = setup.case
+    adapter, _, _ = setup.work(setup.x.element_size())
+    row = {"read_adapter_bytes_us": read_us(adapter, device)}
+    layers = [setup] + [LoRASetup(case, device, dtype) for _ in range(SEQUENCE_LAYERS - 1)]
+    row["lora_seq_us"] = bench_sequence_us([s.lora for s in layers], device)
+    row["base_seq_us"] = bench_sequence_us([s.base for s in layers], device)
+    row["lora_over_base_seq"] = row["lora_seq_us"] / row["base_seq_us"]
+    row["pct_hbm_adapter_seq"] = 100 * adapter / row["lora_seq_us"] / 1e3 / ceil["copy_gbps"]
+    return row
+
+
 def run_lora(case: LoRACase, device: torch.device, dtype: torch.dtype, ceil: dict[str, float]) -> dict:
     setup = LoRASetup(case, device, dtype)
     row: dict[str, object] = {"case": case.name, **asdict(case)}
@@ -164,6 +190,7 @@ def run_lora(case: LoRACase, device: torch.device, dtype: torch.dtype, ceil: dic
     row["pct_hbm_adapter"] = 100 * row["adapter_gbps"] / ceil["copy_gbps"]
     row["lora_over_base"] = row["lora_us"] / row["base_us"]
     if device.type == "cuda":
+        row.update(context_columns(setup, device, dtype, ceil))
         row["split_us"] = bench_us(setup.split, device)
         if case.num_tokens <= triton_lora_fused.TUNED_MAX_TOKENS:
             row["fused_us"] = bench_us(setup.fused, device)
@@ -345,6 +372,11 @@ def print_tables(result: dict, headline: list[dict], attention: list[dict]) -> N
                 "pct_hbm_adapter",
                 "gbps",
                 "tflops",
+                "read_adapter_bytes_us",
+                "lora_seq_us",
+                "base_seq_us",
+                "lora_over_base_seq",
+                "pct_hbm_adapter_seq",
             ],
         ),
     )

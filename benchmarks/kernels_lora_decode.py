@@ -19,18 +19,15 @@ from pathlib import Path
 import torch
 
 from benchmarks.common import (
-    bench_sequence_us,
     bench_us,
     environment,
     format_table,
     measure_ceilings,
-    read_us,
 )
-from benchmarks.kernels import LoRACase, LoRASetup
+from benchmarks.kernels import LoRACase, LoRASetup, context_columns
 
 log = logging.getLogger("benchmarks.kernels_lora_decode")
 
-SEQUENCE_LAYERS = 8  # layers' worth of distinct weights captured back to back for the *_seq_us columns
 CASES = [
     LoRACase("T1 r16 4096>4096", 1, 1, "distinct", 16, 4096, (4096,)),
     LoRACase("T8 distinct r16 4096>4096", 8, 8, "distinct", 16, 4096, (4096,)),
@@ -140,14 +137,8 @@ def run_case(case: LoRACase, device: torch.device, dtype: torch.dtype, ceil: dic
         ]
         best = min(row["fused_configs"], key=lambda r: r["us"])
         row["fused_best_us"], row["fused_best_config"] = best["us"], best["config"]
-    row["read_adapter_bytes_us"] = read_us(int(adapter), device)
     if device.type == "cuda" and case.num_tokens <= triton_lora_fused.TUNED_MAX_TOKENS:
-        layers = [setup] + [LoRASetup(case, device, dtype) for _ in range(SEQUENCE_LAYERS - 1)]
-        row["lora_seq_us"] = bench_sequence_us([s.lora for s in layers], device)
-        row["base_seq_us"] = bench_sequence_us([s.base for s in layers], device)
-        row["lora_over_base_seq"] = row["lora_seq_us"] / row["base_seq_us"]
-        row["pct_hbm_adapter_seq"] = 100 * adapter / row["lora_seq_us"] / 1e3 / ceil["copy_gbps"]
-        del layers
+        row.update(context_columns(setup, device, dtype, ceil))
     row["decode_over_base"] = row["decode_us"] / row["base_us"]
     row["lora_over_base"] = row["add_lora_us"] / row["base_us"]
     row["pct_hbm_adapter_lora"] = 100 * adapter / row["add_lora_us"] / 1e3 / ceil["copy_gbps"]
