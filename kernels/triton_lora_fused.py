@@ -398,8 +398,9 @@ def fused_config(
     """The launch for a batch shape (H200: benchmarks/results/kernels_lora_decode_h200.json).
 
     Up to ``COOP_PAIRS`` (token, slice) pairs, producer/consumer: ``split_k`` (8 while the
-    partials fit the workspace) K shares and 4 to 8 column shares per pair, small programs of 4
-    warps, so that every SM streams about the same bytes with many loads in flight. Above that the
+    partials fit the workspace) K shares and 4 column shares per pair (8 for few pairs or ranks
+    above 16), small programs of 4 warps, so that every SM streams about the same bytes with many
+    loads in flight. Above that the
     pairs alone fill the SMs and the one-role kernel wins: one program per SM of 16 warps (~120
     registers a thread on sm_90, double-buffered 16K-element tiles, 16-byte loads), its columns
     split until the grid fills the SMs, but below ``2 * out / in`` as each extra column program
@@ -412,7 +413,7 @@ def fused_config(
         split_k = min(8, COOP_PARTIALS // block_r) if coop else 0
     if split_n is None:
         if split_k:
-            split_n = 8 if pairs * 8 <= num_sms(device) else 4
+            split_n = 8 if pairs * 8 <= num_sms(device) or block_r > 16 else 4
         else:
             wanted = max(1, num_sms(device) // pairs)
             split_n = max(1, min(8, wanted, (2 * max_n) // in_features))
