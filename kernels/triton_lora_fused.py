@@ -1,14 +1,25 @@
 """Triton fused multi-LoRA for small batches: ``out += (x @ A^T) @ B^T`` in one launch.
 
 For decode-sized batches the shrink/expand pair is dominated by fixed costs (zeroing ``y``, two
-launches, each starting with a chain of dependent metadata loads that miss a cold L2). This kernel
-does the whole delta in one launch with no scratch buffer: program ``(t, j, s)`` reads token t's slot
-and rank, computes ``y = x[t] @ A_s[slot, :rank]^T`` in registers (a GEMV over ``in``), then adds
-``y @ B_s[slot, cols_j, :rank]^T`` into its share ``cols_j`` of slice s's output columns. A token's
-shrink is recomputed by each of its ``split_n`` column programs (the repeats hit L2); tokens without
-an adapter return at once. Loads are double-buffered by hand (the next tile is requested before the
-current one is used) and the first ``B``/``out`` tiles are requested before the shrink, so a program
-waits on few DRAM round trips. The grid depends only on the number of tokens (CUDA-graph safe).
+launches, each starting with a chain of dependent metadata loads that miss a cold L2). Two kernels do
+the whole delta in one launch; tokens without an adapter return at once, and the grid depends only on
+the number of tokens (CUDA-graph safe).
+
+- One-role (:func:`_fused_kernel`, no scratch): program ``(t, j, s)`` computes ``y = x[t] @
+  A_s[slot, :rank]^T`` in registers (a GEMV over ``in``), then adds ``y @ B_s[slot, cols_j, :rank]^T``
+  into its share ``cols_j`` of slice s's columns. Each of a token's ``split_n`` column programs
+  recomputes the shrink (the repeats hit L2).
+- Producer/consumer (:func:`_coop_kernel`): per (token, slice), ``split_k`` producers each compute the
+  shrink over one K share and publish an fp32 partial of y (``meta.coop_partials``), then count
+  themselves in (``meta.coop_counters``, release); ``split_n`` consumers request their first B and
+  ``out`` tiles, wait for the count (acquire), sum the partials in a fixed order and expand their
+  column share. The last consumer to leave zeroes the counters for the next launch. Every adapter
+  byte is read once and spread evenly over many small programs, so all SMs stream. Producers take
+  the lowest program ids and never wait, so the consumers' wait ends whatever is resident (blocks
+  start in program-id order; the CPU interpreter runs programs in that order too).
+
+Loads are double-buffered by hand (the next tile is requested before the current one is used), so a
+program waits on few DRAM round trips.
 """
 
 from __future__ import annotations
