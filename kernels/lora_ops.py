@@ -16,9 +16,9 @@ from kernels.dispatch import use_triton
 from kernels.lora_meta import LoRAKernelMeta
 
 # add_lora's paths by token count (H200, benchmarks/results/kernels_lora_decode_h200.json): the one-launch
-# fused kernel up to FUSED_MAX_TOKENS (a token's adapter read once per column program: best while there
-# are few tokens), the tiled decode kernels up to DECODE_MAX_TOKENS (weights read once per 16-token tile
-# of one adapter: best once adapters are shared), the SGMV shrink/expand beyond.
+# fused kernels up to FUSED_MAX_TOKENS (each token's adapter streamed by its own programs: best while
+# tokens have distinct adapters), the tiled decode kernels up to DECODE_MAX_TOKENS (weights read once
+# per 16-token tile of one adapter: best once adapters are shared), the SGMV shrink/expand beyond.
 FUSED_MAX_TOKENS = 128
 DECODE_MAX_TOKENS = 1024
 
