@@ -36,6 +36,9 @@ CASES = [
     LoRACase("T32 distinct r16 qkv 3x4096", 32, 32, "distinct", 16, 4096, (4096,) * 3),
     LoRACase("T32 distinct r16 o 4096>4096", 32, 32, "distinct", 16, 4096, (4096,)),
     LoRACase("T256 over 32 r16 4096>4096", 256, 32, "uniform", 16, 4096, (4096,)),
+    LoRACase("T128 distinct r16 qkv 3x4096", 128, 128, "distinct", 16, 4096, (4096,) * 3),
+    LoRACase("T128 distinct r16 4096>4096", 128, 128, "distinct", 16, 4096, (4096,)),
+    LoRACase("T128 over 32 r16 4096>4096", 128, 32, "uniform", 16, 4096, (4096,)),
     LoRACase("T256 distinct r16 4096>4096", 256, 256, "distinct", 16, 4096, (4096,), 135.5, 24.3),
     LoRACase("T32 distinct r64 4096>11008", 32, 32, "distinct", 64, 4096, (11008,), 73.4, 35.0),
     LoRACase("T512 over 32 r16 4096>4096", 512, 32, "uniform", 16, 4096, (4096,)),
@@ -75,7 +78,7 @@ def _candidates(setup: LoRASetup):
 def _fused_candidates(setup: LoRASetup, full: bool):
     """The fused kernel's default config, the one-role kernel's, then producer/consumer splits and tiles.
 
-    ``full`` sweeps split_k x split_n x tile size x warps; otherwise a few neighbours of the default.
+    ``full`` sweeps split_k x split_n x tile size; otherwise a few neighbours of the default.
     """
     from kernels import triton_lora_fused as fused
 
@@ -83,12 +86,10 @@ def _fused_candidates(setup: LoRASetup, full: bool):
     shape = (case.num_tokens, min(3, len(case.widths)), case.rank, case.in_features, max(case.widths))
     default = fused.fused_config(*shape, setup.x.device)
     configs = {default, fused.fused_config(*shape, setup.x.device, split_k=0)}
-    if not default.split_k:
+    if not default.split_k and not full:
         return default, sorted(configs, key=str)
     if full:
-        grid = [
-            (k, n, t, w) for k in (1, 2, 4, 8) for n in (1, 2, 4) for t in (4096, 8192, 16384) for w in (4, 8)
-        ]
+        grid = [(k, n, t, 4) for k in (1, 2, 4, 8) for n in (1, 2, 4) for t in (8192, 16384)]
     else:
         k, n = default.split_k, default.split_n
         grid = [(k, n, t, w) for t in (4096, 8192, 16384) for w in (4, 8)]
@@ -104,7 +105,9 @@ def _fused_candidates(setup: LoRASetup, full: bool):
     return default, sorted(configs, key=str)
 
 
-def run_case(case: LoRACase, device: torch.device, dtype: torch.dtype, ceil: dict, sweep: str) -> dict:
+def run_case(
+    case: LoRACase, device: torch.device, dtype: torch.dtype, ceil: dict, sweep: str, full_sweep: bool = False
+) -> dict:
     from kernels import triton_lora_fused
 
     setup = LoRASetup(case, device, dtype)
@@ -126,7 +129,7 @@ def run_case(case: LoRACase, device: torch.device, dtype: torch.dtype, ceil: dic
         best = min(row["configs"], key=lambda r: r["us"])
         row["best_us"], row["best_config"] = best["us"], best["config"]
     if sweep != "none" and "fused_us" in row:
-        default, configs = _fused_candidates(setup, full=case.name.startswith("T64 distinct r16 4096"))
+        default, configs = _fused_candidates(setup, full=full_sweep)
         row["fused_configs"] = [
             {
                 "config": str(c),
@@ -167,7 +170,12 @@ def main() -> None:
     parser.add_argument(
         "--sweep", choices=("all", "fused", "none"), default="all", help="which kernels' configs to sweep"
     )
-    parser.add_argument("--only", default=None, help="run the cases whose name contains this text")
+    parser.add_argument(
+        "--only", default=None, help="run the cases whose name contains one of these comma-separated texts"
+    )
+    parser.add_argument(
+        "--full-sweep", action="store_true", help="fused kernel: split_k x split_n x tile grid on every case"
+    )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/kernels_lora_decode.json"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -177,9 +185,9 @@ def main() -> None:
     result["ceilings"] = ceil = measure_ceilings(device)
     rows = result["rows"] = []
     cases = _smoke_cases() if args.smoke else CASES
-    cases = [c for c in cases if args.only is None or args.only in c.name]
+    cases = [c for c in cases if args.only is None or any(t in c.name for t in args.only.split(","))]
     for case in cases:
-        rows.append(_run(case, device, dtype, ceil, args.sweep))
+        rows.append(_run(case, device, dtype, ceil, args.sweep, args.full_sweep))
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=1))
     env = result["environment"]
@@ -207,13 +215,15 @@ def main() -> None:
     )
 
 
-def _run(case: LoRACase, device: torch.device, dtype: torch.dtype, ceil: dict, sweep: str) -> dict:
+def _run(
+    case: LoRACase, device: torch.device, dtype: torch.dtype, ceil: dict, sweep: str, full: bool
+) -> dict:
     if device.type != "cuda":
         from kernels.dispatch import interpret_on_cpu
 
         with interpret_on_cpu():
-            return run_case(case, device, dtype, ceil, sweep)
-    return run_case(case, device, dtype, ceil, sweep)
+            return run_case(case, device, dtype, ceil, sweep, full)
+    return run_case(case, device, dtype, ceil, sweep, full)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ from kernels.lora_meta import COOP_MAX_TOKENS, COOP_PARTIALS, LoRAKernelMeta
 from kernels.triton_lora import MAX_SLICES_PER_LAUNCH, check_a_slices, check_b_slices, num_sms
 
 TUNED_MAX_TOKENS = 256  # the batch sizes its configs were measured for (add_lora uses it up to 128)
-COOP_PAIRS = 64  # (token, slice) pairs up to which the producer/consumer kernel is the default
+COOP_PAIRS = 64  # single-slice (token, slice) pairs up to which the producer/consumer kernel is the default
 
 
 @dataclass(frozen=True)
@@ -406,25 +406,31 @@ def fused_config(
     num_warps: int | None = None,
     split_k: int | None = None,
 ) -> FusedConfig:
-    """The launch for a batch shape (H200: benchmarks/results/kernels_lora_decode_h200.json).
+    """The launch for a batch shape (H200: benchmarks/results/kernels_lora_decode_h200.json and
+    kernels_lora_fused_sweep_h200.json).
 
-    Up to ``COOP_PAIRS`` (token, slice) pairs, producer/consumer: ``split_k`` (8 while the
-    partials fit the workspace) K shares and 4 column shares per pair (8 for few pairs or ranks
-    above 16), small programs of 4 warps, so that every SM streams about the same bytes with many
-    loads in flight. Above that the
-    pairs alone fill the SMs and the one-role kernel wins: one program per SM of 16 warps (~120
-    registers a thread on sm_90, double-buffered 16K-element tiles, 16-byte loads), its columns
-    split until the grid fills the SMs, but below ``2 * out / in`` as each extra column program
-    re-reads the token's ``A`` from L2.
+    Producer/consumer for up to ``COOP_PAIRS`` (token, slice) pairs, and for any multi-slice launch
+    (q/k/v, gate/up) within the workspace: about six programs of 4 warps per SM in all, so every SM
+    streams about the same bytes with many loads in flight. Per pair that is 8 K shares and 4
+    column shares down to 1 and 1 as the pairs grow (8 column shares for few pairs or ranks above
+    16). Otherwise the one-role kernel: one program per SM of 16 warps (~120 registers a thread on
+    sm_90, double-buffered 16K-element tiles, 16-byte loads), its columns split until the grid fills
+    the SMs, but below ``2 * out / in`` as each extra column program re-reads the token's ``A``.
     """
     block_r = triton.next_power_of_2(max_rank)
     pairs = max(1, num_tokens * num_slices)
+    per_pair = max(2, 6 * num_sms(device) // pairs)  # programs per pair for ~6 per SM
     if split_k is None:
-        coop = num_tokens <= COOP_MAX_TOKENS and pairs <= COOP_PAIRS
-        split_k = min(8, COOP_PARTIALS // block_r) if coop else 0
+        coop = num_tokens <= COOP_MAX_TOKENS and (pairs <= COOP_PAIRS or num_slices > 1)
+        split_k = 0
+        if coop:
+            split_k = 8 if per_pair >= 12 else 4 if per_pair >= 8 else 2 if per_pair >= 4 else 1
+            split_k = min(split_k, COOP_PARTIALS // block_r)
     if split_n is None:
         if split_k:
-            split_n = 8 if pairs * 8 <= num_sms(device) or block_r > 16 else 4
+            split_n = 1 if per_pair < 4 else 2 if per_pair < 8 else 4
+            if pairs * 8 <= num_sms(device) or block_r > 16:
+                split_n = 8
         else:
             wanted = max(1, num_sms(device) // pairs)
             split_n = max(1, min(8, wanted, (2 * max_n) // in_features))
