@@ -46,6 +46,43 @@ def num_sms(device: torch.device) -> int:
     return 2
 
 
+@triton.jit
+def slice_ptr(pid_s, p0, p1, p2):
+    """Slice ``pid_s``'s pointer among up to three (a launch covers up to MAX_SLICES_PER_LAUNCH)."""
+    ptr = p0
+    if pid_s == 1:
+        ptr = p1
+    elif pid_s == 2:
+        ptr = p2
+    return ptr
+
+
+@triton.jit
+def slice_columns(pid_s, n0, n1, n2, off0, off1, off2, sbl0, sbl1, sbl2):
+    """Slice ``pid_s``'s (width, first output column, B slot stride) among up to three.
+
+    Selected arithmetically, not per branch: Triton specializes an int argument equal to 1 into a
+    constexpr (branch types would differ), and keeps their divisibility by 16 (alignment).
+    """
+    is0, is1, is2 = (pid_s == 0).to(tl.int32), (pid_s == 1).to(tl.int32), (pid_s == 2).to(tl.int32)
+    return (
+        n0 * is0 + n1 * is1 + n2 * is2,
+        off0 * is0 + off1 * is1 + off2 * is2,
+        sbl0 * is0 + sbl1 * is1 + sbl2 * is2,
+    )
+
+
+@triton.jit
+def rank_masks(rank, max_rank, BLOCK_R: tl.constexpr):
+    """(exact rank mask, load mask rounded up to 16 ranks) over ``BLOCK_R``.
+
+    B rows are contiguous in rank: a mask at a multiple of 16 keeps B's loads vectorized (the sectors
+    are read anyway); the columns in ``[rank, rank16)`` are then dropped with a select.
+    """
+    offs_r = tl.arange(0, BLOCK_R)
+    return offs_r < rank, offs_r < tl.minimum(tl.cdiv(rank, 16) * 16, max_rank)
+
+
 @dataclass(frozen=True)
 class ShrinkConfig:
     block_m: int
@@ -133,11 +170,7 @@ def _shrink_kernel(
     pid_n, pid_k = pid_nk // SPLIT_K, pid_nk % SPLIT_K
     if pid_n * BLOCK_N >= rank:
         return
-    a_ptr = a0_ptr
-    if pid_s == 1:
-        a_ptr = a1_ptr
-    elif pid_s == 2:
-        a_ptr = a2_ptr
+    a_ptr = slice_ptr(pid_s, a0_ptr, a1_ptr, a2_ptr)
     offs_m = m_start + tl.arange(0, BLOCK_M)
     m_mask = offs_m < count
     tok = tl.load(token_indices_ptr + seg_start + offs_m, mask=m_mask, other=0).to(tl.int64)
@@ -199,17 +232,10 @@ def _expand_kernel(
     PRECISION: tl.constexpr,
 ):
     pid_tile, pid_n, pid_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    # Integers are selected arithmetically, not per branch: Triton specializes an int argument equal
-    # to 1 into a constexpr (branch types would differ), and keeps their divisibility by 16 (alignment).
-    is0, is1, is2 = (pid_s == 0).to(tl.int32), (pid_s == 1).to(tl.int32), (pid_s == 2).to(tl.int32)
-    n_out = n0 * is0 + n1 * is1 + n2 * is2
-    col0 = off0 * is0 + off1 * is1 + off2 * is2
-    stride_bl = stride_bl0 * is0 + stride_bl1 * is1 + stride_bl2 * is2
-    b_ptr = b0_ptr
-    if pid_s == 1:
-        b_ptr = b1_ptr
-    elif pid_s == 2:
-        b_ptr = b2_ptr
+    n_out, col0, stride_bl = slice_columns(
+        pid_s, n0, n1, n2, off0, off1, off2, stride_bl0, stride_bl1, stride_bl2
+    )
+    b_ptr = slice_ptr(pid_s, b0_ptr, b1_ptr, b2_ptr)
     if pid_n * BLOCK_N >= n_out:
         return
     slot, m_start, count, seg_start = _segment_tile(

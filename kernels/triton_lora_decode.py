@@ -26,7 +26,15 @@ import triton.language as tl
 
 from kernels.dispatch import dot_precision
 from kernels.lora_meta import TILE_M, LoRAKernelMeta, num_tiles_bound
-from kernels.triton_lora import MAX_SLICES_PER_LAUNCH, check_a_slices, check_b_slices, num_sms
+from kernels.triton_lora import (
+    MAX_SLICES_PER_LAUNCH,
+    check_a_slices,
+    check_b_slices,
+    num_sms,
+    rank_masks,
+    slice_columns,
+    slice_ptr,
+)
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,14 @@ class DecodeConfig:
                 raise ValueError(f"DecodeConfig.{name} must be a power of two, got {value}")
         if self.block_k < 16 or self.block_n < 16:
             raise ValueError(f"block_k and block_n must be >= 16 (tl.dot), got {self}")
+
+
+@triton.jit
+def _tile(tile, tile_slot_ptr, tile_rank_ptr, tile_tokens_ptr, max_rank, BLOCK_M: tl.constexpr):
+    """Tile ``tile``'s (slot, rank clamped to ``max_rank``, token mask, token rows as int64; 0 if padding)."""
+    tok = tl.load(tile_tokens_ptr + tile * BLOCK_M + tl.arange(0, BLOCK_M))
+    rank = tl.minimum(tl.load(tile_rank_ptr + tile), max_rank)
+    return tl.load(tile_slot_ptr + tile), rank, tok >= 0, tl.where(tok >= 0, tok, 0).to(tl.int64)
 
 
 @triton.jit
@@ -73,19 +89,10 @@ def _shrink_kernel(
     PRECISION: tl.constexpr,
 ):
     tile, pid_k, pid_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    offs_m = tl.arange(0, BLOCK_M)
-    slot = tl.load(tile_slot_ptr + tile)
-    rank = tl.minimum(tl.load(tile_rank_ptr + tile), max_rank)
-    tok = tl.load(tile_tokens_ptr + tile * BLOCK_M + offs_m)
+    slot, rank, m_mask, tok64 = _tile(tile, tile_slot_ptr, tile_rank_ptr, tile_tokens_ptr, max_rank, BLOCK_M)
     if slot < 0:
         return
-    a_ptr = a0_ptr
-    if pid_s == 1:
-        a_ptr = a1_ptr
-    elif pid_s == 2:
-        a_ptr = a2_ptr
-    m_mask = tok >= 0
-    tok64 = tl.where(m_mask, tok, 0).to(tl.int64)
+    a_ptr = slice_ptr(pid_s, a0_ptr, a1_ptr, a2_ptr)
     offs_r = tl.arange(0, BLOCK_R)
     r_mask = offs_r < rank
     offs_k = tl.arange(0, BLOCK_K)
@@ -140,31 +147,17 @@ def _expand_kernel(
     PRECISION: tl.constexpr,
 ):
     tile, pid_n, pid_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    offs_m = tl.arange(0, BLOCK_M)
-    slot = tl.load(tile_slot_ptr + tile)
-    rank = tl.minimum(tl.load(tile_rank_ptr + tile), max_rank)
-    tok = tl.load(tile_tokens_ptr + tile * BLOCK_M + offs_m)
-    # Integers are selected arithmetically (see triton_lora._expand_kernel for why).
-    is0, is1, is2 = (pid_s == 0).to(tl.int32), (pid_s == 1).to(tl.int32), (pid_s == 2).to(tl.int32)
-    n_out = n0 * is0 + n1 * is1 + n2 * is2
-    col0 = off0 * is0 + off1 * is1 + off2 * is2
-    stride_bl = stride_bl0 * is0 + stride_bl1 * is1 + stride_bl2 * is2
+    slot, rank, m_mask, tok64 = _tile(tile, tile_slot_ptr, tile_rank_ptr, tile_tokens_ptr, max_rank, BLOCK_M)
+    n_out, col0, stride_bl = slice_columns(
+        pid_s, n0, n1, n2, off0, off1, off2, stride_bl0, stride_bl1, stride_bl2
+    )
     if slot < 0:
         return
     if pid_n * BLOCK_N >= n_out:
         return
-    b_ptr = b0_ptr
-    if pid_s == 1:
-        b_ptr = b1_ptr
-    elif pid_s == 2:
-        b_ptr = b2_ptr
-    m_mask = tok >= 0
-    tok64 = tl.where(m_mask, tok, 0).to(tl.int64)
+    b_ptr = slice_ptr(pid_s, b0_ptr, b1_ptr, b2_ptr)
     offs_r = tl.arange(0, BLOCK_R)
-    r_mask = offs_r < rank
-    # B rows are contiguous in rank: a mask at a multiple of 16 keeps the loads vectorized (the
-    # sectors are read anyway); the columns in [rank, rank16) are then dropped with a select.
-    rb_mask = offs_r < tl.minimum(tl.cdiv(rank, 16) * 16, max_rank)
+    r_mask, rb_mask = rank_masks(rank, max_rank, BLOCK_R)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_mask = offs_n < n_out
     out_ptrs = out_ptr + tok64[:, None] * stride_ot + (col0 + offs_n)[None, :] * stride_on

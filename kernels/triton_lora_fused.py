@@ -32,7 +32,15 @@ import triton
 import triton.language as tl
 
 from kernels.lora_meta import COOP_MAX_TOKENS, COOP_PARTIALS, LoRAKernelMeta
-from kernels.triton_lora import MAX_SLICES_PER_LAUNCH, check_a_slices, check_b_slices, num_sms
+from kernels.triton_lora import (
+    MAX_SLICES_PER_LAUNCH,
+    check_a_slices,
+    check_b_slices,
+    num_sms,
+    rank_masks,
+    slice_columns,
+    slice_ptr,
+)
 
 TUNED_MAX_TOKENS = 256  # the batch sizes its configs were measured for (add_lora uses it up to 128)
 COOP_PAIRS = 64  # single-slice (token, slice) pairs up to which the producer/consumer kernel is the default
@@ -53,27 +61,6 @@ class FusedConfig:
     block_n: int
     num_warps: int = 16
     split_k: int = 0
-
-
-@triton.jit
-def _slice_of(
-    pid_s, a0_ptr, a1_ptr, a2_ptr, b0_ptr, b1_ptr, b2_ptr, n0, n1, n2, off0, off1, off2, sbl0, sbl1, sbl2
-):
-    """Slice ``pid_s``'s (A, B, width, first output column, B slot stride) among up to three slices."""
-    # Integers are selected arithmetically (see triton_lora._expand_kernel for why).
-    is0, is1, is2 = (pid_s == 0).to(tl.int32), (pid_s == 1).to(tl.int32), (pid_s == 2).to(tl.int32)
-    n_out = n0 * is0 + n1 * is1 + n2 * is2
-    col0 = off0 * is0 + off1 * is1 + off2 * is2
-    stride_bl = sbl0 * is0 + sbl1 * is1 + sbl2 * is2
-    a_ptr = a0_ptr
-    b_ptr = b0_ptr
-    if pid_s == 1:
-        a_ptr = a1_ptr
-        b_ptr = b1_ptr
-    elif pid_s == 2:
-        a_ptr = a2_ptr
-        b_ptr = b2_ptr
-    return a_ptr, b_ptr, n_out, col0, stride_bl
 
 
 @triton.jit
@@ -118,23 +105,10 @@ def _fused_kernel(
     if slot < 0:
         return
     rank = tl.minimum(tl.load(slot_rank_ptr + slot), max_rank)
-    a_ptr, b_ptr, n_out, col0, stride_bl = _slice_of(
-        pid_s,
-        a0_ptr,
-        a1_ptr,
-        a2_ptr,
-        b0_ptr,
-        b1_ptr,
-        b2_ptr,
-        n0,
-        n1,
-        n2,
-        off0,
-        off1,
-        off2,
-        stride_bl0,
-        stride_bl1,
-        stride_bl2,
+    a_ptr = slice_ptr(pid_s, a0_ptr, a1_ptr, a2_ptr)
+    b_ptr = slice_ptr(pid_s, b0_ptr, b1_ptr, b2_ptr)
+    n_out, col0, stride_bl = slice_columns(
+        pid_s, n0, n1, n2, off0, off1, off2, stride_bl0, stride_bl1, stride_bl2
     )
     share = tl.cdiv(tl.cdiv(n_out, SPLIT_N), BLOCK_N) * BLOCK_N
     n_begin = pid_n * share
@@ -194,17 +168,6 @@ def _shrink_range(
 
 
 @triton.jit
-def _rank_masks(rank, max_rank, BLOCK_R: tl.constexpr):
-    """(exact rank mask, load mask rounded up to 16 ranks) over ``BLOCK_R``.
-
-    B rows are contiguous in rank: a mask at a multiple of 16 keeps B's loads vectorized (the sectors
-    are read anyway); the columns in ``[rank, rank16)`` are then dropped with a select.
-    """
-    offs_r = tl.arange(0, BLOCK_R)
-    return offs_r < rank, offs_r < tl.minimum(tl.cdiv(rank, 16) * 16, max_rank)
-
-
-@triton.jit
 def _expand_first_tiles(
     b_rows,
     out_row,
@@ -218,7 +181,7 @@ def _expand_first_tiles(
     BLOCK_N: tl.constexpr,
 ):
     """The first B and ``out`` tiles of columns ``[n_begin, n_end)`` (they do not depend on y)."""
-    _, rb_mask = _rank_masks(rank, max_rank, BLOCK_R)
+    _, rb_mask = rank_masks(rank, max_rank, BLOCK_R)
     n_idx = n_begin + tl.arange(0, BLOCK_N)
     n_mask = n_idx < n_end
     b_cur = tl.load(b_rows + n_idx[:, None] * stride_bn, mask=n_mask[:, None] & rb_mask[None, :], other=0.0)
@@ -243,7 +206,7 @@ def _expand_range(
     BLOCK_N: tl.constexpr,
 ):
     """``out[n_begin:n_end] += B[n_begin:n_end, :rank] @ y[:rank]``, from the first tiles already loaded."""
-    r_mask, rb_mask = _rank_masks(rank, max_rank, BLOCK_R)
+    r_mask, rb_mask = rank_masks(rank, max_rank, BLOCK_R)
     offs_n = tl.arange(0, BLOCK_N)
     for n_start in range(n_begin, n_end, BLOCK_N):
         nxt_idx = n_start + BLOCK_N + offs_n
@@ -315,23 +278,10 @@ def _coop_kernel(
     if slot < 0:
         return
     rank = tl.minimum(tl.load(slot_rank_ptr + slot), max_rank)
-    a_ptr, b_ptr, n_out, col0, stride_bl = _slice_of(
-        pid_s,
-        a0_ptr,
-        a1_ptr,
-        a2_ptr,
-        b0_ptr,
-        b1_ptr,
-        b2_ptr,
-        n0,
-        n1,
-        n2,
-        off0,
-        off1,
-        off2,
-        stride_bl0,
-        stride_bl1,
-        stride_bl2,
+    a_ptr = slice_ptr(pid_s, a0_ptr, a1_ptr, a2_ptr)
+    b_ptr = slice_ptr(pid_s, b0_ptr, b1_ptr, b2_ptr)
+    n_out, col0, stride_bl = slice_columns(
+        pid_s, n0, n1, n2, off0, off1, off2, stride_bl0, stride_bl1, stride_bl2
     )
     slot64, tok64 = slot.to(tl.int64), tok.to(tl.int64)
     offs_r = tl.arange(0, BLOCK_R)
