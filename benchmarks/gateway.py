@@ -137,7 +137,7 @@ def main() -> None:
     worker_port, gateway_port = free_port(), free_port()
     worker = f"127.0.0.1:{worker_port}"
     url = f"http://127.0.0.1:{gateway_port}"
-    procs = [start(["-m", "gateway.testing", "--port", str(worker_port)])]
+    procs = [start(["-m", "loraplane.gateway.testing", "--port", str(worker_port)])]
     try:
         wait(lambda: grpc_healthy(worker), "the fake worker")
         procs.append(start(["-m", "loraplane", "--log-level", "WARNING", "gateway", "--host", "127.0.0.1",

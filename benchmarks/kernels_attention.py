@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
+from loraplane.kernels import attention, triton_attention
 
 from benchmarks.common import bench_us
-from kernels import attention, triton_attention
 
 HEAD_DIM, HEADS, KV_HEADS, BLOCK_SIZE = 128, 32, 8, 16
 

@@ -58,7 +58,7 @@ def _smoke_cases() -> list[LoRACase]:
 
 def _candidates(setup: LoRASetup):
     """The default config, then the reduction split halved/doubled and other column blocks and warps."""
-    from kernels import triton_lora_decode as dec
+    from loraplane.kernels import triton_lora_decode as dec
 
     case = setup.case
     default = dec.decode_config(
@@ -80,7 +80,7 @@ def _fused_candidates(setup: LoRASetup, full: bool):
 
     ``full`` sweeps split_k x split_n x tile size; otherwise a few neighbours of the default.
     """
-    from kernels import triton_lora_fused as fused
+    from loraplane.kernels import triton_lora_fused as fused
 
     case = setup.case
     shape = (case.num_tokens, min(3, len(case.widths)), case.rank, case.in_features, max(case.widths))
@@ -108,7 +108,7 @@ def _fused_candidates(setup: LoRASetup, full: bool):
 def run_case(
     case: LoRACase, device: torch.device, dtype: torch.dtype, ceil: dict, sweep: str, full_sweep: bool = False
 ) -> dict:
-    from kernels import triton_lora_fused
+    from loraplane.kernels import triton_lora_fused
 
     setup = LoRASetup(case, device, dtype)
     row: dict[str, object] = {"case": case.name, "peer_us": case.peer_us}
@@ -153,7 +153,7 @@ def run_case(
 
 def _prepare_us(setup: LoRASetup, case: LoRACase, calls: int = 200) -> float:
     """Host microseconds of one ``LoRAKernelMeta.prepare`` (grouping, staging, the copy's launch)."""
-    from kernels.testing import make_token_slots
+    from loraplane.kernels.testing import make_token_slots
 
     slots = make_token_slots(case.popularity, case.num_tokens, case.num_loras)
     ranks = torch.full((case.num_loras,), case.rank, dtype=torch.int32)
@@ -219,7 +219,7 @@ def _run(
     case: LoRACase, device: torch.device, dtype: torch.dtype, ceil: dict, sweep: str, full: bool
 ) -> dict:
     if device.type != "cuda":
-        from kernels.dispatch import interpret_on_cpu
+        from loraplane.kernels.dispatch import interpret_on_cpu
 
         with interpret_on_cpu():
             return run_case(case, device, dtype, ceil, sweep, full)

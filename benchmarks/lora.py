@@ -25,11 +25,11 @@ import time
 from pathlib import Path
 
 import torch
+from loraplane.inference_worker import LLM, SamplingParams
+from loraplane.inference_worker.lora import LoRARequest
+from loraplane.inference_worker.testing import LLAMA2_7B
 
 from benchmarks.common import environment
-from inference_worker import LLM, SamplingParams
-from inference_worker.lora import LoRARequest
-from inference_worker.testing import LLAMA2_7B
 
 logger = logging.getLogger("bench_lora")
 

@@ -27,9 +27,8 @@ import time
 from pathlib import Path
 
 import torch
-
-from inference_worker import LLM, SamplingParams
-from inference_worker.testing import LLAMA2_7B, SMALL_LLAMA, write_random_model
+from loraplane.inference_worker import LLM, SamplingParams
+from loraplane.inference_worker.testing import LLAMA2_7B, SMALL_LLAMA, write_random_model
 
 RESULTS = Path(__file__).parent / "results"
 LLAMA2_7B_CONFIG = dict(
@@ -139,9 +138,8 @@ def run_hf(model, tok, prompts: list[str], output_len: int) -> dict:
 def cpu_rounds(args, dtype: str) -> dict:
     """Both systems in `dtype` alternate for `--rounds` rounds (the machine may be shared); the best
     round of each is reported, and every round is kept."""
+    from loraplane.inference_worker.demo import demo_model_path
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from inference_worker.demo import demo_model_path
 
     path = demo_model_path()
     prompts = CPU_PROMPTS[: args.cpu_batch]

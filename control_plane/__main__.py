@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from control_plane import cli
+from loraplane.control_plane import cli
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,7 @@ import logging
 import signal
 import sys
 
-from control_plane.config import (
+from loraplane.control_plane.config import (
     DEFAULT_ADMIN_TOKEN_ENV,
     DEFAULT_LISTEN,
     DEFAULT_MAX_RECEIVE_BYTES,
@@ -84,7 +84,7 @@ def build_config(args: argparse.Namespace) -> ControlPlaneConfig:
 
 async def serve(config: ControlPlaneConfig) -> None:
     """Run until SIGINT/SIGTERM, then stop gracefully."""
-    from control_plane.server import ControlPlaneServer
+    from loraplane.control_plane.server import ControlPlaneServer
 
     server = ControlPlaneServer(config)
     port = await server.start()

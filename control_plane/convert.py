@@ -4,8 +4,7 @@ touches generated code)."""
 from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
-
-from control_plane.commands import (
+from loraplane.control_plane.commands import (
     AdapterFailure,
     Capacity,
     Command,
@@ -17,8 +16,9 @@ from control_plane.commands import (
     SyncCommand,
     UnloadCommand,
 )
-from control_plane.records import AdapterSourceRef, Residency, ResidencyState, WorkerRecord
-from control_plane.registry import AdapterView, CreateRequest
+from loraplane.control_plane.records import AdapterSourceRef, Residency, ResidencyState, WorkerRecord
+from loraplane.control_plane.registry import AdapterView, CreateRequest
+
 from loraplane.registry.v1 import registry_pb2 as reg
 from loraplane.worker.v1 import worker_pb2 as wk
 

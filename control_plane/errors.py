@@ -1,6 +1,6 @@
 """Domain errors of the control plane and the one table that maps them to gRPC status codes.
 
-The registry logic raises these; `control_plane.interceptors` turns them into statuses (see
+The registry logic raises these; `loraplane.control_plane.interceptors` turns them into statuses (see
 `status_code`). Messages are written for a person: what was wrong and what to do about it.
 """
 

@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 
-from control_plane.commands import Command, CommandOutcome, HelloInfo
+from loraplane.control_plane.commands import Command, CommandOutcome, HelloInfo
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,7 @@ import logging
 from collections.abc import Callable, Mapping
 
 import grpc
-
-from control_plane.errors import ControlPlaneError, status_code
+from loraplane.control_plane.errors import ControlPlaneError, status_code
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The adapter registry's domain logic: create (with rollout), replace, get, list, delete, workers.
 
 Transport-free: the AdapterRegistry servicer converts messages and calls these methods; errors are
-`control_plane.errors` classes mapped to status codes in one place.
+`loraplane.control_plane.errors` classes mapped to status codes in one place.
 """
 
 from __future__ import annotations
@@ -14,19 +14,25 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
 
-from control_plane.commands import CommandOutcome, LoadCommand, UnloadCommand, new_command_id
-from control_plane.config import ControlPlaneConfig
-from control_plane.errors import (
+from loraplane.control_plane.commands import CommandOutcome, LoadCommand, UnloadCommand, new_command_id
+from loraplane.control_plane.config import ControlPlaneConfig
+from loraplane.control_plane.errors import (
     AdapterExistsError,
     AdapterNotFoundError,
     InvalidArgumentError,
     RolloutRejectedError,
 )
-from control_plane.fleet import WorkerSession, broadcast
-from control_plane.records import AdapterRecord, AdapterSourceRef, Residency, WorkerRecord, WorkerState
-from control_plane.sources import resolve_source
-from control_plane.validation import check_base_model_name, check_name
-from control_plane.workers import WorkerHub, spec_for
+from loraplane.control_plane.fleet import WorkerSession, broadcast
+from loraplane.control_plane.records import (
+    AdapterRecord,
+    AdapterSourceRef,
+    Residency,
+    WorkerRecord,
+    WorkerState,
+)
+from loraplane.control_plane.sources import resolve_source
+from loraplane.control_plane.validation import check_base_model_name, check_name
+from loraplane.control_plane.workers import WorkerHub, spec_for
 
 logger = logging.getLogger(__name__)
 

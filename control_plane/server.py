@@ -9,15 +9,20 @@ import logging
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from loraplane.control_plane.config import ControlPlaneConfig
+from loraplane.control_plane.fleet import Fleet
+from loraplane.control_plane.interceptors import (
+    REGISTRY_SERVICE,
+    WORKER_SERVICE,
+    AuthInterceptor,
+    ErrorInterceptor,
+)
+from loraplane.control_plane.registry import AdapterService
+from loraplane.control_plane.servicers import AdapterRegistryServicer, WorkerControlServicer
+from loraplane.control_plane.sqlite_store import SQLiteStore
+from loraplane.control_plane.store import RegistryStore
+from loraplane.control_plane.workers import WorkerHub
 
-from control_plane.config import ControlPlaneConfig
-from control_plane.fleet import Fleet
-from control_plane.interceptors import REGISTRY_SERVICE, WORKER_SERVICE, AuthInterceptor, ErrorInterceptor
-from control_plane.registry import AdapterService
-from control_plane.servicers import AdapterRegistryServicer, WorkerControlServicer
-from control_plane.sqlite_store import SQLiteStore
-from control_plane.store import RegistryStore
-from control_plane.workers import WorkerHub
 from loraplane.grpc_options import server_options
 from loraplane.registry.v1 import registry_pb2, registry_pb2_grpc
 from loraplane.worker.v1 import worker_pb2, worker_pb2_grpc

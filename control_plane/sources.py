@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
-from control_plane.config import ControlPlaneConfig
-from control_plane.errors import InvalidArgumentError, SourceNotFoundError
-from control_plane.records import AdapterSourceRef
-from control_plane.validation import CheckedAdapter, check_adapter_dir, check_hub_id, resolve_local_source
-from inference_worker.errors import AdapterSourceNotFoundError
+from loraplane.control_plane.config import ControlPlaneConfig
+from loraplane.control_plane.errors import InvalidArgumentError, SourceNotFoundError
+from loraplane.control_plane.records import AdapterSourceRef
+from loraplane.control_plane.validation import (
+    CheckedAdapter,
+    check_adapter_dir,
+    check_hub_id,
+    resolve_local_source,
+)
+from loraplane.inference_worker.errors import AdapterSourceNotFoundError
 
 
 async def resolve_source(
@@ -32,7 +37,7 @@ async def resolve_source(
 
 
 def _check_hub(hub_id: str, revision: str) -> CheckedAdapter:
-    from inference_worker.lora.resolve import resolve_adapter_path
+    from loraplane.inference_worker.lora.resolve import resolve_adapter_path
 
     try:
         directory = resolve_adapter_path(hub_id, revision=revision or None)

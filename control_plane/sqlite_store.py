@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from control_plane.records import (
+from loraplane.control_plane.records import (
     AdapterRecord,
     AdapterSourceRef,
     Residency,

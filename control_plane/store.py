@@ -1,6 +1,6 @@
 """The registry store interface: what the service needs from persistence, nothing about SQL.
 
-`SQLiteStore` (control_plane.sqlite_store) is the default; a server database can implement the same
+`SQLiteStore` (loraplane.control_plane.sqlite_store) is the default; a server database can implement the same
 protocol without touching the service. Every mutating method is durable when it returns.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from control_plane.records import AdapterRecord, Residency, WorkerLoad, WorkerRecord, WorkerState
+from loraplane.control_plane.records import AdapterRecord, Residency, WorkerLoad, WorkerRecord, WorkerState
 
 
 class RegistryStore(Protocol):

@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from control_plane.errors import InvalidArgumentError, SourceNotFoundError
-from inference_worker.errors import AdapterLoadError
-from inference_worker.lora.modules import SUPPORTED_MODULES, module_key
-from inference_worker.lora.peft_config import PeftLoRAConfig, validate_adapter_dir
+from loraplane.control_plane.errors import InvalidArgumentError, SourceNotFoundError
+from loraplane.inference_worker.errors import AdapterLoadError
+from loraplane.inference_worker.lora.modules import SUPPORTED_MODULES, module_key
+from loraplane.inference_worker.lora.peft_config import PeftLoRAConfig, validate_adapter_dir
 
 MAX_NAME_LENGTH = 128
 MAX_BASE_MODEL_LENGTH = 256

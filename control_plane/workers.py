@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Sequence
 
-from control_plane.commands import (
+from loraplane.control_plane.commands import (
     AdapterSpec,
     Command,
     CommandOutcome,
@@ -30,8 +30,8 @@ from control_plane.commands import (
     UnloadCommand,
     new_command_id,
 )
-from control_plane.fleet import Fleet, WorkerSession
-from control_plane.records import (
+from loraplane.control_plane.fleet import Fleet, WorkerSession
+from loraplane.control_plane.records import (
     AdapterRecord,
     Residency,
     ResidencyState,
@@ -39,7 +39,7 @@ from control_plane.records import (
     WorkerRecord,
     WorkerState,
 )
-from control_plane.store import RegistryStore
+from loraplane.control_plane.store import RegistryStore
 
 logger = logging.getLogger(__name__)
 

@@ -10,12 +10,11 @@ from collections.abc import AsyncIterator, Sequence
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-
-from gateway.convert import chat_request, completion_prompts, completion_requests, new_request_id
-from gateway.errors import OpenAIError
-from gateway.generation import GenerationStream, merged, open_streams
-from gateway.protocol import ChatCompletionRequest, CompletionRequest
-from gateway.responses import ChatFormatter, CompletionFormatter, Formatter
+from loraplane.gateway.convert import chat_request, completion_prompts, completion_requests, new_request_id
+from loraplane.gateway.errors import OpenAIError
+from loraplane.gateway.generation import GenerationStream, merged, open_streams
+from loraplane.gateway.protocol import ChatCompletionRequest, CompletionRequest
+from loraplane.gateway.responses import ChatFormatter, CompletionFormatter, Formatter
 
 router = APIRouter()
 WORKER_HEADER = "x-loraplane-worker"

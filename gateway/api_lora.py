@@ -12,9 +12,8 @@ from __future__ import annotations
 import grpc
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
-
-from gateway.errors import OpenAIError, from_grpc
-from gateway.protocol import LoadLoRAAdapterRequest, UnloadLoRAAdapterRequest
+from loraplane.gateway.errors import OpenAIError, from_grpc
+from loraplane.gateway.protocol import LoadLoRAAdapterRequest, UnloadLoRAAdapterRequest
 
 router = APIRouter()
 

@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from loraplane.gateway import api_generate, api_lora
+from loraplane.gateway.config import ENV_RUNTIME_LORA, GatewayConfig
+from loraplane.gateway.errors import OpenAIError
+from loraplane.gateway.metrics import GatewayMetrics
+from loraplane.gateway.registry_client import RegistryClient
+from loraplane.gateway.workers import WorkerPool
 from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from gateway import api_generate, api_lora
-from gateway.config import ENV_RUNTIME_LORA, GatewayConfig
-from gateway.errors import OpenAIError
-from gateway.metrics import GatewayMetrics
-from gateway.registry_client import RegistryClient
-from gateway.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 RUNTIME_LORA_PATHS = frozenset({"/v1/load_lora_adapter", "/v1/unload_lora_adapter"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from gateway.config import DEFAULT_PORT
+from loraplane.gateway.config import DEFAULT_PORT
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,8 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from gateway.config import GatewayConfig
-    from gateway.server import serve
+    from loraplane.gateway.config import GatewayConfig
+    from loraplane.gateway.server import serve
 
     config = GatewayConfig.from_env(
         host=args.host,

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import uuid
 
-from gateway.errors import bad_request
-from gateway.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
+from loraplane.gateway.errors import bad_request
+from loraplane.gateway.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
+
 from loraplane.inference.v1 import inference_pb2 as pb
 
 PromptInput = str | list[int]

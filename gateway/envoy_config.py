@@ -96,5 +96,5 @@ def compose_edge_config() -> str:
 
 
 if __name__ == "__main__":
-    # Regenerate the committed compose config: python -m gateway.envoy_config
+    # Regenerate the committed compose config: python -m loraplane.gateway.envoy_config
     COMPOSE_CONFIG.write_text(compose_edge_config())

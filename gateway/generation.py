@@ -16,10 +16,10 @@ import contextlib
 from collections.abc import AsyncIterator, Sequence
 
 import grpc
+from loraplane.gateway.errors import OpenAIError, from_grpc, model_not_found, no_worker
+from loraplane.gateway.routing import Miss, choose
+from loraplane.gateway.workers import WorkerHandle, WorkerPool
 
-from gateway.errors import OpenAIError, from_grpc, model_not_found, no_worker
-from gateway.routing import Miss, choose
-from gateway.workers import WorkerHandle, WorkerPool
 from loraplane.inference.v1 import inference_pb2 as pb
 
 # CANCELLED before `start` can only come from the worker (the gateway's own cancellation arrives as

@@ -1,7 +1,7 @@
 """gRPC client of the control plane's AdapterRegistry, as the gateway uses it.
 
 Semantics: plain Python values in and out; protobuf stays inside this module. Failures raise
-`grpc.aio.AioRpcError`, which callers turn into OpenAI errors with `gateway.errors.from_grpc`.
+`grpc.aio.AioRpcError`, which callers turn into OpenAI errors with `loraplane.gateway.errors.from_grpc`.
 """
 
 from __future__ import annotations

@@ -6,10 +6,9 @@ import asyncio
 import logging
 
 import uvicorn
-
-from gateway.app import create_app
-from gateway.config import GatewayConfig
-from gateway.workers import WorkerPool
+from loraplane.gateway.app import create_app
+from loraplane.gateway.config import GatewayConfig
+from loraplane.gateway.workers import WorkerPool
 
 log = logging.getLogger(__name__)
 

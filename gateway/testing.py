@@ -8,7 +8,7 @@ Stop strings end a choice before the match; `max_tokens` ends it with "length" (
 the fake's stand-in for a real worker's "up to the context length").
 `token_delay_s` sleeps between tokens (to test streams that outlive a killed worker).
 
-    python -m gateway.testing --port 50061 [--adapters a,b] [--worker-id w0]
+    python -m loraplane.gateway.testing --port 50061 [--adapters a,b] [--worker-id w0]
 """
 
 from __future__ import annotations

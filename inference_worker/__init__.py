@@ -1,7 +1,7 @@
 """The inference worker: a batched multi-LoRA LLM engine (vLLM-shaped API) and its gRPC service.
 
 The public names load on first access (PEP 562), so importing a light submodule such as
-`inference_worker.cli` (the `loraplane worker` subcommand) does not import torch.
+`loraplane.inference_worker.cli` (the `loraplane worker` subcommand) does not import torch.
 """
 
 from __future__ import annotations
@@ -10,23 +10,23 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from inference_worker.async_engine import AsyncLLMEngine
-    from inference_worker.config import EngineConfig
-    from inference_worker.llm import LLM
-    from inference_worker.llm_engine import LLMEngine
-    from inference_worker.outputs import CompletionOutput, EngineStats, Logprob, RequestOutput
-    from inference_worker.sampling_params import SamplingParams
+    from loraplane.inference_worker.async_engine import AsyncLLMEngine
+    from loraplane.inference_worker.config import EngineConfig
+    from loraplane.inference_worker.llm import LLM
+    from loraplane.inference_worker.llm_engine import LLMEngine
+    from loraplane.inference_worker.outputs import CompletionOutput, EngineStats, Logprob, RequestOutput
+    from loraplane.inference_worker.sampling_params import SamplingParams
 
 _EXPORTS = {
-    "AsyncLLMEngine": "inference_worker.async_engine",
-    "EngineConfig": "inference_worker.config",
-    "LLM": "inference_worker.llm",
-    "LLMEngine": "inference_worker.llm_engine",
-    "CompletionOutput": "inference_worker.outputs",
-    "EngineStats": "inference_worker.outputs",
-    "Logprob": "inference_worker.outputs",
-    "RequestOutput": "inference_worker.outputs",
-    "SamplingParams": "inference_worker.sampling_params",
+    "AsyncLLMEngine": "loraplane.inference_worker.async_engine",
+    "EngineConfig": "loraplane.inference_worker.config",
+    "LLM": "loraplane.inference_worker.llm",
+    "LLMEngine": "loraplane.inference_worker.llm_engine",
+    "CompletionOutput": "loraplane.inference_worker.outputs",
+    "EngineStats": "loraplane.inference_worker.outputs",
+    "Logprob": "loraplane.inference_worker.outputs",
+    "RequestOutput": "loraplane.inference_worker.outputs",
+    "SamplingParams": "loraplane.inference_worker.sampling_params",
 }
 
 __all__ = [

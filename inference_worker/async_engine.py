@@ -15,11 +15,11 @@ import queue
 import threading
 from collections.abc import AsyncIterator
 
-from inference_worker.config import EngineConfig
-from inference_worker.errors import EngineDeadError, InvalidRequestError
-from inference_worker.llm_engine import LLMEngine
-from inference_worker.outputs import EngineStats, RequestOutput
-from inference_worker.sampling_params import SamplingParams
+from loraplane.inference_worker.config import EngineConfig
+from loraplane.inference_worker.errors import EngineDeadError, InvalidRequestError
+from loraplane.inference_worker.llm_engine import LLMEngine
+from loraplane.inference_worker.outputs import EngineStats, RequestOutput
+from loraplane.inference_worker.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from inference_worker.sequence import Sequence
+from loraplane.inference_worker.sequence import Sequence
 
 
 def block_hash(prev_hash: bytes | None, token_ids: list[int], extra_key: str | None) -> bytes:

@@ -17,9 +17,9 @@ from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
+from loraplane.inference_worker import errors
+from loraplane.inference_worker.served_models import AdapterTarget, ServedModels
 
-from inference_worker import errors
-from inference_worker.served_models import AdapterTarget, ServedModels
 from loraplane import __version__
 from loraplane.grpc_options import client_options
 from loraplane.worker.v1 import worker_pb2 as pb

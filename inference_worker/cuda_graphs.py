@@ -12,8 +12,7 @@ import logging
 import time
 
 import torch
-
-from inference_worker.context import Context, set_context
+from loraplane.inference_worker.context import Context, set_context
 
 logger = logging.getLogger(__name__)
 

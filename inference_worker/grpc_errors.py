@@ -1,6 +1,6 @@
 """The one place where the worker's domain errors become gRPC status codes.
 
-`ErrorMappingInterceptor` wraps every handler of the worker's server: an `inference_worker.errors`
+`ErrorMappingInterceptor` wraps every handler of the worker's server: an `loraplane.inference_worker.errors`
 exception becomes its status code with the exception's message (written for a person); anything else is
 logged with its traceback and becomes INTERNAL with a short message, so no traceback reaches a client.
 """
@@ -14,8 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
-
-from inference_worker import errors
+from loraplane.inference_worker import errors
 
 logger = logging.getLogger(__name__)
 

@@ -6,10 +6,10 @@ import itertools
 import logging
 from collections.abc import Sequence as Seq
 
-from inference_worker.config import EngineConfig
-from inference_worker.llm_engine import LLMEngine
-from inference_worker.outputs import RequestOutput
-from inference_worker.sampling_params import SamplingParams
+from loraplane.inference_worker.config import EngineConfig
+from loraplane.inference_worker.llm_engine import LLMEngine
+from loraplane.inference_worker.outputs import RequestOutput
+from loraplane.inference_worker.sampling_params import SamplingParams
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class LLM:
 
     # ---- adapters (need enable_lora) -------------------------------------------------------------
     def _lora(self):
-        from inference_worker.errors import InvalidRequestError
+        from loraplane.inference_worker.errors import InvalidRequestError
 
         if self.engine.lora_manager is None:
             raise InvalidRequestError("this LLM was created without enable_lora=True", param="lora_request")
@@ -143,6 +143,6 @@ class LLM:
         for info in self._lora().list():
             if info.int_id == name_or_id:
                 return info.name
-        from inference_worker.errors import AdapterNotFoundError
+        from loraplane.inference_worker.errors import AdapterNotFoundError
 
         raise AdapterNotFoundError(f"no adapter with lora_int_id {name_or_id}")

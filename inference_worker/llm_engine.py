@@ -7,20 +7,24 @@ from __future__ import annotations
 
 import logging
 
+from loraplane.inference_worker.block_manager import BlockManager
+from loraplane.inference_worker.config import EngineConfig
+from loraplane.inference_worker.detokenizer import IncrementalDetokenizer
+from loraplane.inference_worker.errors import InvalidRequestError, ModelLoadError
+from loraplane.inference_worker.layers.sampler import SampleResult
+from loraplane.inference_worker.model_loader import (
+    build_model,
+    checkpoint_files,
+    load_hf_config,
+    resolve_model_path,
+)
+from loraplane.inference_worker.model_runner import InFlightStep, ModelRunner
+from loraplane.inference_worker.outputs import EngineStats, Logprob, RequestOutput
+from loraplane.inference_worker.request_state import RequestState
+from loraplane.inference_worker.sampling_params import SamplingParams
+from loraplane.inference_worker.scheduler import ScheduledBatch, Scheduler, SchedulerConfig
+from loraplane.inference_worker.sequence import Sequence, SequenceStatus
 from transformers import AutoTokenizer
-
-from inference_worker.block_manager import BlockManager
-from inference_worker.config import EngineConfig
-from inference_worker.detokenizer import IncrementalDetokenizer
-from inference_worker.errors import InvalidRequestError, ModelLoadError
-from inference_worker.layers.sampler import SampleResult
-from inference_worker.model_loader import build_model, checkpoint_files, load_hf_config, resolve_model_path
-from inference_worker.model_runner import InFlightStep, ModelRunner
-from inference_worker.outputs import EngineStats, Logprob, RequestOutput
-from inference_worker.request_state import RequestState
-from inference_worker.sampling_params import SamplingParams
-from inference_worker.scheduler import ScheduledBatch, Scheduler, SchedulerConfig
-from inference_worker.sequence import Sequence, SequenceStatus
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +82,7 @@ class LLMEngine:
         )
 
     def _make_lora_manager(self, model, max_num_tokens: int):
-        from inference_worker.lora import LoRAConfig, LoRAManager
+        from loraplane.inference_worker.lora import LoRAConfig, LoRAManager
 
         c = self.config
         lora_config = LoRAConfig(
@@ -311,7 +315,7 @@ class LLMEngine:
 
 def _default_name(model: str | None) -> str:
     if model is None:
-        from inference_worker.demo import DEMO_MODEL_NAME
+        from loraplane.inference_worker.demo import DEMO_MODEL_NAME
 
         return DEMO_MODEL_NAME
     return model

@@ -8,13 +8,12 @@ import os
 from pathlib import Path
 
 import torch
+from loraplane.inference_worker.config import EngineConfig, cache_root
+from loraplane.inference_worker.errors import ModelLoadError
+from loraplane.inference_worker.layers.cpu_layout import pack_linear_weights
+from loraplane.inference_worker.models import model_class_for
 from torch import nn
 from transformers import AutoConfig
-
-from inference_worker.config import EngineConfig, cache_root
-from inference_worker.errors import ModelLoadError
-from inference_worker.layers.cpu_layout import pack_linear_weights
-from inference_worker.models import model_class_for
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +28,7 @@ def resolve_model_path(model: str | None) -> str:
     through huggingface_hub's cache (HF_HUB_OFFLINE is respected).
     """
     if model is None:
-        from inference_worker.demo import demo_model_path
+        from loraplane.inference_worker.demo import demo_model_path
 
         return demo_model_path()
     path = Path(model).expanduser()
@@ -45,7 +44,7 @@ def resolve_model_path(model: str | None) -> str:
 
 
 def _converted_gguf(path: Path) -> str:
-    from inference_worker.gguf import convert_gguf, is_converted
+    from loraplane.inference_worker.gguf import convert_gguf, is_converted
 
     target = cache_root() / "models" / path.stem
     if not is_converted(target):

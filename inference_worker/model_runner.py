@@ -12,16 +12,19 @@ import logging
 from dataclasses import dataclass
 
 import torch
-
-from inference_worker.config import EngineConfig
-from inference_worker.context import Context, set_context
-from inference_worker.cuda_graphs import CudaGraphRunner
-from inference_worker.layers.attention import Attention
-from inference_worker.layers.sampler import PendingSample, Sampler, SampleResult
-from inference_worker.models.llama import head_dim_of
-from inference_worker.prompt_logprobs import PromptLogprobs, compute_prompt_logprobs, prompt_logprob_spans
-from inference_worker.scheduler import ScheduledBatch
-from inference_worker.sequence import Sequence
+from loraplane.inference_worker.config import EngineConfig
+from loraplane.inference_worker.context import Context, set_context
+from loraplane.inference_worker.cuda_graphs import CudaGraphRunner
+from loraplane.inference_worker.layers.attention import Attention
+from loraplane.inference_worker.layers.sampler import PendingSample, Sampler, SampleResult
+from loraplane.inference_worker.models.llama import head_dim_of
+from loraplane.inference_worker.prompt_logprobs import (
+    PromptLogprobs,
+    compute_prompt_logprobs,
+    prompt_logprob_spans,
+)
+from loraplane.inference_worker.scheduler import ScheduledBatch
+from loraplane.inference_worker.sequence import Sequence
 
 logger = logging.getLogger(__name__)
 

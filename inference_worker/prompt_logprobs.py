@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-
-from inference_worker.layers.sampler import gather_logprobs
-from inference_worker.sequence import Sequence
+from loraplane.inference_worker.layers.sampler import gather_logprobs
+from loraplane.inference_worker.sequence import Sequence
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from inference_worker.detokenizer import IncrementalDetokenizer
-from inference_worker.outputs import CompletionOutput, Logprob, RequestOutput
-from inference_worker.sampling_params import SamplingParams
-from inference_worker.sequence import Sequence
+from loraplane.inference_worker.detokenizer import IncrementalDetokenizer
+from loraplane.inference_worker.outputs import CompletionOutput, Logprob, RequestOutput
+from loraplane.inference_worker.sampling_params import SamplingParams
+from loraplane.inference_worker.sequence import Sequence
 
 
 @dataclass

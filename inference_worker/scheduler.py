@@ -17,8 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from inference_worker.block_manager import BlockManager
-from inference_worker.sequence import Sequence, SequenceStatus
+from loraplane.inference_worker.block_manager import BlockManager
+from loraplane.inference_worker.sequence import Sequence, SequenceStatus
 
 
 @dataclass(frozen=True)

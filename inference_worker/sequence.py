@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import itertools
 
-from inference_worker.sampling_params import SamplingParams
+from loraplane.inference_worker.sampling_params import SamplingParams
 
 _seq_counter = itertools.count()
 

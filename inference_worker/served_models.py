@@ -17,13 +17,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from inference_worker.errors import (
+from loraplane.inference_worker.errors import (
     AdapterLoadError,
     AdapterNotFoundError,
     InvalidRequestError,
     ModelNotFoundError,
 )
-from inference_worker.lora import LoRARequest
+from loraplane.inference_worker.lora import LoRARequest
 
 logger = logging.getLogger(__name__)
 

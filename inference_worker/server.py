@@ -19,12 +19,12 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from loraplane.inference_worker.control_client import ControlPlaneClient, WorkerIdentity
+from loraplane.inference_worker.grpc_errors import ErrorMappingInterceptor
+from loraplane.inference_worker.served_models import AdapterTarget, ServedModels
+from loraplane.inference_worker.service_config import WorkerServiceConfig
+from loraplane.inference_worker.servicer import SERVICE_NAME, InferenceServicer
 
-from inference_worker.control_client import ControlPlaneClient, WorkerIdentity
-from inference_worker.grpc_errors import ErrorMappingInterceptor
-from inference_worker.served_models import AdapterTarget, ServedModels
-from inference_worker.service_config import WorkerServiceConfig
-from inference_worker.servicer import SERVICE_NAME, InferenceServicer
 from loraplane.grpc_options import server_options
 from loraplane.inference.v1 import inference_pb2_grpc
 
@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 
 def build_engine(engine_kwargs: dict[str, Any]) -> Any:
     """Construct the async engine (loads the model; call it off the event loop)."""
-    from inference_worker import AsyncLLMEngine, EngineConfig
+    from loraplane.inference_worker import AsyncLLMEngine, EngineConfig
 
     return AsyncLLMEngine(EngineConfig.from_kwargs(**engine_kwargs))
 
@@ -43,7 +43,7 @@ def model_root(engine_kwargs: dict[str, Any]) -> str:
     model = engine_kwargs.get("model")
     if model:
         return str(model)
-    from inference_worker.demo import demo_model_path
+    from loraplane.inference_worker.demo import demo_model_path
 
     return demo_model_path()
 

@@ -3,7 +3,7 @@
 KV cache layout: one tensor for K and one for V, each ``[num_blocks, block_size, num_kv_heads,
 head_dim]``; token position ``p`` of a sequence lives at slot ``block_table[p // block_size] *
 block_size + p % block_size``. Query heads map to KV heads by ``kv_head = head // (H // Hkv)`` (GQA).
-See :mod:`kernels.dispatch` for when the Triton kernels run.
+See :mod:`loraplane.kernels.dispatch` for when the Triton kernels run.
 """
 
 from __future__ import annotations
@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
-from kernels import fused_ops
-from kernels.dispatch import use_triton
+from loraplane.kernels import fused_ops
+from loraplane.kernels.dispatch import use_triton
 
 
 def store_kvcache_ref(
@@ -201,7 +200,7 @@ def store_kvcache(
     if key.shape != value.shape or key.shape[1:] != k_cache.shape[2:] or k_cache.shape != v_cache.shape:
         raise ValueError(f"key {tuple(key.shape)} / cache {tuple(k_cache.shape)} shapes do not match")
     if use_triton(key):
-        from kernels import triton_attention
+        from loraplane.kernels import triton_attention
 
         triton_attention.store_kvcache(key, value, k_cache, v_cache, slot_mapping)
     else:
@@ -238,7 +237,7 @@ def rope_and_store_kvcache(
             f"qk {tuple(qk.shape)} / value {tuple(value.shape)} do not match {tuple(k_cache.shape)}"
         )
     if use_triton(qk):
-        from kernels import triton_attention
+        from loraplane.kernels import triton_attention
 
         triton_attention.rope_and_store_kvcache(
             qk, value, cos, sin, num_q_heads, k_cache, v_cache, slot_mapping
@@ -262,7 +261,7 @@ def paged_decode_attention(
     used by the reference path only."""
     _check_heads(q, k_cache)
     if use_triton(q):
-        from kernels import triton_attention
+        from loraplane.kernels import triton_attention
 
         return triton_attention.paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale)
     return paged_decode_attention_ref(q, k_cache, v_cache, block_tables, context_lens, scale, meta)
@@ -284,7 +283,7 @@ def paged_prefill_attention(
     """
     _check_heads(q, k_cache)
     if use_triton(q):
-        from kernels import triton_attention
+        from loraplane.kernels import triton_attention
 
         return triton_attention.paged_prefill_attention(
             q, k_cache, v_cache, block_tables, cu_seqlens_q, seq_lens, scale, max_seqlen_q

@@ -3,13 +3,13 @@
 - `huge_empty`: an fp32 buffer 2 MiB-aligned and madvise(MADV_HUGEPAGE)'d before first touch, so the
   weight panels the decode GEMM streams sit on transparent huge pages (fewer TLB misses over ~0.5 GB)
   where the kernel runs THP in `madvise` mode.
-- `add_rms_norm`, `silu_and_mul`, `rotary_embedding`: the fp32 CPU forms of the `kernels.fused_ops`
+- `add_rms_norm`, `silu_and_mul`, `rotary_embedding`: the fp32 CPU forms of the `loraplane.kernels.fused_ops`
   ops, each one pass over the rows instead of several ATen ops with their temporaries (~4 ms off a
   59 ms SmolLM2 fp32 decode step at batch 8). RoPE and the residual add round exactly as the
   references do (no FMA contraction); RMSNorm's sum of squares and SiLU's exp differ from ATen's by
   rounding only (~1e-7 relative).
 
-`build_extension` compiles these and `inference_worker.layers.cpu_gemm`'s kernel at first use (g++,
+`build_extension` compiles these and `loraplane.inference_worker.layers.cpu_gemm`'s kernel at first use (g++,
 AVX-512, cached in torch's extension directory); without AVX-512 or a working compiler it returns None
 and callers keep the references (`native_ops()`) or oneDNN.
 """

@@ -8,7 +8,7 @@ Rule (decided per call, so a process-wide ``TRITON_INTERPRET`` never slows the C
 
 The Triton kernel modules are imported lazily on the first Triton call: ``triton.jit`` decides at
 decoration time whether it builds an interpreted function, so importing them late lets a test
-conftest set ``TRITON_INTERPRET=1`` after other packages already imported ``kernels``.
+conftest set ``TRITON_INTERPRET=1`` after other packages already imported ``loraplane.kernels``.
 """
 
 from __future__ import annotations

@@ -1,19 +1,18 @@
 """Fused element-wise ops of the decoder layer: Triton on CUDA, the PyTorch references elsewhere.
 
 The references are the spec and the engine's CPU code (HF Llama numerics). On the CPU, fp32 rows take
-the one-pass AVX-512 forms of `kernels.cpu_ops` where that extension builds: RoPE bit-identical to
+the one-pass AVX-512 forms of `loraplane.kernels.cpu_ops` where that extension builds: RoPE bit-identical to
 its reference, add + RMSNorm and SiLU-and-mul within a few ulp (another reduction order and `exp`).
 The Triton kernels may overwrite their inputs (documented per op): callers pass tensors they no
-longer need and use only the returned ones. See :mod:`kernels.dispatch` for when Triton runs.
+longer need and use only the returned ones. See :mod:`loraplane.kernels.dispatch` for when Triton runs.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-from kernels import cpu_ops
-from kernels.dispatch import use_triton
+from loraplane.kernels import cpu_ops
+from loraplane.kernels.dispatch import use_triton
 
 
 def _native_fp32(x: torch.Tensor):
@@ -58,7 +57,7 @@ def add_rms_norm(
     ``x`` (one launch, no allocation); without one, ``x`` itself is returned as the residual.
     """
     if use_triton(x):
-        from kernels import triton_fused_ops
+        from loraplane.kernels import triton_fused_ops
 
         return triton_fused_ops.add_rms_norm(x, residual, weight, eps)
     native = _native_fp32(x)
@@ -81,7 +80,7 @@ def silu_and_mul(x: torch.Tensor) -> torch.Tensor:
     Shape: x [T, 2I] -> [T, I].
     """
     if use_triton(x):
-        from kernels import triton_fused_ops
+        from loraplane.kernels import triton_fused_ops
 
         return triton_fused_ops.silu_and_mul(x)
     native = _native_fp32(x)
@@ -113,7 +112,7 @@ def rotary_embedding(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, head
     Both paths rotate ``x`` in place and return it (the reference through its ``out`` argument).
     """
     if use_triton(x):
-        from kernels import triton_fused_ops
+        from loraplane.kernels import triton_fused_ops
 
         return triton_fused_ops.rotary_embedding(x, cos, sin, head_dim)
     native = _native_fp32(x)

@@ -1,6 +1,6 @@
 """Linear-layer GEMM: a Triton kernel for decode-sized batches on CUDA, ``F.linear`` otherwise.
 
-See :mod:`kernels.dispatch` for when Triton kernels run; ``SKINNY_MAX_ROWS`` bounds the rows the
+See :mod:`loraplane.kernels.dispatch` for when Triton kernels run; ``SKINNY_MAX_ROWS`` bounds the rows the
 Triton kernel takes (above it cuBLAS is at the bandwidth or compute roofline anyway).
 """
 
@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-from kernels.dispatch import use_triton
+from loraplane.kernels.dispatch import use_triton
 
 SKINNY_MAX_ROWS = 64
 # Past 16 rows cuBLAS is as fast for the widest (gate_up) and deepest (down) Llama-2-7B projections on
@@ -38,7 +37,7 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     """:func:`linear_ref`; the Triton skinny GEMM for up to ``SKINNY_MAX_ROWS`` half-precision rows."""
     skinny = x.dim() == 2 and x.shape[0] <= SKINNY_MAX_ROWS and x.dtype in _HALF and weight.dtype == x.dtype
     if skinny and use_triton(x):
-        from kernels import triton_gemm
+        from loraplane.kernels import triton_gemm
 
         rows, (n, k) = x.shape[0], weight.shape
         if rows <= _WIDE_ROWS or (n <= _WIDE_N and k <= _DEEP_K):

@@ -2,8 +2,8 @@
 
 Weights are stacked per layer and slice: A ``[max_loras, max_rank, in]``, B ``[max_loras, out_i,
 max_rank]`` (scaling folded into B when the adapter is loaded). Tokens are grouped by slot through
-:class:`~kernels.lora_meta.LoRAKernelMeta`; tokens with slot -1 are never touched. See
-:mod:`kernels.dispatch` for when the Triton kernels run.
+:class:`~loraplane.kernels.lora_meta.LoRAKernelMeta`; tokens with slot -1 are never touched. See
+:mod:`loraplane.kernels.dispatch` for when the Triton kernels run.
 """
 
 from __future__ import annotations
@@ -11,9 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-
-from kernels.dispatch import use_triton
-from kernels.lora_meta import LoRAKernelMeta
+from loraplane.kernels.dispatch import use_triton
+from loraplane.kernels.lora_meta import LoRAKernelMeta
 
 # add_lora's paths by token count (H200, benchmarks/results/kernels_lora_decode_h200.json): the one-launch
 # fused kernels up to FUSED_MAX_TOKENS (each token's adapter streamed by its own programs: best while
@@ -99,7 +98,7 @@ def lora_shrink(
     if not meta.has_lora:
         return
     if use_triton(x):
-        from kernels import triton_lora
+        from loraplane.kernels import triton_lora
 
         triton_lora.shrink(x, lora_a, y, meta, scale)
     else:
@@ -120,7 +119,7 @@ def lora_expand(
     if not meta.has_lora:
         return
     if use_triton(out):
-        from kernels import triton_lora
+        from loraplane.kernels import triton_lora
 
         triton_lora.expand(y, lora_b, out, meta, offsets, add_inputs)
     else:
@@ -155,12 +154,12 @@ def add_lora(
         add_lora_ref(out, x, lora_a, lora_b, meta)
         return
     if num_tokens <= FUSED_MAX_TOKENS:
-        from kernels import triton_lora_fused
+        from loraplane.kernels import triton_lora_fused
 
         triton_lora_fused.fused_add_lora(out, x, lora_a, lora_b, meta, _slice_offsets(lora_b, None))
         return
     if num_tokens <= min(meta.max_tiled_tokens, DECODE_MAX_TOKENS):
-        from kernels import triton_lora_decode
+        from loraplane.kernels import triton_lora_decode
 
         triton_lora_decode.decode_add_lora(out, x, lora_a, lora_b, meta, _slice_offsets(lora_b, None))
         return

@@ -13,8 +13,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-
-from kernels.dispatch import dot_precision
+from loraplane.kernels.dispatch import dot_precision
 
 LOG2E = 1.4426950408889634
 
@@ -278,7 +277,7 @@ def store_kvcache(
     v_cache: torch.Tensor,
     slot_mapping: torch.Tensor,
 ) -> None:
-    """Launch the cache write (contract: :func:`kernels.attention.store_kvcache_ref`)."""
+    """Launch the cache write (contract: :func:`loraplane.kernels.attention.store_kvcache_ref`)."""
     row = key.shape[1] * key.shape[2]
     key, value = (t if t[0].is_contiguous() else t.contiguous() for t in (key, value))
     if key.dtype != k_cache.dtype:
@@ -307,7 +306,7 @@ def rope_and_store_kvcache(
     v_cache: torch.Tensor,
     slot_mapping: torch.Tensor,
 ) -> None:
-    """Launch RoPE + cache write (contract: :func:`kernels.attention.rope_and_store_kvcache`)."""
+    """Launch RoPE + cache write (contract: :func:`loraplane.kernels.attention.rope_and_store_kvcache`)."""
     num_kv_heads, head_dim = k_cache.shape[2], k_cache.shape[3]
     cos2d, sin2d = cos.reshape(-1, head_dim), sin.reshape(-1, head_dim)
     assert qk.stride(-1) == 1 and value.stride(-1) == 1 and cos2d.stride(-1) == 1 and sin2d.stride(-1) == 1

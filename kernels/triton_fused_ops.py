@@ -1,7 +1,7 @@
 """Triton element-wise kernels of the decoder layer: residual add + RMSNorm, SiLU-and-mul, RoPE.
 
 Each replaces a chain of small PyTorch kernels with one launch, and rounds where the PyTorch
-reference rounds (``kernels.fused_ops``), so bf16/fp16 results differ from it only by fp32 reduction
+reference rounds (``loraplane.kernels.fused_ops``), so bf16/fp16 results differ from it only by fp32 reduction
 order. Inputs are 2-D with a contiguous last dimension; rows may be strided (views of a fused GEMM
 output).
 """

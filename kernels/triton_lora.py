@@ -17,9 +17,8 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
-
-from kernels.dispatch import dot_precision
-from kernels.lora_meta import MAX_SLICES_PER_LAUNCH, LoRAKernelMeta
+from loraplane.kernels.dispatch import dot_precision
+from loraplane.kernels.lora_meta import MAX_SLICES_PER_LAUNCH, LoRAKernelMeta
 
 
 def check_a_slices(lora_a: Sequence[torch.Tensor]) -> tuple[int, ...]:
@@ -312,7 +311,7 @@ def shrink(
     scale: float = 1.0,
     config: ShrinkConfig | None = None,
 ) -> None:
-    """Launch the shrink kernel (contract: :func:`kernels.lora_ops.lora_shrink_ref`)."""
+    """Launch the shrink kernel (contract: :func:`loraplane.kernels.lora_ops.lora_shrink_ref`)."""
     num_tokens, in_features = x.shape
     max_rank = y.shape[2]
     cfg = config or shrink_config(num_tokens, max_rank)
@@ -361,7 +360,7 @@ def expand(
     add_inputs: bool = True,
     config: ExpandConfig | None = None,
 ) -> None:
-    """Launch the expand kernel (contract: :func:`kernels.lora_ops.lora_expand_ref`)."""
+    """Launch the expand kernel (contract: :func:`loraplane.kernels.lora_ops.lora_expand_ref`)."""
     num_tokens, max_rank = y.shape[1], y.shape[2]
     cfg = config or expand_config(num_tokens)
     inner = check_b_slices(lora_b)

@@ -1,7 +1,7 @@
 """Triton multi-LoRA for decode-sized batches: split-K shrink into fp32 partials, then a tiled expand.
 
 Tokens come in tiles of one slot (at most ``TILE_M`` tokens, listed on the host by
-:class:`~kernels.lora_meta.LoRAKernelMeta`), so each adapter's weights are read once per tile
+:class:`~loraplane.kernels.lora_meta.LoRAKernelMeta`), so each adapter's weights are read once per tile
 however many of its tokens the batch holds. Two launches, each a few dependent DRAM round trips:
 
 - shrink, program ``(tile, k_split, slice)``: loads the tile's slot, rank and tokens (one round
@@ -23,10 +23,9 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
-
-from kernels.dispatch import dot_precision
-from kernels.lora_meta import TILE_M, LoRAKernelMeta, num_tiles_bound
-from kernels.triton_lora import (
+from loraplane.kernels.dispatch import dot_precision
+from loraplane.kernels.lora_meta import TILE_M, LoRAKernelMeta, num_tiles_bound
+from loraplane.kernels.triton_lora import (
     MAX_SLICES_PER_LAUNCH,
     check_a_slices,
     check_b_slices,

@@ -30,9 +30,8 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
-
-from kernels.lora_meta import COOP_MAX_TOKENS, COOP_PARTIALS, LoRAKernelMeta
-from kernels.triton_lora import (
+from loraplane.kernels.lora_meta import COOP_MAX_TOKENS, COOP_PARTIALS, LoRAKernelMeta
+from loraplane.kernels.triton_lora import (
     MAX_SLICES_PER_LAUNCH,
     check_a_slices,
     check_b_slices,
@@ -409,7 +408,7 @@ def fused_add_lora(
     slice_offsets: Sequence[int],
     config: FusedConfig | None = None,
 ) -> None:
-    """Launch the fused kernel (contract: :func:`kernels.lora_ops.add_lora`).
+    """Launch the fused kernel (contract: :func:`loraplane.kernels.lora_ops.add_lora`).
 
     Grid ``(T, split_n, S)`` for the one-role kernel, ``T * S * (split_k + split_n)`` programs (the
     producers first) for the producer/consumer kernel, whose partials and counters live in ``meta``.

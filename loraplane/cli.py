@@ -23,11 +23,13 @@ class Subcommand:
 SUBCOMMANDS = (
     Subcommand("serve", "loraplane.serve", "run control plane, one worker and the gateway together"),
     Subcommand("up", "loraplane.up", "run a multi-worker topology on this machine, optionally behind Envoy"),
-    Subcommand("control-plane", "control_plane.cli", "run the adapter registry and worker command server"),
-    Subcommand("worker", "inference_worker.cli", "run an inference worker (engine + gRPC server)"),
-    Subcommand("gateway", "gateway.cli", "run the OpenAI-compatible REST gateway"),
-    Subcommand("adapters", "control_plane.admin_cli.adapters", "manage registered adapters"),
-    Subcommand("workers", "control_plane.admin_cli.workers", "list inference workers"),
+    Subcommand(
+        "control-plane", "loraplane.control_plane.cli", "run the adapter registry and worker command server"
+    ),
+    Subcommand("worker", "loraplane.inference_worker.cli", "run an inference worker (engine + gRPC server)"),
+    Subcommand("gateway", "loraplane.gateway.cli", "run the OpenAI-compatible REST gateway"),
+    Subcommand("adapters", "loraplane.control_plane.admin_cli.adapters", "manage registered adapters"),
+    Subcommand("workers", "loraplane.control_plane.admin_cli.workers", "list inference workers"),
 )
 
 

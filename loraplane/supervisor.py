@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
+SAFE_PATH = ["-P"] if sys.version_info >= (3, 11) else []  # python -P: no working directory on sys.path
 
 
 @dataclass
@@ -113,8 +114,12 @@ class Supervisor:
         return child
 
     def python_module(self, name: str, args: Sequence[str], **kwargs) -> Child:
-        """Start `python -m loraplane <args>` (the same interpreter as this process)."""
-        return self.start(name, [sys.executable, "-m", "loraplane", *args], **kwargs)
+        """Start `python -P -m loraplane <args>` (the same interpreter as this process).
+
+        `-P` keeps the working directory off `sys.path`: started from a loraplane checkout, the bare
+        component folders (`kernels/`, `gateway/`) would otherwise shadow other distributions' packages
+        of those names (transformers imports Hugging Face's `kernels`)."""
+        return self.start(name, [sys.executable, *SAFE_PATH, "-m", "loraplane", *args], **kwargs)
 
     def wait_until(self, child: Child, ready: Callable[[], bool], timeout_s: float, what: str) -> None:
         """Poll `ready()` until it is true; RuntimeError when the child dies or `timeout_s` passes."""

@@ -74,7 +74,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_modules(values) -> list[tuple[str, str, str | None]]:
     """--lora-modules items -> (name, path, base_model_name), with vLLM's two formats and messages."""
-    from inference_worker.service_config import parse_lora_modules
+    from loraplane.inference_worker.service_config import parse_lora_modules
 
     return [(m.name, m.path, m.base_model_name) for m in parse_lora_modules(values)]
 
@@ -85,7 +85,7 @@ def prepare(args: argparse.Namespace, command: str) -> list[tuple[str, str, str 
     With LORAPLANE_ALLOW_RUNTIME_LORA_UPDATING on and no --adapter-root, runtime loads may name adapters
     under the current folder, as the quick start does.
     """
-    from gateway.config import ENV_RUNTIME_LORA, env_flag
+    from loraplane.gateway.config import ENV_RUNTIME_LORA, env_flag
 
     try:
         modules = parse_modules(args.lora_modules)
@@ -185,7 +185,7 @@ def register_modules(control_plane: str, modules) -> None:
     """CreateAdapter for each --lora-modules item (replacing a stored one of the same name)."""
     import grpc
 
-    from gateway.registry_client import RegistryClient
+    from loraplane.gateway.registry_client import RegistryClient
 
     async def register() -> None:
         client = RegistryClient(control_plane, os.environ.get("LORAPLANE_ADMIN_TOKEN"))
@@ -214,7 +214,7 @@ def start_gateway(sup: Supervisor, host: str, port: int, control_plane: str, nam
 def start_envoy(
     sup: Supervisor, args, gateways: list[int], workers: list[Child], control_plane: str
 ) -> Child:
-    from gateway.envoy_config import EdgeConfig, envoy_binary, render_edge_config
+    from loraplane.gateway.envoy_config import EdgeConfig, envoy_binary, render_edge_config
 
     binary = envoy_binary()
     if binary is None:

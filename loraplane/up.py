@@ -33,7 +33,11 @@ def _start(sup, args, modules) -> list[tuple[str, object]]:
     topology.register_modules(control_plane.address, modules)
     gateway_host, gateway_port = ("127.0.0.1", free_port()) if args.envoy else (args.host, args.port)
     gateway = topology.start_gateway(sup, gateway_host, gateway_port, control_plane.address)
-    started = [("control-plane", control_plane), *((w.name, w) for w in workers), ("gateway", gateway)]
+    started = [
+        ("control-plane", control_plane),
+        *((w.name, w) for w in workers),
+        ("gateway", gateway),
+    ]
     if args.envoy:
         envoy = topology.start_envoy(sup, args, [gateway_port], workers, control_plane.address)
         started.append(("envoy", envoy))

@@ -3,8 +3,19 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import pytest
+
+# The repository root holds the bare component folders (`kernels/`, `gateway/`, ...), which are
+# installed as `loraplane.*`; ahead of site-packages on `sys.path` they would shadow other
+# distributions' packages of those names (transformers imports Hugging Face's `kernels`).
+# `python -m pytest` puts the working directory first: move it last (the tests import `tests.*` from
+# there), and keep it off the path of every Python child process the tests start.
+_ROOT = Path(__file__).resolve().parents[1]
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _ROOT] + [str(_ROOT)]
+os.environ["PYTHONSAFEPATH"] = "1"
 
 
 def pytest_configure(config) -> None:
@@ -18,6 +29,6 @@ def pytest_configure(config) -> None:
 @pytest.fixture(scope="session")
 def demo_model_path() -> str:
     """Directory of the converted SmolLM2-135M-Instruct demo model (safetensors, fp32)."""
-    from inference_worker.demo import demo_model_path as locate
+    from loraplane.inference_worker.demo import demo_model_path as locate
 
     return locate()

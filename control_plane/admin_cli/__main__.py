@@ -1,15 +1,15 @@
-"""`python -m control_plane.admin_cli adapters|workers ...`: the admin CLI without the other subcommands."""
+"""`python -m loraplane.control_plane.admin_cli adapters|workers ...`: the admin CLI alone."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 
-from control_plane.admin_cli import adapters, workers
+from loraplane.control_plane.admin_cli import adapters, workers
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m control_plane.admin_cli")
+    parser = argparse.ArgumentParser(prog="python -m loraplane.control_plane.admin_cli")
     parser.add_argument("--log-level", default="WARNING")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module in (("adapters", adapters), ("workers", workers)):

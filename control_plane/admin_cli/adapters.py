@@ -1,11 +1,11 @@
-"""`loraplane adapters add|list|show|rm` (exit codes in control_plane.admin_cli)."""
+"""`loraplane adapters add|list|show|rm` (exit codes in loraplane.control_plane.admin_cli)."""
 
 from __future__ import annotations
 
 import argparse
 import os
 
-from control_plane.admin_cli import client
+from loraplane.control_plane.admin_cli import client
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,10 +1,10 @@
-"""`loraplane workers list` (exit codes in control_plane.admin_cli)."""
+"""`loraplane workers list` (exit codes in loraplane.control_plane.admin_cli)."""
 
 from __future__ import annotations
 
 import argparse
 
-from control_plane.admin_cli import client
+from loraplane.control_plane.admin_cli import client
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from loraplane.inference_worker.context import Context, get_context
+from loraplane.kernels import attention as attn_ops
+from loraplane.kernels import fused_ops
 from torch import nn
-
-from inference_worker.context import Context, get_context
-from kernels import attention as attn_ops
-from kernels import fused_ops
 
 
 class Attention(nn.Module):

@@ -22,8 +22,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
-from kernels.cpu_ops import build_extension, huge_empty
+from loraplane.kernels.cpu_ops import build_extension, huge_empty
 
 PANEL_WIDTH = 16  # fp32 lanes of a zmm register: one 64-byte line per k
 MAX_ROWS = 64  # more rows (prefill) run F.linear on the dense weight: MKL's blocked GEMM wins there

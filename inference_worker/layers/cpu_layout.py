@@ -19,15 +19,14 @@ import functools
 import logging
 
 import torch
-from torch import nn
-
-from inference_worker.layers.cpu_gemm import (
+from loraplane.inference_worker.layers.cpu_gemm import (
     PanelWeight,
     pack_panels,
     pack_panels_contiguous,
     panel_kernels,
     panel_linear,
 )
+from torch import nn
 
 logger = logging.getLogger(__name__)
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from loraplane.inference_worker.layers.cpu_layout import packed_linear
+from loraplane.kernels import gemm
 from torch import nn
-
-from inference_worker.layers.cpu_layout import packed_linear
-from kernels import gemm
 
 
 class VocabEmbedding(nn.Module):

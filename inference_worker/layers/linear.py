@@ -8,10 +8,9 @@ Contract for LoRA (inference_worker/lora wraps these): every projection a LoRA m
 from __future__ import annotations
 
 import torch
+from loraplane.inference_worker.layers.cpu_layout import packed_linear
+from loraplane.kernels import gemm
 from torch import nn
-
-from inference_worker.layers.cpu_layout import packed_linear
-from kernels import gemm
 
 
 class FusedLinear(nn.Module):

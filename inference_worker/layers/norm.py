@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import torch
+from loraplane.kernels import fused_ops
 from torch import nn
-
-from kernels import fused_ops
 
 
 class RMSNorm(nn.Module):

@@ -6,9 +6,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 import torch
+from loraplane.inference_worker.sequence import Sequence
 from torch import nn
-
-from inference_worker.sequence import Sequence
 
 _EPS = 1e-5
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 
-from inference_worker.lora.weights import AdapterWeights
+from loraplane.inference_worker.lora.weights import AdapterWeights
 
 logger = logging.getLogger(__name__)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from inference_worker.errors import InvalidRequestError
-from inference_worker.lora.modules import SUPPORTED_MODULES
+from loraplane.inference_worker.errors import InvalidRequestError
+from loraplane.inference_worker.lora.modules import SUPPORTED_MODULES
 
 LORA_DTYPES = ("auto", "float16", "bfloat16", "float32")
 

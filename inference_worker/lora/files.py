@@ -11,7 +11,7 @@ import json
 import struct
 from pathlib import Path
 
-from inference_worker.errors import AdapterLoadError, AdapterSourceNotFoundError
+from loraplane.inference_worker.errors import AdapterLoadError, AdapterSourceNotFoundError
 
 CONFIG_FILE = "adapter_config.json"
 # PEFT's save order: safetensors first, the pickled .bin only for old adapters (vLLM searches the same way).

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import torch
+from loraplane.inference_worker.context import get_context
+from loraplane.kernels.lora_ops import add_lora
 from torch import nn
-
-from inference_worker.context import get_context
-from kernels.lora_ops import add_lora
 
 
 class LoRALinear(nn.Module):

@@ -14,20 +14,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from loraplane.inference_worker.errors import (
+    AdapterAlreadyLoadedError,
+    AdapterLoadError,
+    AdapterNotFoundError,
+)
+from loraplane.inference_worker.lora.cache import AdapterCache
+from loraplane.inference_worker.lora.config import LoRAConfig
+from loraplane.inference_worker.lora.files import adapter_version
+from loraplane.inference_worker.lora.layers import LoRALinear, wrap_lora_layers
+from loraplane.inference_worker.lora.modules import SUPPORTED_MODULES, module_key
+from loraplane.inference_worker.lora.peft_config import PeftLoRAConfig, load_peft_config
+from loraplane.inference_worker.lora.request import LoRARequest
+from loraplane.inference_worker.lora.resolve import resolve_adapter_path
+from loraplane.inference_worker.lora.slots import SlotTable
+from loraplane.inference_worker.lora.weights import AdapterWeights, BaseModelShapes, load_adapter_weights
+from loraplane.kernels.lora_meta import LoRAKernelMeta
 from torch import nn
-
-from inference_worker.errors import AdapterAlreadyLoadedError, AdapterLoadError, AdapterNotFoundError
-from inference_worker.lora.cache import AdapterCache
-from inference_worker.lora.config import LoRAConfig
-from inference_worker.lora.files import adapter_version
-from inference_worker.lora.layers import LoRALinear, wrap_lora_layers
-from inference_worker.lora.modules import SUPPORTED_MODULES, module_key
-from inference_worker.lora.peft_config import PeftLoRAConfig, load_peft_config
-from inference_worker.lora.request import LoRARequest
-from inference_worker.lora.resolve import resolve_adapter_path
-from inference_worker.lora.slots import SlotTable
-from inference_worker.lora.weights import AdapterWeights, BaseModelShapes, load_adapter_weights
-from kernels.lora_meta import LoRAKernelMeta
 
 logger = logging.getLogger(__name__)
 _LOADER_THREADS = 4

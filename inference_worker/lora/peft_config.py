@@ -2,7 +2,7 @@
 
 Torch-free: the control plane validates adapters with `validate_adapter_dir` (config + weight files
 present and intact) before any worker loads them. The worker then checks shapes against its model
-(`inference_worker.lora.weights`).
+(`loraplane.inference_worker.lora.weights`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inference_worker.errors import AdapterLoadError
-from inference_worker.lora.files import CONFIG_FILE, adapter_files, adapter_version, check_weights_file
-from inference_worker.lora.modules import (
+from loraplane.inference_worker.errors import AdapterLoadError
+from loraplane.inference_worker.lora.files import (
+    CONFIG_FILE,
+    adapter_files,
+    adapter_version,
+    check_weights_file,
+)
+from loraplane.inference_worker.lora.modules import (
     DEFAULT_TARGET_MODULES,
     SUPPORTED_MODULES,
     supported_keys,

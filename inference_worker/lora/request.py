@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from inference_worker.errors import InvalidRequestError
+from loraplane.inference_worker.errors import InvalidRequestError
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import logging
 import re
 from pathlib import Path
 
-from inference_worker.errors import AdapterSourceNotFoundError
+from loraplane.inference_worker.errors import AdapterSourceNotFoundError
 
 logger = logging.getLogger(__name__)
 

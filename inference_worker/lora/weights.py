@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
-from inference_worker.errors import AdapterLoadError
-from inference_worker.lora.files import find_weights_file
-from inference_worker.lora.modules import MODULE_PARENTS, module_key
-from inference_worker.lora.peft_config import PeftLoRAConfig
+from loraplane.inference_worker.errors import AdapterLoadError
+from loraplane.inference_worker.lora.files import find_weights_file
+from loraplane.inference_worker.lora.modules import MODULE_PARENTS, module_key
+from loraplane.inference_worker.lora.peft_config import PeftLoRAConfig
 
 _KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.(?P<kind>lora_A|lora_B)(?:\.[\w-]+)?\.weight$")
 # (layer, PEFT module name) -> (lora_A, lora_B)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from inference_worker.models.llama import LlamaForCausalLM
+from loraplane.inference_worker.models.llama import LlamaForCausalLM
 
 MODEL_REGISTRY: dict[str, type] = {
     "LlamaForCausalLM": LlamaForCausalLM,
@@ -14,7 +14,7 @@ MODEL_TYPES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qw
 
 
 def model_class_for(config) -> type:
-    from inference_worker.errors import ModelLoadError
+    from loraplane.inference_worker.errors import ModelLoadError
 
     for arch in getattr(config, "architectures", None) or []:
         if arch in MODEL_REGISTRY:

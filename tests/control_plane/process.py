@@ -15,7 +15,7 @@ _LISTENING = re.compile(r"control plane listening on ([\d.]+):(\d+)")
 class ControlPlaneProcess:
     def __init__(self, data_dir: Path, adapter_root: Path, admin_token: str, port: int = 0) -> None:
         self.args = [
-            sys.executable, "-m", "control_plane", "--log-level", "WARNING",
+            sys.executable, "-m", "loraplane.control_plane", "--log-level", "WARNING",
             "--listen", f"127.0.0.1:{port}", "--data-dir", str(data_dir), "--adapter-root", str(adapter_root),
             "--heartbeat-interval", "1", "--heartbeat-timeout", "3", "--rollout-timeout", "5",
         ]  # fmt: skip

@@ -28,7 +28,7 @@ def cli(
     *args: str,
     token: str | None = ADMIN_TOKEN,
     address: str | None = None,
-    module: str = "control_plane.admin_cli",
+    module: str = "loraplane.control_plane.admin_cli",
 ):
     env = {
         k: v for k, v in os.environ.items() if k not in ("LORAPLANE_ADMIN_TOKEN", "LORAPLANE_CONTROL_PLANE")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
-
-from control_plane.records import (
+from loraplane.control_plane.records import (
     AdapterRecord,
     AdapterSourceRef,
     Residency,
@@ -15,7 +14,7 @@ from control_plane.records import (
     WorkerRecord,
     WorkerState,
 )
-from control_plane.sqlite_store import MIGRATIONS, SQLiteStore
+from loraplane.control_plane.sqlite_store import MIGRATIONS, SQLiteStore
 
 
 def record(name: str, base: str = "m", version: str = "v1") -> AdapterRecord:

@@ -6,9 +6,8 @@ import os
 
 import pytest
 from adapter_files import write_adapter
-
-from control_plane.errors import InvalidArgumentError, SourceNotFoundError
-from control_plane.validation import (
+from loraplane.control_plane.errors import InvalidArgumentError, SourceNotFoundError
+from loraplane.control_plane.validation import (
     check_adapter_dir,
     check_base_model_name,
     check_name,

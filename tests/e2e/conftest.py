@@ -9,6 +9,6 @@ import pytest
 
 @pytest.fixture(scope="session")
 def demo_model_dir() -> Path:
-    from inference_worker.demo import demo_model_path
+    from loraplane.inference_worker.demo import demo_model_path
 
     return Path(demo_model_path())

@@ -6,10 +6,9 @@ from dataclasses import dataclass
 
 import pytest
 import pytest_asyncio
-
-from gateway.config import GatewayConfig
-from gateway.server import BackgroundGateway
-from gateway.testing import FakeInference, start_fake_worker
+from loraplane.gateway.config import GatewayConfig
+from loraplane.gateway.server import BackgroundGateway
+from loraplane.gateway.testing import FakeInference, start_fake_worker
 
 ADAPTERS = {"sql-lora", "chat-lora"}
 

@@ -147,7 +147,7 @@ async def test_health_and_metrics(stack, openai_client):
 
 async def test_max_tokens_defaults_like_vllm(openai_client):
     """Completions default to 16 tokens (OpenAI, vLLM); chat leaves max_tokens unset (up to the context)."""
-    from gateway.testing import UNSET_MAX_TOKENS
+    from loraplane.gateway.testing import UNSET_MAX_TOKENS
 
     reply = await openai_client.completions.create(model="fake-base", prompt="p")
     assert reply.usage.completion_tokens == 16 and reply.choices[0].finish_reason == "length"

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from gateway.envoy_config import (
+from loraplane.gateway.envoy_config import (
     COMPOSE_CONFIG,
     DESCRIPTOR_SET,
     EdgeConfig,
@@ -46,7 +45,9 @@ def test_loopback_config_validates(tmp_path):
 
 
 def test_compose_config_is_fresh_and_validates(tmp_path):
-    assert COMPOSE_CONFIG.read_text() == compose_edge_config(), "run: python -m gateway.envoy_config"
+    assert COMPOSE_CONFIG.read_text() == compose_edge_config(), (
+        "run: python -m loraplane.gateway.envoy_config"
+    )
     _validate(compose_edge_config().replace("/etc/envoy/loraplane_api.pb", str(DESCRIPTOR_SET)), tmp_path)
 
 

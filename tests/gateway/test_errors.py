@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
-
-from gateway.errors import OpenAIError, from_grpc
+from loraplane.gateway.errors import OpenAIError, from_grpc
 
 
 class FakeRpcError(Exception):

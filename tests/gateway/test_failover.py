@@ -9,10 +9,9 @@ import httpx
 import openai
 import pytest
 import pytest_asyncio
-
-from gateway.config import GatewayConfig
-from gateway.server import BackgroundGateway
-from gateway.testing import start_fake_worker
+from loraplane.gateway.config import GatewayConfig
+from loraplane.gateway.server import BackgroundGateway
+from loraplane.gateway.testing import start_fake_worker
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 

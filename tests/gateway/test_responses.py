@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 
-from gateway.responses import completion_logprobs
+from loraplane.gateway.responses import completion_logprobs
+
 from loraplane.inference.v1 import inference_pb2 as pb
 
 

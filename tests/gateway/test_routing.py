@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from gateway.routing import Miss, WorkerView, choose, rendezvous_order
+from loraplane.gateway.routing import Miss, WorkerView, choose, rendezvous_order
 
 
 def worker(worker_id, load=0, adapters=("a", "b"), healthy=True, base="base"):

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-
-from inference_worker.testing import write_random_model
+from loraplane.inference_worker.testing import write_random_model
 
 TINY = dict(
     hidden_size=64,
@@ -84,7 +83,7 @@ def tiny_qwen2_path(tmp_path_factory, demo_model_path) -> str:
 
 
 def make_llm(path: str, **kwargs):
-    from inference_worker import LLM
+    from loraplane.inference_worker import LLM
 
     kwargs.setdefault("device", "cpu")
     kwargs.setdefault("dtype", "float32")

@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from inference_worker import AsyncLLMEngine, SamplingParams
-from inference_worker.errors import InvalidRequestError
+from loraplane.inference_worker import AsyncLLMEngine, SamplingParams
+from loraplane.inference_worker.errors import InvalidRequestError
 
 
 @pytest.fixture(scope="module")

@@ -1,8 +1,7 @@
 import pytest
-
-from inference_worker.block_manager import BlockManager
-from inference_worker.sampling_params import SamplingParams
-from inference_worker.sequence import Sequence
+from loraplane.inference_worker.block_manager import BlockManager
+from loraplane.inference_worker.sampling_params import SamplingParams
+from loraplane.inference_worker.sequence import Sequence
 
 BS = 4
 

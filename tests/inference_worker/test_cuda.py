@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from inference_worker import LLM, SamplingParams
-from inference_worker.testing import SMALL_LLAMA, write_random_model
+from loraplane.inference_worker import LLM, SamplingParams
+from loraplane.inference_worker.testing import SMALL_LLAMA, write_random_model
 
 pytestmark = pytest.mark.gpu
 

@@ -1,8 +1,7 @@
 from __future__ import annotations
 
 import pytest
-
-from inference_worker.detokenizer import IncrementalDetokenizer
+from loraplane.inference_worker.detokenizer import IncrementalDetokenizer
 
 
 @pytest.fixture(scope="module")

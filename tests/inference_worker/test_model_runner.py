@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import torch
-
-from inference_worker import SamplingParams
+from loraplane.inference_worker import SamplingParams
 
 
 def _aligned(t: torch.Tensor) -> bool:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import torch
-
-from inference_worker.layers.sampler import Sampler, apply_penalties, greedy_tokens
-from inference_worker.sampling_params import SamplingParams
-from inference_worker.sequence import Sequence
+from loraplane.inference_worker.layers.sampler import Sampler, apply_penalties, greedy_tokens
+from loraplane.inference_worker.sampling_params import SamplingParams
+from loraplane.inference_worker.sequence import Sequence
 
 V = 8
 

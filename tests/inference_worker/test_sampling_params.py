@@ -1,7 +1,6 @@
 import pytest
-
-from inference_worker import SamplingParams
-from inference_worker.errors import InvalidRequestError
+from loraplane.inference_worker import SamplingParams
+from loraplane.inference_worker.errors import InvalidRequestError
 
 
 @pytest.mark.parametrize(

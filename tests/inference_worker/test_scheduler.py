@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from inference_worker.block_manager import BlockManager
-from inference_worker.sampling_params import SamplingParams
-from inference_worker.scheduler import Scheduler, SchedulerConfig
-from inference_worker.sequence import Sequence, SequenceStatus
+from loraplane.inference_worker.block_manager import BlockManager
+from loraplane.inference_worker.sampling_params import SamplingParams
+from loraplane.inference_worker.scheduler import Scheduler, SchedulerConfig
+from loraplane.inference_worker.sequence import Sequence, SequenceStatus
 
 BS = 4
 

@@ -3,8 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-
-from kernels import attention
+from loraplane.kernels import attention
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = {torch.float16: 2e-2, torch.float32: 1e-4}
@@ -100,7 +99,7 @@ def test_gqa_shape_mismatch_is_rejected():
 @pytest.mark.parametrize("dtype", [torch.float16, torch.float32])
 @pytest.mark.parametrize(("heads", "kv_heads"), [(4, 4), (4, 2)])
 def test_rope_and_store_matches_rotary_then_store(dtype, heads, kv_heads):
-    from kernels import fused_ops
+    from loraplane.kernels import fused_ops
 
     head_dim, tokens, block_size = 16, 5, 4
     gen = torch.Generator().manual_seed(heads + kv_heads)

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from kernels import attention
+from loraplane.kernels import attention
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

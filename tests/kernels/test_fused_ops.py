@@ -2,8 +2,7 @@
 
 import pytest
 import torch
-
-from kernels import fused_ops
+from loraplane.kernels import fused_ops
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 DTYPES = [torch.float32, torch.float16]

@@ -2,10 +2,9 @@
 
 import pytest
 import torch
-
-from kernels import attention, lora_ops
-from kernels.lora_meta import LoRAKernelMeta
-from kernels.testing import POPULARITIES, make_lora_weights, make_slot_ranks, make_token_slots
+from loraplane.kernels import attention, lora_ops
+from loraplane.kernels.lora_meta import LoRAKernelMeta
+from loraplane.kernels.testing import POPULARITIES, make_lora_weights, make_slot_ranks, make_token_slots
 
 pytestmark = [
     pytest.mark.gpu,

@@ -2,8 +2,7 @@
 
 import pytest
 import torch
-
-from kernels.lora_meta import LoRAKernelMeta
+from loraplane.kernels.lora_meta import LoRAKernelMeta
 
 
 @pytest.mark.parametrize(

@@ -2,10 +2,9 @@
 
 import pytest
 import torch
-
-from kernels import lora_ops, triton_lora, triton_lora_decode, triton_lora_fused
-from kernels.lora_meta import LoRAKernelMeta
-from kernels.testing import POPULARITIES, make_lora_weights, make_slot_ranks, make_token_slots
+from loraplane.kernels import lora_ops, triton_lora, triton_lora_decode, triton_lora_fused
+from loraplane.kernels.lora_meta import LoRAKernelMeta
+from loraplane.kernels.testing import POPULARITIES, make_lora_weights, make_slot_ranks, make_token_slots
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 NUM_LORAS, MAX_RANK, IN_FEATURES = 24, 16, 64

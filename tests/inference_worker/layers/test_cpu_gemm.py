@@ -8,9 +8,8 @@ import logging
 import pytest
 import torch
 import torch.nn.functional as F
-
-from inference_worker.layers import cpu_gemm, cpu_layout
-from inference_worker.layers.cpu_gemm import (
+from loraplane.inference_worker.layers import cpu_gemm, cpu_layout
+from loraplane.inference_worker.layers.cpu_gemm import (
     MAX_ROWS,
     PanelWeight,
     pack_panels,
@@ -18,7 +17,7 @@ from inference_worker.layers.cpu_gemm import (
     panel_kernels,
     panel_linear,
 )
-from kernels import cpu_ops
+from loraplane.kernels import cpu_ops
 
 needs_kernel = pytest.mark.skipif(not cpu_ops.avx512_supported(), reason="needs AVX-512")
 

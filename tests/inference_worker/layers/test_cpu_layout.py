@@ -6,17 +6,17 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-
-from inference_worker import SamplingParams
-from inference_worker.layers.cpu_layout import (
+from loraplane.inference_worker import SamplingParams
+from loraplane.inference_worker.layers.cpu_layout import (
     bf16_supported,
     can_pack,
     pack_linear_weights,
     pack_weight,
     packed_linear,
 )
-from inference_worker.layers.embedding import LMHead
-from inference_worker.layers.linear import FusedLinear, qkv_linear
+from loraplane.inference_worker.layers.embedding import LMHead
+from loraplane.inference_worker.layers.linear import FusedLinear, qkv_linear
+
 from tests.inference_worker.conftest import PROMPTS, make_llm
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")

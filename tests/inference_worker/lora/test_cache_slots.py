@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from inference_worker.lora.cache import AdapterCache
-from inference_worker.lora.slots import SlotTable
-from inference_worker.lora.weights import AdapterWeights
+from loraplane.inference_worker.lora.cache import AdapterCache
+from loraplane.inference_worker.lora.slots import SlotTable
+from loraplane.inference_worker.lora.weights import AdapterWeights
 
 
 def _weights(version: str) -> AdapterWeights:

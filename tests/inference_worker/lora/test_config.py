@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from inference_worker.errors import InvalidRequestError
-from inference_worker.lora import LoRAConfig, LoRARequest
+from loraplane.inference_worker.errors import InvalidRequestError
+from loraplane.inference_worker.lora import LoRAConfig, LoRARequest
 
 
 def test_defaults_follow_vllm():
@@ -58,7 +57,7 @@ def test_invalid_request_names_the_param(args, param):
 
 
 def test_engine_config_passes_lora_target_modules_as_a_tuple():
-    from inference_worker.config import EngineConfig
+    from loraplane.inference_worker.config import EngineConfig
 
     assert EngineConfig.from_kwargs(lora_target_modules=["q_proj", "o_proj"]).lora_target_modules == (
         "q_proj",

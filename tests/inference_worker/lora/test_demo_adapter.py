@@ -7,9 +7,10 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from inference_worker import SamplingParams
-from inference_worker.lora import LoRARequest
-from inference_worker.lora.peft_config import validate_adapter_dir
+from loraplane.inference_worker import SamplingParams
+from loraplane.inference_worker.lora import LoRARequest
+from loraplane.inference_worker.lora.peft_config import validate_adapter_dir
+
 from tests.inference_worker.conftest import make_llm
 
 ROOT = Path(__file__).resolve().parents[3]

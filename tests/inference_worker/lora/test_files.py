@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import shutil
 
-from inference_worker.lora import adapter_version
+from loraplane.inference_worker.lora import adapter_version
+
 from tests.inference_worker.lora.conftest import edit_config
 
 

@@ -7,11 +7,15 @@ import time
 
 import pytest
 import torch
+from loraplane.inference_worker.context import Context, set_context
+from loraplane.inference_worker.errors import (
+    AdapterAlreadyLoadedError,
+    AdapterLoadError,
+    AdapterNotFoundError,
+)
+from loraplane.inference_worker.lora import LoRAConfig, LoRAManager, LoRARequest
 from torch import nn
 
-from inference_worker.context import Context, set_context
-from inference_worker.errors import AdapterAlreadyLoadedError, AdapterLoadError, AdapterNotFoundError
-from inference_worker.lora import LoRAConfig, LoRAManager, LoRARequest
 from tests.inference_worker.lora.conftest import (
     ADAPTER_SPECS,
     edit_config,
@@ -254,7 +258,7 @@ QKVO = ("q_proj", "k_proj", "v_proj", "o_proj")
 
 
 def test_target_modules_wrap_only_those_projections(tiny_llama, tiny_adapters):
-    from inference_worker.lora.layers import LoRALinear
+    from loraplane.inference_worker.lora.layers import LoRALinear
 
     manager, model = make_manager(tiny_llama, max_loras=2, target_modules=QKVO)
     layer = model.model.layers[0]
@@ -281,7 +285,7 @@ def test_adapter_outside_target_modules_is_rejected_naming_the_module(tiny_llama
 
 @pytest.mark.parametrize("bad", [("q_proj", "lm_head"), ()])
 def test_target_modules_config_is_validated(bad):
-    from inference_worker.errors import InvalidRequestError
+    from loraplane.inference_worker.errors import InvalidRequestError
 
     with pytest.raises(InvalidRequestError) as info:
         LoRAConfig(target_modules=bad)

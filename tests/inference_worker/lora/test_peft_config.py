@@ -6,9 +6,9 @@ import math
 import sys
 
 import pytest
+from loraplane.inference_worker.errors import AdapterLoadError, AdapterSourceNotFoundError
+from loraplane.inference_worker.lora.peft_config import parse_peft_config, validate_adapter_dir
 
-from inference_worker.errors import AdapterLoadError, AdapterSourceNotFoundError
-from inference_worker.lora.peft_config import parse_peft_config, validate_adapter_dir
 from tests.inference_worker.lora.conftest import edit_config
 
 Q0 = "model.layers.0.self_attn.q_proj"
@@ -67,10 +67,9 @@ TARGET_CASES = [
 
 @pytest.mark.parametrize("raw", TARGET_CASES)
 def test_target_matching_follows_peft(raw):
+    from loraplane.inference_worker.lora.modules import supported_keys
     from peft import LoraConfig
     from peft.tuners.tuners_utils import check_target_module_exists
-
-    from inference_worker.lora.modules import supported_keys
 
     ours = parse_peft_config({"r": 4, **raw})
     theirs = LoraConfig(r=4, **raw)
@@ -146,16 +145,17 @@ def test_missing_directory_is_source_not_found(tmp_path):
 def test_validation_modules_do_not_import_torch():
     """The control plane's imports (config validation, versions, resolution) stay torch-free.
 
-    The parent package is stubbed so only inference_worker.lora's own imports are measured."""
+    The parent package is stubbed so only loraplane.inference_worker.lora's own imports are measured."""
     import importlib.util
     import subprocess
 
-    package_dir = importlib.util.find_spec("inference_worker").submodule_search_locations[0]
+    package_dir = importlib.util.find_spec("loraplane.inference_worker").submodule_search_locations[0]
     code = (
-        "import sys, types; pkg = types.ModuleType('inference_worker');"
-        f"pkg.__path__ = [{package_dir!r}]; sys.modules['inference_worker'] = pkg;"
-        "import inference_worker.lora.peft_config, inference_worker.lora.resolve, inference_worker.lora;"
-        "from inference_worker.lora import LoRARequest, LoRAConfig, adapter_version;"
+        "import sys, types; pkg = types.ModuleType('loraplane.inference_worker');"
+        f"pkg.__path__ = [{package_dir!r}]; sys.modules['loraplane.inference_worker'] = pkg;"
+        "import loraplane.inference_worker.lora.peft_config, loraplane.inference_worker.lora.resolve;"
+        "import loraplane.inference_worker.lora;"
+        "from loraplane.inference_worker.lora import LoRARequest, LoRAConfig, adapter_version;"
         "print('torch' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import shutil
 
 import pytest
-
-from inference_worker.errors import AdapterSourceNotFoundError
-from inference_worker.lora.resolve import resolve_adapter_path
+from loraplane.inference_worker.errors import AdapterSourceNotFoundError
+from loraplane.inference_worker.lora.resolve import resolve_adapter_path
 
 
 def _fake_hub_cache(cache, repo_id, adapter):

@@ -52,8 +52,8 @@ def sampling(case: dict) -> dict:
 @pytest.fixture(scope="module")
 def offline_texts(demo_model_path: str, demo_adapters: dict[str, str]) -> list[list[str]]:
     """The offline API's texts for CASES (computed before the worker starts; the model is then freed)."""
-    from inference_worker import LLM, SamplingParams
-    from inference_worker.lora import LoRARequest
+    from loraplane.inference_worker import LLM, SamplingParams
+    from loraplane.inference_worker.lora import LoRARequest
 
     llm = LLM(demo_model_path, enable_lora=True, max_loras=2, **ENGINE_ARGS)
     lora = LoRARequest(ADAPTER, 1, demo_adapters[ADAPTER])
@@ -116,9 +116,8 @@ async def test_list_models_has_vllm_lineage(stub, demo_model_path, demo_adapters
 
 
 async def test_tokenize_text_and_chat(stub):
+    from loraplane.inference_worker.demo import demo_model_path
     from transformers import AutoTokenizer
-
-    from inference_worker.demo import demo_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(demo_model_path())
     reply = await stub.Tokenize(pb.TokenizeRequest(model=ADAPTER, text="Hello world"))

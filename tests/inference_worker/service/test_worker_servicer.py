@@ -9,21 +9,21 @@ import math
 
 import grpc
 import pytest
-from worker_process import collect, generate_request, inference_stub
-
-from inference_worker import errors
-from inference_worker.control_client import error_code_for
-from inference_worker.grpc_errors import ErrorMappingInterceptor, status_for
-from inference_worker.outputs import CompletionOutput, Logprob, RequestOutput
-from inference_worker.sampling_params import SamplingParams
-from inference_worker.served_models import ServedModels
-from inference_worker.servicer import (
+from loraplane.inference_worker import errors
+from loraplane.inference_worker.control_client import error_code_for
+from loraplane.inference_worker.grpc_errors import ErrorMappingInterceptor, status_for
+from loraplane.inference_worker.outputs import CompletionOutput, Logprob, RequestOutput
+from loraplane.inference_worker.sampling_params import SamplingParams
+from loraplane.inference_worker.served_models import ServedModels
+from loraplane.inference_worker.servicer import (
     InferenceServicer,
     check_fits,
     chunk_from_completion,
     prompt_logprobs_to_proto,
     sampling_params_from_proto,
 )
+from worker_process import collect, generate_request, inference_stub
+
 from loraplane.inference.v1 import inference_pb2 as pb
 from loraplane.inference.v1 import inference_pb2_grpc
 from loraplane.worker.v1 import worker_pb2 as wk
