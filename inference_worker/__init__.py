@@ -1,7 +1,7 @@
 """The inference worker: a batched multi-LoRA LLM engine (vLLM-shaped API) and its gRPC service.
 
 The public names load on first access (PEP 562), so importing a light submodule such as
-`loraplane.inference_worker.cli` (the `loraplane worker` subcommand) does not import torch.
+`loraplane.inference_worker.service.cli` (the `loraplane worker` subcommand) does not import torch.
 """
 
 from __future__ import annotations

@@ -26,7 +26,9 @@ SUBCOMMANDS = (
     Subcommand(
         "control-plane", "loraplane.control_plane.cli", "run the adapter registry and worker command server"
     ),
-    Subcommand("worker", "loraplane.inference_worker.cli", "run an inference worker (engine + gRPC server)"),
+    Subcommand(
+        "worker", "loraplane.inference_worker.service.cli", "run an inference worker (engine + gRPC server)"
+    ),
     Subcommand("gateway", "loraplane.gateway.cli", "run the OpenAI-compatible REST gateway"),
     Subcommand("adapters", "loraplane.control_plane.admin_cli.adapters", "manage registered adapters"),
     Subcommand("workers", "loraplane.control_plane.admin_cli.workers", "list inference workers"),

@@ -74,7 +74,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_modules(values) -> list[tuple[str, str, str | None]]:
     """--lora-modules items -> (name, path, base_model_name), with vLLM's two formats and messages."""
-    from loraplane.inference_worker.service_config import parse_lora_modules
+    from loraplane.inference_worker.service.config import parse_lora_modules
 
     return [(m.name, m.path, m.base_model_name) for m in parse_lora_modules(values)]
 

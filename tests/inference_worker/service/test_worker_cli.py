@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from loraplane.inference_worker import cli
-from loraplane.inference_worker.service_config import LoRAModulePath, WorkerServiceConfig, parse_lora_modules
+from loraplane.inference_worker.service import cli
+from loraplane.inference_worker.service.config import LoRAModulePath, WorkerServiceConfig, parse_lora_modules
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -123,5 +123,5 @@ def test_advertised_endpoint():
 def test_bad_flags_exit_2_and_importing_the_subcommand_stays_light(capsys):
     assert cli.run(parse("--listen", "no-port")) == 2
     assert "HOST:PORT" in capsys.readouterr().err
-    code = "import sys, loraplane.inference_worker.cli; sys.exit(int('torch' in sys.modules))"
+    code = "import sys, loraplane.inference_worker.service.cli; sys.exit(int('torch' in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0

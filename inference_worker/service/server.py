@@ -19,11 +19,11 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-from loraplane.inference_worker.control_client import ControlPlaneClient, WorkerIdentity
-from loraplane.inference_worker.grpc_errors import ErrorMappingInterceptor
-from loraplane.inference_worker.served_models import AdapterTarget, ServedModels
-from loraplane.inference_worker.service_config import WorkerServiceConfig
-from loraplane.inference_worker.servicer import SERVICE_NAME, InferenceServicer
+from loraplane.inference_worker.service.config import WorkerServiceConfig
+from loraplane.inference_worker.service.control_client import ControlPlaneClient, WorkerIdentity
+from loraplane.inference_worker.service.interceptors import ErrorMappingInterceptor
+from loraplane.inference_worker.service.served_models import AdapterTarget, ServedModels
+from loraplane.inference_worker.service.servicer import SERVICE_NAME, InferenceServicer
 
 from loraplane.grpc_options import server_options
 from loraplane.inference.v1 import inference_pb2_grpc

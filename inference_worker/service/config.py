@@ -1,6 +1,7 @@
 """Configuration of the worker service (gRPC server, control-plane link, static adapters).
 
-Built once in `inference_worker.cli` from the command line and the environment, then passed down frozen.
+Built once in `loraplane.inference_worker.service.cli` from the command line and the environment, then
+passed down frozen.
 This is the only module of the worker service that reads environment variables.
 """
 

@@ -1,7 +1,7 @@
 """`loraplane.inference.v1.Inference` over the async engine: admission and streaming only.
 
-Message conversion lives in `inference_worker.inference_messages`; domain errors raised here or by the
-engine become status codes in `loraplane.inference_worker.grpc_errors`.
+Message conversion lives in `loraplane.inference_worker.service.convert`; domain errors raised here or by the
+engine become status codes in `loraplane.inference_worker.service.interceptors`.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 
 import grpc
 from loraplane.inference_worker.errors import EngineDeadError, EngineOverloadedError, InvalidRequestError
-from loraplane.inference_worker.inference_messages import (
+from loraplane.inference_worker.sampling_params import SamplingParams
+from loraplane.inference_worker.service.convert import (
     check_fits,
     chunk_from_completion,
     prompt_from_request,
@@ -25,8 +26,7 @@ from loraplane.inference_worker.inference_messages import (
     tokenized_prompt,
     usage_from_output,
 )
-from loraplane.inference_worker.sampling_params import SamplingParams
-from loraplane.inference_worker.served_models import ServedModels
+from loraplane.inference_worker.service.served_models import ServedModels
 
 from loraplane.inference.v1 import inference_pb2 as pb
 from loraplane.inference.v1 import inference_pb2_grpc

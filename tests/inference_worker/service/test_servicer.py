@@ -10,12 +10,12 @@ import math
 import grpc
 import pytest
 from loraplane.inference_worker import errors
-from loraplane.inference_worker.control_client import error_code_for
-from loraplane.inference_worker.grpc_errors import ErrorMappingInterceptor, status_for
 from loraplane.inference_worker.outputs import CompletionOutput, Logprob, RequestOutput
 from loraplane.inference_worker.sampling_params import SamplingParams
-from loraplane.inference_worker.served_models import ServedModels
-from loraplane.inference_worker.servicer import (
+from loraplane.inference_worker.service.control_client import error_code_for
+from loraplane.inference_worker.service.interceptors import ErrorMappingInterceptor, status_for
+from loraplane.inference_worker.service.served_models import ServedModels
+from loraplane.inference_worker.service.servicer import (
     InferenceServicer,
     check_fits,
     chunk_from_completion,

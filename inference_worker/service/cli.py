@@ -13,7 +13,7 @@ import socket
 import sys
 from typing import Any
 
-from loraplane.inference_worker.service_config import (
+from loraplane.inference_worker.service.config import (
     DEFAULT_LISTEN,
     DEFAULT_MAX_NUM_SEQS,
     QUEUE_LEN_PER_SEQ,
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"loraplane worker: {exc}", file=sys.stderr)
         return 2
     from loraplane.inference_worker.errors import EngineError
-    from loraplane.inference_worker.server import serve
+    from loraplane.inference_worker.service.server import serve
 
     try:
         return asyncio.run(serve(config, on_ready=_announce))

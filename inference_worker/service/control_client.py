@@ -18,7 +18,7 @@ from typing import Any
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from loraplane.inference_worker import errors
-from loraplane.inference_worker.served_models import AdapterTarget, ServedModels
+from loraplane.inference_worker.service.served_models import AdapterTarget, ServedModels
 
 from loraplane import __version__
 from loraplane.grpc_options import client_options
