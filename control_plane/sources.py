@@ -13,7 +13,8 @@ from loraplane.control_plane.validation import (
     check_hub_id,
     resolve_local_source,
 )
-from loraplane.inference_worker.errors import AdapterSourceNotFoundError
+
+from loraplane.adapter_format import AdapterSourceNotFoundError, resolve_adapter_path
 
 
 async def resolve_source(
@@ -37,8 +38,6 @@ async def resolve_source(
 
 
 def _check_hub(hub_id: str, revision: str) -> CheckedAdapter:
-    from loraplane.inference_worker.lora.resolve import resolve_adapter_path
-
     try:
         directory = resolve_adapter_path(hub_id, revision=revision or None)
     except AdapterSourceNotFoundError as exc:

@@ -1,7 +1,7 @@
 """Cheap checks of what a caller sends: names, sources (allowed roots, no escapes) and the PEFT config.
 
-The adapter config is validated with the LoRA engine's own parser (`inference_worker.lora.peft_config`,
-torch-free) so the control plane and the workers agree on what is a valid adapter.
+The adapter config is validated with the parser the workers use (`loraplane.adapter_format`, torch-free)
+so the control plane and the workers agree on what is a valid adapter.
 """
 
 from __future__ import annotations
@@ -13,15 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from loraplane.control_plane.errors import InvalidArgumentError, SourceNotFoundError
-from loraplane.inference_worker.errors import AdapterLoadError
-from loraplane.inference_worker.lora.modules import SUPPORTED_MODULES, module_key
-from loraplane.inference_worker.lora.peft_config import PeftLoRAConfig, validate_adapter_dir
+
+from loraplane.adapter_format import AdapterLoadError, is_hub_id, validate_adapter_dir
 
 MAX_NAME_LENGTH = 128
 MAX_BASE_MODEL_LENGTH = 256
 MAX_RANK = 1024  # beyond any adapter a worker could hold; a larger r is a broken config
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
-_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}")
 _PROBE_LAYERS = 64
 
 
@@ -63,7 +61,7 @@ def check_hub_id(hub_id: str, allow_hub: bool) -> str:
             f"hub source {hub_id[:200]!r} refused: this control plane only accepts local paths under its "
             "adapter roots (start it with --allow-hub-sources to accept hub ids)"
         )
-    if not _HUB_ID.fullmatch(hub_id):
+    if not is_hub_id(hub_id):
         raise InvalidArgumentError(f"hub id {hub_id[:200]!r} is not of the form owner/name")
     return hub_id
 
@@ -105,11 +103,5 @@ def check_adapter_dir(directory: Path) -> CheckedAdapter:
         config, version = validate_adapter_dir(directory, max_lora_rank=MAX_RANK)
     except AdapterLoadError as exc:
         raise InvalidArgumentError(f"{directory} is not a usable PEFT LoRA adapter: {exc}") from exc
-    return CheckedAdapter(version=version, rank=config.max_rank, target_modules=_modules(config))
-
-
-def _modules(config: PeftLoRAConfig) -> tuple[str, ...]:
-    keys = {
-        module: [module_key(layer, module) for layer in range(_PROBE_LAYERS)] for module in SUPPORTED_MODULES
-    }
-    return tuple(module for module, probes in keys.items() if any(config.targets(key) for key in probes))
+    targets = config.targeted_modules(_PROBE_LAYERS)
+    return CheckedAdapter(version=version, rank=config.max_rank, target_modules=targets)

@@ -3,9 +3,29 @@
 The engine, the LoRA manager and the loaders raise these; the gRPC layer maps them to status codes in
 one place and the gateway maps them to OpenAI error objects. Messages are written for a person: they
 say what was wrong and what to do about it.
+
+The adapter-format errors (`AdapterLoadError`, `AdapterSourceNotFoundError`) live in the torch-free
+`loraplane.adapter_format.errors`, shared with the control plane, and are re-exported here. They cannot
+derive from `EngineError`, so code that reports any domain error as is checks `DOMAIN_ERRORS`.
 """
 
 from __future__ import annotations
+
+from loraplane.adapter_format.errors import AdapterLoadError, AdapterSourceNotFoundError
+
+__all__ = [
+    "DOMAIN_ERRORS",
+    "AdapterAlreadyLoadedError",
+    "AdapterLoadError",
+    "AdapterNotFoundError",
+    "AdapterSourceNotFoundError",
+    "EngineDeadError",
+    "EngineError",
+    "EngineOverloadedError",
+    "InvalidRequestError",
+    "ModelLoadError",
+    "ModelNotFoundError",
+]
 
 
 class EngineError(Exception):
@@ -32,18 +52,6 @@ class AdapterAlreadyLoadedError(EngineError):
     """An adapter with this name is already loaded with different weights."""
 
 
-class AdapterLoadError(EngineError):
-    """An adapter cannot be loaded: bad config, unsupported feature, shapes that do not fit."""
-
-    def __init__(self, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.field = field
-
-
-class AdapterSourceNotFoundError(AdapterLoadError):
-    """The adapter's source (path or hub id) holds no adapter."""
-
-
 class ModelLoadError(EngineError):
     """The base model cannot be loaded (unknown path, a folder with no model, unsupported architecture)."""
 
@@ -54,3 +62,7 @@ class EngineOverloadedError(EngineError):
 
 class EngineDeadError(EngineError):
     """The engine loop has stopped; nothing more can be served."""
+
+
+# Every error whose message is written for the caller: the engine's and the adapter format's.
+DOMAIN_ERRORS: tuple[type[Exception], ...] = (EngineError, AdapterLoadError)

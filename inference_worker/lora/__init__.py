@@ -1,8 +1,9 @@
 """Multi-LoRA serving: PEFT adapters, a CPU LRU behind GPU slots, LoRA-wrapped linear layers.
 
-Importing this package is cheap (no torch): `LoRARequest`, `LoRAConfig`, `adapter_version` and the
-config validation in `loraplane.inference_worker.lora.peft_config` are usable by the control plane. The
-torch-backed `LoRAManager` and `AdapterInfo` load on first access.
+Importing this package is cheap (no torch): `LoRARequest` and `LoRAConfig` load at once; the
+torch-backed `LoRAManager` and `AdapterInfo` on first access. The adapter format itself (PEFT config
+validation, target matching, versions, source resolution) is the torch-free `loraplane.adapter_format`,
+shared with the control plane; `adapter_version` is re-exported from it.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from loraplane.inference_worker.lora.config import LoRAConfig
-from loraplane.inference_worker.lora.files import adapter_version
 from loraplane.inference_worker.lora.request import LoRARequest
+
+from loraplane.adapter_format.files import adapter_version
 
 if TYPE_CHECKING:
     from loraplane.inference_worker.lora.manager import AdapterInfo, LoRAManager

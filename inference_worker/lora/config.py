@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from loraplane.inference_worker.errors import InvalidRequestError
-from loraplane.inference_worker.lora.modules import SUPPORTED_MODULES
+
+from loraplane.adapter_format.modules import SUPPORTED_MODULES
 
 LORA_DTYPES = ("auto", "float16", "bfloat16", "float32")
 

@@ -14,23 +14,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from loraplane.inference_worker.errors import (
-    AdapterAlreadyLoadedError,
-    AdapterLoadError,
-    AdapterNotFoundError,
-)
+from loraplane.inference_worker.errors import AdapterAlreadyLoadedError, AdapterNotFoundError
 from loraplane.inference_worker.lora.cache import AdapterCache
 from loraplane.inference_worker.lora.config import LoRAConfig
-from loraplane.inference_worker.lora.files import adapter_version
 from loraplane.inference_worker.lora.layers import LoRALinear, wrap_lora_layers
-from loraplane.inference_worker.lora.modules import SUPPORTED_MODULES, module_key
-from loraplane.inference_worker.lora.peft_config import PeftLoRAConfig, load_peft_config
 from loraplane.inference_worker.lora.request import LoRARequest
-from loraplane.inference_worker.lora.resolve import resolve_adapter_path
 from loraplane.inference_worker.lora.slots import SlotTable
 from loraplane.inference_worker.lora.weights import AdapterWeights, BaseModelShapes, load_adapter_weights
 from loraplane.kernels.lora_meta import LoRAKernelMeta
 from torch import nn
+
+from loraplane.adapter_format import (
+    AdapterLoadError,
+    PeftLoRAConfig,
+    adapter_version,
+    load_peft_config,
+    resolve_adapter_path,
+)
 
 logger = logging.getLogger(__name__)
 _LOADER_THREADS = 4
@@ -199,10 +199,8 @@ class LoRAManager:
     def _check_enabled_modules(self, config: PeftLoRAConfig) -> None:
         """Reject an adapter that targets a projection this engine was started without LoRA on."""
         enabled = self.config.enabled_modules
-        for name in SUPPORTED_MODULES:
-            if name in enabled:
-                continue
-            if any(config.targets(module_key(layer, name)) for layer in range(self.shapes.num_layers)):
+        for name in config.targeted_modules(self.shapes.num_layers):
+            if name not in enabled:
                 raise AdapterLoadError(
                     f"the adapter targets {name}, but this engine serves LoRA only on "
                     f"{', '.join(enabled)} (lora_target_modules); restart it with {name} included",

@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from loraplane.inference_worker.errors import AdapterLoadError
-from loraplane.inference_worker.lora.files import find_weights_file
-from loraplane.inference_worker.lora.modules import MODULE_PARENTS, module_key
-from loraplane.inference_worker.lora.peft_config import PeftLoRAConfig
+
+from loraplane.adapter_format.errors import AdapterLoadError
+from loraplane.adapter_format.files import find_weights_file
+from loraplane.adapter_format.modules import MODULE_PARENTS, module_key
+from loraplane.adapter_format.peft_config import PeftLoRAConfig
 
 _KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.(?P<kind>lora_A|lora_B)(?:\.[\w-]+)?\.weight$")
 # (layer, PEFT module name) -> (lora_A, lora_B)

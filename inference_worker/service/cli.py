@@ -152,11 +152,11 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"loraplane worker: {exc}", file=sys.stderr)
         return 2
-    from loraplane.inference_worker.errors import EngineError
+    from loraplane.inference_worker.errors import DOMAIN_ERRORS
     from loraplane.inference_worker.service.server import serve
 
     try:
         return asyncio.run(serve(config, on_ready=_announce))
-    except (EngineError, RuntimeError) as exc:
+    except (*DOMAIN_ERRORS, RuntimeError) as exc:
         logger.error("worker failed to start: %s", exc)
         return 1

@@ -88,7 +88,7 @@ def error_code_for(exc: BaseException) -> int:
 
 
 def _message(exc: BaseException) -> str:
-    if isinstance(exc, errors.EngineError):
+    if isinstance(exc, errors.DOMAIN_ERRORS):
         return str(exc)
     return f"internal error ({type(exc).__name__}: {exc}); see the worker's log"
 
@@ -268,7 +268,7 @@ class ControlPlaneClient:
             else:
                 await self.models.unload(command.name, command.version)
         except Exception as exc:
-            if not isinstance(exc, errors.EngineError):
+            if not isinstance(exc, errors.DOMAIN_ERRORS):
                 logger.exception("control plane command %s failed", command.command_id)
             result.ok, result.error_code, result.error_message = False, error_code_for(exc), _message(exc)
         result.resident_adapters.extend(self._resident())

@@ -19,7 +19,7 @@ from loraplane.inference_worker import errors
 logger = logging.getLogger(__name__)
 
 # Most specific first: the first matching class wins.
-STATUS_BY_ERROR: tuple[tuple[type[errors.EngineError], grpc.StatusCode], ...] = (
+STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (errors.InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.ModelNotFoundError, grpc.StatusCode.NOT_FOUND),
     (errors.AdapterAlreadyLoadedError, grpc.StatusCode.ALREADY_EXISTS),
@@ -36,7 +36,7 @@ def status_for(exc: BaseException) -> tuple[grpc.StatusCode, str]:
     for error_type, code in STATUS_BY_ERROR:
         if isinstance(exc, error_type):
             return code, str(exc) or error_type.__name__
-    if isinstance(exc, errors.EngineError):
+    if isinstance(exc, errors.DOMAIN_ERRORS):
         return grpc.StatusCode.INTERNAL, str(exc) or type(exc).__name__
     return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see the worker's log"
 

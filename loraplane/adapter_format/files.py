@@ -1,17 +1,17 @@
 """An adapter directory's files: which ones hold the weights, a cheap integrity check, the version.
 
 Torch-free on purpose: the control plane imports this to validate and version adapters without
-loading a model.
+loading a model (safetensors reads the header with its numpy framework, which needs no torch).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import struct
 from pathlib import Path
 
-from loraplane.inference_worker.errors import AdapterLoadError, AdapterSourceNotFoundError
+from safetensors import SafetensorError, safe_open
+
+from loraplane.adapter_format.errors import AdapterLoadError, AdapterSourceNotFoundError
 
 CONFIG_FILE = "adapter_config.json"
 # PEFT's save order: safetensors first, the pickled .bin only for old adapters (vLLM searches the same way).
@@ -62,21 +62,15 @@ def adapter_version(path: str | Path) -> str:
 
 
 def check_weights_file(path: Path) -> None:
-    """Cheap integrity check (no tensor is read): a safetensors header that parses and fits the file,
-    or a non-empty .bin. Raises AdapterLoadError(field="weights")."""
-    size = path.stat().st_size
+    """Cheap integrity check (no tensor is read): a safetensors header that safetensors itself accepts
+    (valid JSON, offsets that exactly cover the file), or a non-empty .bin.
+    Raises AdapterLoadError(field="weights")."""
     if path.suffix == ".bin":
-        if size == 0:
+        if path.stat().st_size == 0:
             raise AdapterLoadError(f"{path} is empty", field="weights")
         return
     try:
-        with path.open("rb") as handle:
-            (header_len,) = struct.unpack("<Q", handle.read(8))
-            if header_len <= 0 or 8 + header_len > size:
-                raise ValueError(f"header length {header_len} does not fit a {size}-byte file")
-            header = json.loads(handle.read(header_len))
-        data_end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-        if 8 + header_len + data_end > size:
-            raise ValueError(f"tensor data ends at byte {8 + header_len + data_end}, file has {size}")
-    except (struct.error, ValueError, KeyError, TypeError, IndexError) as exc:
+        with safe_open(path, framework="numpy"):
+            pass
+    except (SafetensorError, OSError) as exc:
         raise AdapterLoadError(f"{path} is not a valid safetensors file: {exc}", field="weights") from exc

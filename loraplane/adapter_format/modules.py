@@ -1,4 +1,8 @@
-"""Names of the projections a LoRA adapter may target in a Llama-family model, as PEFT writes them."""
+"""Names of the projections a LoRA adapter may target in a Llama-family model, as PEFT writes them.
+
+The one vocabulary of supported modules: the control plane reports and validates targets with it, the
+worker wraps exactly these projections.
+"""
 
 from __future__ import annotations
 

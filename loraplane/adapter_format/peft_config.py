@@ -2,7 +2,8 @@
 
 Torch-free: the control plane validates adapters with `validate_adapter_dir` (config + weight files
 present and intact) before any worker loads them. The worker then checks shapes against its model
-(`loraplane.inference_worker.lora.weights`).
+(`loraplane.inference_worker.lora.weights`). Target and pattern matching live in
+`loraplane.adapter_format.matching`.
 """
 
 from __future__ import annotations
@@ -14,16 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loraplane.inference_worker.errors import AdapterLoadError
-from loraplane.inference_worker.lora.files import (
-    CONFIG_FILE,
-    adapter_files,
-    adapter_version,
-    check_weights_file,
-)
-from loraplane.inference_worker.lora.modules import (
+from loraplane.adapter_format.errors import AdapterLoadError
+from loraplane.adapter_format.files import CONFIG_FILE, adapter_files, adapter_version, check_weights_file
+from loraplane.adapter_format.matching import check_target_module_exists, get_pattern_key
+from loraplane.adapter_format.modules import (
     DEFAULT_TARGET_MODULES,
     SUPPORTED_MODULES,
+    module_key,
     supported_keys,
     unsupported_keys,
 )
@@ -56,7 +54,7 @@ class PeftLoRAConfig:
     """The fields of a PEFT LoraConfig that decide which modules get which rank and scaling.
 
     Semantics: `targets(key)`, `rank_for(key)`, `alpha_for(key)` and `scaling_for(key)` follow PEFT's
-    `check_target_module_exists` and `get_pattern_key` for a module `key` such as
+    `check_target_module_exists` and `get_pattern_key` (see `matching`) for a module `key` such as
     "model.layers.3.self_attn.q_proj"; scaling is alpha/r, or alpha/sqrt(r) with use_rslora.
     `fan_in_fan_out` only describes the base layer's layout (GPT-2 Conv1D); on Llama's nn.Linear PEFT
     turns it off, and lora_A/lora_B are always stored [r, in] / [out, r], so it needs no transpose.
@@ -79,15 +77,15 @@ class PeftLoRAConfig:
         return max([self.r] + [rank for _, rank in self.rank_pattern])
 
     def targets(self, key: str) -> bool:
-        if self._excluded(key):
-            return False
-        if isinstance(self.target_modules, str):
-            return re.fullmatch(self.target_modules, key) is not None
-        if key in self.target_modules:
-            return True
-        if not any(key.endswith(f".{target}") for target in self.target_modules):
-            return False
-        return self._layer_selected(key)
+        return check_target_module_exists(self, key)
+
+    def targeted_modules(self, num_layers: int) -> tuple[str, ...]:
+        """The supported modules this config targets in at least one of the first `num_layers` layers."""
+        return tuple(
+            module
+            for module in SUPPORTED_MODULES
+            if any(self.targets(module_key(layer, module)) for layer in range(num_layers))
+        )
 
     def rank_for(self, key: str) -> int:
         return _pattern_value(self.rank_pattern, key, self.r)
@@ -100,33 +98,11 @@ class PeftLoRAConfig:
         alpha = self.alpha_for(key)
         return alpha / math.sqrt(rank) if self.use_rslora else alpha / rank
 
-    def _excluded(self, key: str) -> bool:
-        if not self.exclude_modules:
-            return False
-        if isinstance(self.exclude_modules, str):
-            return re.fullmatch(self.exclude_modules, key) is not None
-        return key in self.exclude_modules or any(key.endswith(f".{ex}") for ex in self.exclude_modules)
-
-    def _layer_selected(self, key: str) -> bool:
-        if self.layers_to_transform is None or len(self.layers_to_transform) == 0:
-            return True
-        if not self.layers_pattern:
-            match = re.match(r".*?\.[^.]*\.(?P<idx>\d+)\.", key)
-        else:
-            match = None
-            for pattern in self.layers_pattern:
-                match = re.match(rf"(?:^|.*?\.){pattern}\.(?P<idx>\d+)\.", key)
-                if match is not None:
-                    break
-        return match is not None and int(match.group("idx")) in self.layers_to_transform
-
 
 def _pattern_value(patterns: tuple[tuple[str, Any], ...], key: str, default: Any) -> Any:
-    """PEFT's get_pattern_key: the first pattern (in file order) that matches a dotted suffix of key."""
-    for pattern, value in patterns:
-        if re.match(rf"(.*\.)?({pattern})$", key):
-            return value
-    return default
+    """PEFT's `pattern.get(get_pattern_key(pattern.keys(), key), default)` on (pattern, value) pairs."""
+    values = dict(patterns)
+    return values.get(get_pattern_key(values, key), default)
 
 
 def load_peft_config(

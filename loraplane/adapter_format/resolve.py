@@ -1,4 +1,8 @@
-"""Turn an adapter source (local path, `~` path, or Hugging Face hub id) into a local directory."""
+"""Turn an adapter source (local path, `~` path, or Hugging Face hub id) into a local directory.
+
+Shared by the worker (which loads what it is told) and the control plane (which first checks the
+source against its policy: adapter roots, whether hub ids are allowed).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,19 @@ import logging
 import re
 from pathlib import Path
 
-from loraplane.inference_worker.errors import AdapterSourceNotFoundError
+from loraplane.adapter_format.errors import AdapterSourceNotFoundError
+from loraplane.adapter_format.files import CONFIG_FILE, WEIGHT_FILES
 
 logger = logging.getLogger(__name__)
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-_ADAPTER_FILES = ["adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"]
+# owner/name as the hub spells it: each part at most 96 characters, the owner starting alphanumeric.
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]{0,95}/[\w.-]{1,96}")
+_ADAPTER_FILES = [CONFIG_FILE, *WEIGHT_FILES]
+
+
+def is_hub_id(source: str) -> bool:
+    """True when `source` has the shape of a Hugging Face hub id (`owner/name`)."""
+    return _HUB_ID.fullmatch(source) is not None
 
 
 def resolve_adapter_path(
@@ -32,7 +43,7 @@ def resolve_adapter_path(
     path = Path(source).expanduser()
     if path.is_dir():
         return path.resolve()
-    if not _HUB_ID.match(source) or source.startswith(("/", ".", "~")):
+    if not is_hub_id(source):
         raise AdapterSourceNotFoundError(
             f"adapter path {source!r} does not exist (and is not a hub id of the form owner/name)",
             field="source",

@@ -1,4 +1,4 @@
-"""Names, sources under the adapter roots, and adapter folders (through the LoRA engine's parser)."""
+"""Names, sources under the adapter roots, and adapter folders (through `loraplane.adapter_format`)."""
 
 from __future__ import annotations
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import shutil
 
-from loraplane.inference_worker.lora import adapter_version
-
+from loraplane.adapter_format import adapter_version
 from tests.inference_worker.lora.conftest import edit_config
 
 

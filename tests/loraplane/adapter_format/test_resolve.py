@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from loraplane.inference_worker.errors import AdapterSourceNotFoundError
-from loraplane.inference_worker.lora.resolve import resolve_adapter_path
+
+from loraplane.adapter_format import AdapterSourceNotFoundError, is_hub_id, resolve_adapter_path
 
 
 def _fake_hub_cache(cache, repo_id, adapter):
@@ -46,3 +46,23 @@ def test_hub_id_not_cached_says_what_to_do(tmp_path, kwargs, hint):
 def test_missing_paths_are_not_mistaken_for_hub_ids(source):
     with pytest.raises(AdapterSourceNotFoundError, match="does not exist"):
         resolve_adapter_path(source, offline=True)
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("acme/sql-lora", True),
+        ("Org_1/model.v2", True),
+        ("a" * 96 + "/b", True),
+        ("a" * 97 + "/b", False),
+        ("acme/" + "b" * 97, False),
+        ("acme", False),
+        ("a/b/c", False),
+        ("-acme/x", False),
+        ("./acme/x", False),
+        ("acme/x\n", False),
+        ("acme/x y", False),
+    ],
+)
+def test_hub_id_shape(source, expected):
+    assert is_hub_id(source) is expected
