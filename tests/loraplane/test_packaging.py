@@ -6,10 +6,13 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 import tomllib
+
+from loraplane.supervisor import SAFE_PATH
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPONENTS = ("control_plane", "gateway", "inference_worker", "kernels")
@@ -44,3 +47,22 @@ def test_components_resolve_to_the_repository_folders(component):
     code = f"import loraplane.{component} as m; print(m.__file__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd="/")
     assert Path(out.stdout.strip()) == ROOT / component / "__init__.py"
+
+
+def test_hugging_face_kernels_and_ours_are_both_importable():
+    """Hugging Face's `kernels` (a transformers dependency) and `loraplane.kernels` live side by side,
+    even for a process started in the repository root (the supervisor's children run with `-P`)."""
+    try:
+        metadata.distribution("kernels")
+    except metadata.PackageNotFoundError:
+        pytest.skip("Hugging Face's kernels package is not installed")
+    code = (
+        "import kernels, loraplane.kernels, transformers.integrations.hub_kernels;"
+        "print(kernels.__file__); print(loraplane.kernels.__file__)"
+    )
+    out = subprocess.run(
+        [sys.executable, *SAFE_PATH, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    theirs, ours = (Path(line) for line in out.stdout.split())
+    assert ROOT not in theirs.parents
+    assert ours == ROOT / "kernels" / "__init__.py"
