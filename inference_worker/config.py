@@ -1,24 +1,35 @@
-"""Engine configuration (built once at the entry point) and the worker's environment variables."""
+"""Engine configuration (built once at the entry point) and the worker's environment variables.
+
+Torch-free: the worker's CLI builds and validates an `EngineConfig` before importing the engine, so a
+bad value is rejected before any model is loaded or port is bound. The names here become torch types in
+`loraplane.inference_worker.model_loader` (`resolve_device`, `resolve_dtype`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    from loraplane.inference_worker.lora.config import LoRAConfig
 
-_DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "float": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-    "half": torch.float16,
+# dtype name (vLLM's spellings) -> the torch dtype attribute it means.
+DTYPE_ALIASES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
 }
+LOAD_FORMATS = ("auto", "safetensors", "pt", "dummy")
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
 def cache_root() -> Path:
@@ -33,7 +44,8 @@ class EngineConfig:
     `model=None` serves the demo model. `num_kv_blocks` overrides KV sizing (tests use it to force
     preemption); otherwise CUDA sizes the cache from `gpu_memory_utilization` after a warm-up forward and
     CPU uses `cpu_kv_cache_gb`. `async_scheduling` queues a decode step's successor on the device before
-    reading the step's tokens (default: on for CUDA).
+    reading the step's tokens (default: on for CUDA). With `enable_lora` the LoRA capacity settings are
+    checked here too (`lora_config()`). Every bad value raises ValueError naming the option.
     """
 
     model: str | None = None
@@ -63,22 +75,46 @@ class EngineConfig:
     lora_starvation_steps: int = 32
 
     def __post_init__(self) -> None:
-        if self.load_format not in ("auto", "safetensors", "pt", "dummy"):
-            raise ValueError(f"load_format must be auto, safetensors, pt or dummy, got {self.load_format!r}")
-        if self.dtype != "auto" and self.dtype not in _DTYPES:
-            raise ValueError(f"dtype must be auto or one of {sorted(_DTYPES)}, got {self.dtype!r}")
-        if not 0.0 < self.gpu_memory_utilization <= 1.0:
-            raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization}")
+        self._check_choices()
         for name in ("max_num_seqs", "block_size", "max_loras", "max_lora_rank"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+            _require_positive_int(name, getattr(self, name))
+        for name in ("max_model_len", "max_num_batched_tokens", "num_kv_blocks"):
+            if getattr(self, name) is not None:
+                _require_positive_int(name, getattr(self, name))
+        if not 0.0 < self.gpu_memory_utilization <= 1.0:
+            raise ValueError(
+                f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization} "
+                "(the fraction of GPU memory the engine may use, e.g. 0.9)"
+            )
+        if not self.cpu_kv_cache_gb > 0:
+            raise ValueError(
+                f"cpu_kv_cache_gb must be > 0, got {self.cpu_kv_cache_gb} (GiB of KV cache on CPU)"
+            )
         if self.lora_target_modules is not None and not isinstance(self.lora_target_modules, tuple):
             targets = self.lora_target_modules
             object.__setattr__(
                 self, "lora_target_modules", (targets,) if isinstance(targets, str) else tuple(targets)
             )
-        if self.max_model_len is not None and self.max_model_len < 1:
-            raise ValueError(f"max_model_len must be >= 1, got {self.max_model_len}")
+        if self.enable_lora:
+            self._check_lora()
+
+    def _check_choices(self) -> None:
+        if self.load_format not in LOAD_FORMATS:
+            raise ValueError(
+                f"load_format must be one of {', '.join(LOAD_FORMATS)}, got {self.load_format!r}"
+            )
+        if self.dtype != "auto" and self.dtype not in DTYPE_ALIASES:
+            raise ValueError(f"dtype must be auto or one of {sorted(DTYPE_ALIASES)}, got {self.dtype!r}")
+        if not isinstance(self.device, str) or not _DEVICE.fullmatch(self.device):
+            raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+    def _check_lora(self) -> None:
+        from loraplane.inference_worker.errors import InvalidRequestError
+
+        try:
+            self.lora_config()
+        except InvalidRequestError as exc:
+            raise ValueError(str(exc)) from exc
 
     @classmethod
     def from_kwargs(cls, **kwargs) -> EngineConfig:
@@ -88,20 +124,23 @@ class EngineConfig:
             raise TypeError(f"unknown engine options: {unknown}; known: {sorted(names)}")
         return cls(**kwargs)
 
-    def uses_async_scheduling(self, device: torch.device) -> bool:
+    def lora_config(self) -> LoRAConfig:
+        """The LoRA manager's capacity settings (validated there: one place for their rules)."""
+        from loraplane.inference_worker.lora.config import LoRAConfig
+
+        return LoRAConfig(
+            max_loras=self.max_loras,
+            max_lora_rank=self.max_lora_rank,
+            max_cpu_loras=self.max_cpu_loras,
+            lora_dtype=self.lora_dtype,
+            target_modules=self.lora_target_modules,
+        )
+
+    def uses_async_scheduling(self, device_type: str) -> bool:
         """`async_scheduling=None` (auto): on for CUDA, where host work can overlap the GPU; off on CPU."""
-        return device.type == "cuda" if self.async_scheduling is None else self.async_scheduling
+        return device_type == "cuda" if self.async_scheduling is None else self.async_scheduling
 
-    def torch_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
 
-    def torch_dtype(self, hf_config, device: torch.device) -> torch.dtype:
-        """`auto`: fp32 on CPU; on CUDA the checkpoint's half type, else bf16."""
-        if self.dtype != "auto":
-            return _DTYPES[self.dtype]
-        if device.type == "cpu":
-            return torch.float32
-        dtype = getattr(hf_config, "dtype", None) or getattr(hf_config, "torch_dtype", None)
-        return dtype if dtype in (torch.float16, torch.bfloat16) else torch.bfloat16
+def _require_positive_int(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")

@@ -9,9 +9,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from loraplane.kernels.attention import CpuStepMeta
+    from loraplane.kernels.lora_meta import LoRAKernelMeta
 
 
 @dataclass
@@ -33,8 +37,8 @@ class Context:
     cu_seqlens_q: torch.Tensor | None = None
     seq_lens: torch.Tensor | None = None
     max_seqlen_q: int = 0
-    lora_meta: Any = None
-    cpu_attn_meta: Any = None
+    lora_meta: LoRAKernelMeta | None = None
+    cpu_attn_meta: CpuStepMeta | None = None
 
 
 _EMPTY = Context()

@@ -10,9 +10,15 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import torch
 from loraplane.inference_worker.context import Context, set_context
+from torch import nn
+
+if TYPE_CHECKING:
+    from loraplane.inference_worker.lora import LoRAManager
+    from loraplane.kernels.lora_meta import LoRAKernelMeta
 
 logger = logging.getLogger(__name__)
 
@@ -24,8 +30,13 @@ def decode_buckets(max_num_seqs: int) -> list[int]:
 
 class CudaGraphRunner:
     def __init__(
-        self, model, device: torch.device, max_num_seqs: int, max_blocks_per_seq: int, lora_manager=None
-    ):
+        self,
+        model: nn.Module,
+        device: torch.device,
+        max_num_seqs: int,
+        max_blocks_per_seq: int,
+        lora_manager: LoRAManager | None = None,
+    ) -> None:
         self.model = model
         self.lora_manager = lora_manager
         self.buckets = sorted(set(decode_buckets(max_num_seqs)))
@@ -45,7 +56,7 @@ class CudaGraphRunner:
     def can_run(self, batch_size: int) -> bool:
         return batch_size <= self.max_bs
 
-    def _context(self, bs: int, lora_meta) -> Context:
+    def _context(self, bs: int, lora_meta: LoRAKernelMeta | None) -> Context:
         return Context(
             is_prefill=False,
             slot_mapping=self.slot_mapping[:bs],
@@ -72,7 +83,7 @@ class CudaGraphRunner:
         torch.cuda.synchronize()
         logger.info("captured %d CUDA graphs in %.1fs", len(self.graphs), time.monotonic() - started)
 
-    def _capture_meta(self, bs: int):
+    def _capture_meta(self, bs: int) -> LoRAKernelMeta:
         meta = self.lora_manager.meta
         meta.prepare(torch.zeros(bs, dtype=torch.int32), self.lora_manager.slot_rank)
         return meta

@@ -10,13 +10,18 @@ nothing is held back).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
 _PROMPT_CONTEXT = 5
 
 
 class IncrementalDetokenizer:
     def __init__(
         self,
-        tokenizer,
+        tokenizer: PreTrainedTokenizerBase,
         prompt_token_ids: list[int],
         skip_special_tokens: bool,
         stop: list[str],

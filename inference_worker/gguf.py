@@ -7,6 +7,10 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +49,7 @@ def convert_gguf(gguf: Path, target: Path) -> None:
     logger.info("model ready at %s in %.1fs", target, time.monotonic() - started)
 
 
-def _save_plain(model, out: Path) -> None:
+def _save_plain(model: PreTrainedModel, out: Path) -> None:
     """Write a GGUF-loaded model as a plain HF directory (transformers refuses to save GGUF models)."""
     from safetensors.torch import save_file
 

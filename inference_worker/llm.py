@@ -5,11 +5,16 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Sequence as Seq
+from typing import TYPE_CHECKING
 
 from loraplane.inference_worker.config import EngineConfig
 from loraplane.inference_worker.llm_engine import LLMEngine
 from loraplane.inference_worker.outputs import RequestOutput
 from loraplane.inference_worker.sampling_params import SamplingParams
+
+if TYPE_CHECKING:
+    from loraplane.inference_worker.lora import AdapterInfo, LoRARequest
+    from transformers import PreTrainedTokenizerBase
 
 logger = logging.getLogger(__name__)
 
@@ -37,14 +42,14 @@ class LLM:
         self.engine = LLMEngine(self.config)
         self._ids = itertools.count()
 
-    def get_tokenizer(self):
+    def get_tokenizer(self) -> PreTrainedTokenizerBase | None:
         return self.engine.tokenizer
 
     def generate(
         self,
         prompts: Prompt | Seq[Prompt],
         sampling_params: SamplingParams | list[SamplingParams] | None = None,
-        lora_request=None,
+        lora_request: LoRARequest | list[LoRARequest | None] | None = None,
         use_tqdm: bool = False,
     ) -> list[RequestOutput]:
         """One RequestOutput per prompt, in order. A bad request raises before anything runs."""
@@ -91,9 +96,9 @@ class LLM:
 
     def chat(
         self,
-        messages,
-        sampling_params=None,
-        lora_request=None,
+        messages: list[dict[str, str]] | list[list[dict[str, str]]],
+        sampling_params: SamplingParams | list[SamplingParams] | None = None,
+        lora_request: LoRARequest | list[LoRARequest | None] | None = None,
         add_generation_prompt: bool = True,
         chat_template: str | None = None,
         use_tqdm: bool = False,
@@ -116,33 +121,15 @@ class LLM:
         ]
         return self.generate(prompts, sampling_params, lora_request, use_tqdm)
 
-    # ---- adapters (need enable_lora) -------------------------------------------------------------
-    def _lora(self):
-        from loraplane.inference_worker.errors import InvalidRequestError
-
-        if self.engine.lora_manager is None:
-            raise InvalidRequestError("this LLM was created without enable_lora=True", param="lora_request")
-        return self.engine.lora_manager
-
-    def add_lora(self, lora_request) -> bool:
-        self._lora().add(lora_request).result()
-        return True
+    # ---- adapters (need enable_lora; the engine's API, see LLMEngine) ----------------------------
+    def add_lora(self, lora_request: LoRARequest) -> bool:
+        return self.engine.add_lora(lora_request)
 
     def remove_lora(self, name_or_id: str | int) -> bool:
-        return self._lora().remove(self._lora_name(name_or_id))
+        return self.engine.remove_lora(name_or_id)
 
     def pin_lora(self, name_or_id: str | int) -> bool:
-        return self._lora().pin(self._lora_name(name_or_id))
+        return self.engine.pin_lora(name_or_id)
 
-    def list_loras(self) -> list:
-        return self._lora().list()
-
-    def _lora_name(self, name_or_id: str | int) -> str:
-        if isinstance(name_or_id, str):
-            return name_or_id
-        for info in self._lora().list():
-            if info.int_id == name_or_id:
-                return info.name
-        from loraplane.inference_worker.errors import AdapterNotFoundError
-
-        raise AdapterNotFoundError(f"no adapter with lora_int_id {name_or_id}")
+    def list_loras(self) -> list[AdapterInfo]:
+        return self.engine.list_loras()

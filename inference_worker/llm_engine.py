@@ -1,57 +1,63 @@
 """LLMEngine: requests in, one scheduled step at a time, RequestOutput snapshots out (synchronous).
 
 Engine -> Scheduler -> ModelRunner -> Model. The offline `LLM` and the `AsyncLLMEngine` both drive it.
+The model, tokenizer and HF config come from `model_loader.load_model`; a step's samples become tokens,
+logprobs and stops in `output_processor`. The adapter API (`add_lora`, `remove_lora`, `pin_lora`,
+`list_loras`) lives here once, behind one check that the engine was started with `enable_lora`.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from loraplane.inference_worker.block_manager import BlockManager
 from loraplane.inference_worker.config import EngineConfig
 from loraplane.inference_worker.detokenizer import IncrementalDetokenizer
-from loraplane.inference_worker.errors import InvalidRequestError, ModelLoadError
-from loraplane.inference_worker.layers.sampler import SampleResult
-from loraplane.inference_worker.model_loader import (
-    build_model,
-    checkpoint_files,
-    load_hf_config,
-    resolve_model_path,
-)
+from loraplane.inference_worker.errors import AdapterNotFoundError, InvalidRequestError
+from loraplane.inference_worker.model_loader import LoadedModel, load_model
 from loraplane.inference_worker.model_runner import InFlightStep, ModelRunner
-from loraplane.inference_worker.outputs import EngineStats, Logprob, RequestOutput
+from loraplane.inference_worker.output_processor import OutputProcessor
+from loraplane.inference_worker.outputs import EngineStats, RequestOutput
 from loraplane.inference_worker.request_state import RequestState
 from loraplane.inference_worker.sampling_params import SamplingParams
 from loraplane.inference_worker.scheduler import ScheduledBatch, Scheduler, SchedulerConfig
-from loraplane.inference_worker.sequence import Sequence, SequenceStatus
-from transformers import AutoTokenizer
+from loraplane.inference_worker.sequence import Sequence
+
+if TYPE_CHECKING:
+    from loraplane.inference_worker.lora import AdapterInfo, LoRAManager, LoRARequest
+    from torch import nn
 
 logger = logging.getLogger(__name__)
 
+LORA_DISABLED = "LoRA is not enabled on this engine: start it with enable_lora=True (--enable-lora)"
+
 
 class LLMEngine:
-    def __init__(self, config: EngineConfig) -> None:
+    """Assembles the engine from a loaded model and runs it one step at a time.
+
+    `LLMEngine(config)` loads the model through `model_loader.load_model`; a caller that already has a
+    `LoadedModel` passes it. The engine owns the LoRA manager (with `enable_lora`), the runner, the
+    block manager and the scheduler; it never reads the model's files itself.
+    """
+
+    def __init__(self, config: EngineConfig, loaded: LoadedModel | None = None) -> None:
         self.config = config
-        path = resolve_model_path(config.model)
-        self.model_path = path
-        self.model_name = config.served_model_name or _default_name(config.model)
-        self.hf_config = load_hf_config(path)
-        if config.load_format != "dummy":
-            checkpoint_files(path)  # a folder without weights fails here, before anything slow
-        self.device = config.torch_device()
-        self.dtype = config.torch_dtype(self.hf_config, self.device)
-        self.max_model_len = _max_model_len(config, self.hf_config)
-        self.tokenizer = None if config.skip_tokenizer_init else _load_tokenizer(config.tokenizer or path)
-        model = build_model(config, self.hf_config, path, self.device, self.dtype, self.max_model_len)
+        loaded = loaded if loaded is not None else load_model(config)
+        self.model_path, self.model_name = loaded.path, loaded.name
+        self.hf_config, self.tokenizer = loaded.hf_config, loaded.tokenizer
+        self.device, self.dtype = loaded.device, loaded.dtype
+        self.max_model_len, self.eos_token_ids = loaded.max_model_len, loaded.eos_token_ids
         max_tokens = config.max_num_batched_tokens or max(
             8192 if self.device.type == "cuda" else 2048, config.max_num_seqs
         )
-        self.lora_manager = self._make_lora_manager(model, max_tokens) if config.enable_lora else None
-        self.eos_token_ids = _eos_ids(self.hf_config, self.tokenizer, path)
+        self.lora_manager: LoRAManager | None = None
+        if config.enable_lora:
+            self.lora_manager = self._make_lora_manager(loaded.model, max_tokens)
         self.runner = ModelRunner(
             config,
             self.hf_config,
-            model,
+            loaded.model,
             self.device,
             self.dtype,
             self.max_model_len,
@@ -71,7 +77,8 @@ class LLMEngine:
         ready = self.lora_manager.is_ready if self.lora_manager is not None else (lambda version: True)
         self.scheduler = Scheduler(sched_config, self.block_manager, ready)
         self.requests: dict[str, RequestState] = {}
-        self.async_scheduling = config.uses_async_scheduling(self.device)
+        self.output_processor = OutputProcessor(self.tokenizer, self.eos_token_ids, self.max_model_len)
+        self.async_scheduling = config.uses_async_scheduling(self.device.type)
         self._in_flight: InFlightStep | None = None
         logger.info(
             "engine ready: %s on %s (%s), max_model_len=%d",
@@ -81,18 +88,12 @@ class LLMEngine:
             self.max_model_len,
         )
 
-    def _make_lora_manager(self, model, max_num_tokens: int):
-        from loraplane.inference_worker.lora import LoRAConfig, LoRAManager
+    def _make_lora_manager(self, model: nn.Module, max_num_tokens: int) -> LoRAManager:
+        from loraplane.inference_worker.lora import LoRAManager
 
-        c = self.config
-        lora_config = LoRAConfig(
-            max_loras=c.max_loras,
-            max_lora_rank=c.max_lora_rank,
-            max_cpu_loras=c.max_cpu_loras,
-            lora_dtype=c.lora_dtype,
-            target_modules=c.lora_target_modules,
+        return LoRAManager(
+            self.config.lora_config(), model, self.device, self.dtype, max_num_tokens=max_num_tokens
         )
-        return LoRAManager(lora_config, model, self.device, self.dtype, max_num_tokens=max_num_tokens)
 
     # ---- requests -------------------------------------------------------------------------------
     def add_request(
@@ -100,7 +101,7 @@ class LLMEngine:
         request_id: str,
         prompt: str | list[int],
         params: SamplingParams | None = None,
-        lora_request=None,
+        lora_request: LoRARequest | None = None,
     ) -> None:
         """Validate and queue a request. Raises InvalidRequestError / AdapterNotFoundError; on error
         nothing is queued."""
@@ -111,36 +112,22 @@ class LLMEngine:
         request_id: str,
         prompt: str | list[int],
         params: SamplingParams | None = None,
-        lora_request=None,
+        lora_request: LoRARequest | None = None,
     ) -> RequestState:
         """Validate a request and build its state without touching the queues (safe from any thread)."""
         params = params or SamplingParams()
         prompt_text, prompt_ids = self._tokenize(prompt)
-        version = self._lora_version(lora_request)
-        state = RequestState(request_id, prompt_text, prompt_ids, params, [], [], lora_request)
-        if params.prompt_logprobs is not None:
-            state.prompt_logprobs = [None] * len(prompt_ids)
-        for index in range(params.n):
-            seq = Sequence(
-                prompt_ids,
-                params,
-                request_id=request_id,
-                index=index,
-                lora_version=version,
-                block_size=self.config.block_size,
-            )
-            state.seqs.append(seq)
-            detok = None
-            if params.detokenize and self.tokenizer is not None:
-                detok = IncrementalDetokenizer(
-                    self.tokenizer,
-                    prompt_ids,
-                    params.skip_special_tokens,
-                    params.stop_strings,
-                    params.include_stop_str_in_output,
-                )
-            state.detokenizers.append(detok)
-        return state
+        version = None if lora_request is None else self.require_lora().version_of(lora_request)
+        return RequestState.create(
+            request_id,
+            prompt_text,
+            prompt_ids,
+            params,
+            lora_request,
+            version,
+            self.config.block_size,
+            self.tokenizer,
+        )
 
     def enqueue(self, state: RequestState) -> None:
         if state.request_id in self.requests:
@@ -171,13 +158,6 @@ class LLMEngine:
             raise InvalidRequestError(f"prompt token ids must be in [0, {vocab})", param="prompt")
         return text, ids
 
-    def _lora_version(self, lora_request) -> str | None:
-        if lora_request is None:
-            return None
-        if self.lora_manager is None:
-            raise InvalidRequestError("this engine was started without enable_lora", param="lora_request")
-        return self.lora_manager.version_of(lora_request)
-
     def abort(self, request_id: str) -> bool:
         """Drop a request and free its KV blocks at once; False when it is unknown or already done."""
         state = self.requests.pop(request_id, None)
@@ -193,6 +173,42 @@ class LLMEngine:
 
     def has_unfinished_requests(self) -> bool:
         return bool(self.requests) or self._in_flight is not None
+
+    # ---- adapters (vLLM's LoRA API) -------------------------------------------------------------
+    def require_lora(self) -> LoRAManager:
+        """The LoRA manager: the one place that rejects adapter use on an engine without `enable_lora`
+        (InvalidRequestError, param `lora_request`)."""
+        if self.lora_manager is None:
+            raise InvalidRequestError(LORA_DISABLED, param="lora_request")
+        return self.lora_manager
+
+    def add_lora(self, lora_request: LoRARequest) -> bool:
+        """Register an adapter and load its weights into the CPU cache, blocking until done. Raises the
+        load's error (AdapterLoadError, AdapterAlreadyLoadedError, ...); True otherwise."""
+        self.require_lora().add(lora_request).result()
+        return True
+
+    def remove_lora(self, lora: str | int) -> bool:
+        """Unregister an adapter (by name or `lora_int_id`); its running requests finish. False when no
+        adapter of that name is registered."""
+        return self.require_lora().remove(self._lora_name(lora))
+
+    def pin_lora(self, lora: str | int) -> bool:
+        """Keep an adapter's weights in the CPU cache (never evicted). AdapterNotFoundError when it is not
+        registered; False when pinning it would leave the CPU cache no unpinned entry."""
+        return self.require_lora().pin(self._lora_name(lora))
+
+    def list_loras(self) -> list[AdapterInfo]:
+        """The registered adapters, then those still loading (vLLM returns ids; we return their info)."""
+        return self.require_lora().list()
+
+    def _lora_name(self, lora: str | int) -> str:
+        if isinstance(lora, str):
+            return lora
+        for info in self.require_lora().list():
+            if info.int_id == lora:
+                return info.name
+        raise AdapterNotFoundError(f"no adapter with lora_int_id {lora}")
 
     # ---- the step ------------------------------------------------------------------------------
     def step(self, finished_only: bool = False) -> list[RequestOutput]:
@@ -240,7 +256,7 @@ class LLMEngine:
         for scored in prompt_logprobs:
             entries = self.requests[scored.seq.request_id].prompt_logprobs
             for offset, top in enumerate(scored.entries):
-                entries[scored.first_token + offset] = self._logprob_dict(top)
+                entries[scored.first_token + offset] = self.output_processor.logprobs(top)
         # A lookahead row of a sequence that finished (or was aborted) meanwhile is dropped.
         live = {seq for seq in batch.seqs if not seq.is_finished}
         for seq, num_new in zip(batch.seqs, batch.num_new_tokens, strict=False):
@@ -249,7 +265,7 @@ class LLMEngine:
         touched: dict[str, RequestState] = {}
         for i, seq in enumerate(sampled):
             if seq in live:
-                self._append(seq, result, i)
+                self.output_processor.append(seq, self._detokenizer(seq), result, i)
                 touched[seq.request_id] = self.requests[seq.request_id]
         queued = set(self._in_flight.batch.seqs) if self._in_flight is not None else set()
         for seq in batch.seqs:
@@ -266,39 +282,8 @@ class LLMEngine:
                 del self.requests[out.request_id]
         return outputs
 
-    def _append(self, seq: Sequence, result: SampleResult, i: int) -> None:
-        token = result.token_ids[i]
-        seq.append_token(token)
-        if result.top_logprobs[i] is not None:  # this request asked for logprobs (others may not)
-            seq.cumulative_logprob += result.logprobs[i]
-            seq.output_logprobs.append(self._logprob_dict(result.top_logprobs[i]))
-        params = seq.params
-        is_eos = token in self.eos_token_ids and not params.ignore_eos
-        detok = self.requests[seq.request_id].detokenizers[seq.index]
-        stop_str = None
-        if detok is not None and not is_eos and token not in params.stop_token_ids:
-            stop_str = detok.add_token(token)
-        if is_eos:
-            self._finish(seq, "stop", None)
-        elif token in params.stop_token_ids:
-            self._finish(seq, "stop", token)
-        elif stop_str is not None:
-            self._finish(seq, "stop", stop_str)
-        elif (
-            seq.num_output_tokens >= (params.max_tokens or self.max_model_len)
-            or len(seq) >= self.max_model_len
-        ):
-            self._finish(seq, "length", None)
-
-    def _logprob_dict(self, top: dict[int, tuple[float, int]]) -> dict[int, Logprob]:
-        return {t: Logprob(lp, rank, self._decode_one(t)) for t, (lp, rank) in top.items()}
-
-    def _decode_one(self, token_id: int) -> str | None:
-        return None if self.tokenizer is None else self.tokenizer.decode([token_id])
-
-    def _finish(self, seq: Sequence, reason: str, stop_reason) -> None:
-        seq.finish_reason, seq.stop_reason = reason, stop_reason
-        seq.status = SequenceStatus.FINISHED
+    def _detokenizer(self, seq: Sequence) -> IncrementalDetokenizer | None:
+        return self.requests[seq.request_id].detokenizers[seq.index]
 
     def stats(self) -> EngineStats:
         bm = self.block_manager
@@ -311,49 +296,3 @@ class LLMEngine:
             prefix_cache_hits=bm.stats.hits,
             prefix_cache_queries=bm.stats.queries,
         )
-
-
-def _default_name(model: str | None) -> str:
-    if model is None:
-        from loraplane.inference_worker.demo import DEMO_MODEL_NAME
-
-        return DEMO_MODEL_NAME
-    return model
-
-
-def _max_model_len(config: EngineConfig, hf_config) -> int:
-    limit = getattr(hf_config, "max_position_embeddings", None) or 4096
-    window = getattr(hf_config, "sliding_window", None)
-    if window and getattr(hf_config, "use_sliding_window", True):
-        limit = min(limit, window)
-    if config.max_model_len is None:
-        return limit
-    if config.max_model_len > limit:
-        raise ModelLoadError(
-            f"max_model_len={config.max_model_len} exceeds the model's limit of {limit} positions"
-        )
-    return config.max_model_len
-
-
-def _load_tokenizer(path: str):
-    try:
-        return AutoTokenizer.from_pretrained(path)
-    except Exception as exc:
-        raise ModelLoadError(f"{path}: cannot load its tokenizer: {exc}") from exc
-
-
-def _eos_ids(hf_config, tokenizer, path: str) -> set[int]:
-    ids: set[int] = set()
-    candidates = [getattr(hf_config, "eos_token_id", None), getattr(tokenizer, "eos_token_id", None)]
-    try:
-        from transformers import GenerationConfig
-
-        candidates.append(GenerationConfig.from_pretrained(path).eos_token_id)
-    except Exception:
-        logger.debug("no generation_config.json in %s", path)
-    for c in candidates:
-        if isinstance(c, int):
-            ids.add(c)
-        elif isinstance(c, (list, tuple)):
-            ids.update(int(x) for x in c)
-    return ids

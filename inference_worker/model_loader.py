@@ -1,23 +1,155 @@
-"""Find a model (local dir, GGUF file, hub id, the demo), build it and load its weights."""
+"""Find a model (local dir, GGUF file, hub id, the demo), build it and load its weights.
+
+`load_model(config)` is the engine's one loader call: it resolves the model's folder, reads its HF config,
+picks the device and dtype, loads the tokenizer and builds the model with its weights, and hands back a
+`LoadedModel`. Everything that reads disk or a hub for the base model lives here, not in the engine.
+"""
 
 from __future__ import annotations
 
 import glob
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from loraplane.inference_worker.config import EngineConfig, cache_root
+from loraplane.inference_worker.config import DTYPE_ALIASES, EngineConfig, cache_root
 from loraplane.inference_worker.errors import ModelLoadError
 from loraplane.inference_worker.layers.cpu_layout import pack_linear_weights
 from loraplane.inference_worker.models import model_class_for
 from torch import nn
-from transformers import AutoConfig
+from transformers import (
+    AutoConfig,
+    AutoTokenizer,
+    GenerationConfig,
+    PretrainedConfig,
+    PreTrainedTokenizerBase,
+)
 
 logger = logging.getLogger(__name__)
 
 _WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A base model ready to serve: what `LLMEngine` is built from.
+
+    Semantics: `path` is the local folder holding config.json (and, unless `load_format=dummy`, the
+    weights); `name` is what requests call it (`served_model_name`, else the `model` argument);
+    `tokenizer` is None with `skip_tokenizer_init`; `max_model_len` is the configured limit checked
+    against the model's positions (and sliding window); `eos_token_ids` merges the HF config's, the
+    tokenizer's and generation_config.json's end-of-sequence ids.
+    """
+
+    path: str
+    name: str
+    hf_config: PretrainedConfig
+    model: nn.Module
+    tokenizer: PreTrainedTokenizerBase | None
+    device: torch.device
+    dtype: torch.dtype
+    max_model_len: int
+    eos_token_ids: set[int]
+
+
+def load_model(config: EngineConfig) -> LoadedModel:
+    """Resolve, check and load everything about the base model that `config` names.
+
+    The cheap checks come first (a folder without weights, a max_model_len beyond the model's limit) so
+    a bad value fails before the slow steps (tokenizer, weights).
+    """
+    path = resolve_model_path(config.model)
+    hf_config = load_hf_config(path)
+    if config.load_format != "dummy":
+        checkpoint_files(path)
+    device = resolve_device(config.device)
+    dtype = resolve_dtype(config.dtype, hf_config, device)
+    max_model_len = resolve_max_model_len(config.max_model_len, hf_config)
+    tokenizer = None if config.skip_tokenizer_init else load_tokenizer(config.tokenizer or path)
+    model = build_model(config, hf_config, path, device, dtype, max_model_len)
+    return LoadedModel(
+        path=path,
+        name=config.served_model_name or _default_name(config.model),
+        hf_config=hf_config,
+        model=model,
+        tokenizer=tokenizer,
+        device=device,
+        dtype=dtype,
+        max_model_len=max_model_len,
+        eos_token_ids=eos_token_ids(hf_config, tokenizer, path),
+    )
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto`: CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, hf_config: PretrainedConfig, device: torch.device) -> torch.dtype:
+    """`auto`: fp32 on CPU; on CUDA the checkpoint's half type, else bf16. Other names: `DTYPE_ALIASES`."""
+    if dtype != "auto":
+        return getattr(torch, DTYPE_ALIASES[dtype])
+    if device.type == "cpu":
+        return torch.float32
+    checkpoint = getattr(hf_config, "dtype", None) or getattr(hf_config, "torch_dtype", None)
+    return checkpoint if checkpoint in (torch.float16, torch.bfloat16) else torch.bfloat16
+
+
+def resolve_max_model_len(max_model_len: int | None, hf_config: PretrainedConfig) -> int:
+    """The configured context length, or the model's (its positions, capped by a sliding window)."""
+    limit = getattr(hf_config, "max_position_embeddings", None) or 4096
+    window = getattr(hf_config, "sliding_window", None)
+    if window and getattr(hf_config, "use_sliding_window", True):
+        limit = min(limit, window)
+    if max_model_len is None:
+        return limit
+    if max_model_len > limit:
+        raise ModelLoadError(f"max_model_len={max_model_len} exceeds the model's limit of {limit} positions")
+    return max_model_len
+
+
+def load_hf_config(path: str) -> PretrainedConfig:
+    return _from_pretrained(AutoConfig, path, "cannot read its config.json")
+
+
+def load_tokenizer(path: str) -> PreTrainedTokenizerBase:
+    return _from_pretrained(AutoTokenizer, path, "cannot load its tokenizer")
+
+
+def _from_pretrained(auto_class: type, path: str, failure: str):
+    try:
+        return auto_class.from_pretrained(path)
+    except Exception as exc:
+        raise ModelLoadError(f"{path}: {failure}: {exc}") from exc
+
+
+def eos_token_ids(
+    hf_config: PretrainedConfig, tokenizer: PreTrainedTokenizerBase | None, path: str
+) -> set[int]:
+    ids: set[int] = set()
+    candidates = [getattr(hf_config, "eos_token_id", None), getattr(tokenizer, "eos_token_id", None)]
+    try:
+        candidates.append(GenerationConfig.from_pretrained(path).eos_token_id)
+    except Exception:
+        logger.debug("no generation_config.json in %s", path)
+    for c in candidates:
+        if isinstance(c, int):
+            ids.add(c)
+        elif isinstance(c, (list, tuple)):
+            ids.update(int(x) for x in c)
+    return ids
+
+
+def _default_name(model: str | None) -> str:
+    if model is None:
+        from loraplane.inference_worker.demo import DEMO_MODEL_NAME
+
+        return DEMO_MODEL_NAME
+    return model
 
 
 def resolve_model_path(model: str | None) -> str:
@@ -65,15 +197,13 @@ def _from_hub(repo_id: str) -> str:
         raise ModelLoadError(f"{repo_id}: cannot fetch it from the hub{hint}: {exc}") from exc
 
 
-def load_hf_config(path: str):
-    try:
-        return AutoConfig.from_pretrained(path)
-    except Exception as exc:
-        raise ModelLoadError(f"{path}: cannot read its config.json: {exc}") from exc
-
-
 def build_model(
-    config: EngineConfig, hf_config, path: str, device: torch.device, dtype: torch.dtype, max_positions: int
+    config: EngineConfig,
+    hf_config: PretrainedConfig,
+    path: str,
+    device: torch.device,
+    dtype: torch.dtype,
+    max_positions: int,
 ) -> nn.Module:
     cls = model_class_for(hf_config)
     default_dtype = torch.get_default_dtype()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from loraplane.inference_worker.config import EngineConfig
@@ -25,6 +26,12 @@ from loraplane.inference_worker.prompt_logprobs import (
 )
 from loraplane.inference_worker.scheduler import ScheduledBatch
 from loraplane.inference_worker.sequence import Sequence
+from torch import nn
+
+if TYPE_CHECKING:
+    from loraplane.inference_worker.lora import LoRAManager
+    from loraplane.kernels.lora_meta import LoRAKernelMeta
+    from transformers import PretrainedConfig
 
 logger = logging.getLogger(__name__)
 
@@ -43,13 +50,13 @@ class ModelRunner:
     def __init__(
         self,
         config: EngineConfig,
-        hf_config,
-        model,
+        hf_config: PretrainedConfig,
+        model: nn.Module,
         device: torch.device,
         dtype: torch.dtype,
         max_model_len: int,
         eos_token_ids: set[int],
-        lora_manager=None,
+        lora_manager: LoRAManager | None = None,
     ) -> None:
         self.config = config
         self.hf_config = hf_config
@@ -244,7 +251,7 @@ class ModelRunner:
         host = torch.tensor(values, dtype=dtype, pin_memory=True)
         return host.to(self.device, non_blocking=True)
 
-    def _lora_meta(self, batch: ScheduledBatch, num_tokens: int):
+    def _lora_meta(self, batch: ScheduledBatch, num_tokens: int) -> LoRAKernelMeta | None:
         """Per-token adapter slots for this step (None when no sequence has an adapter)."""
         if self.lora_manager is None:
             return None

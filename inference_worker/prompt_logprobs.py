@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 from loraplane.inference_worker.layers.sampler import gather_logprobs
 from loraplane.inference_worker.sequence import Sequence
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,7 @@ def prompt_logprob_spans(seqs: list[Sequence], num_new_tokens: list[int]) -> lis
 
 
 def compute_prompt_logprobs(
-    model, hidden: torch.Tensor, spans: list[PromptLogprobSpan]
+    model: nn.Module, hidden: torch.Tensor, spans: list[PromptLogprobSpan]
 ) -> list[PromptLogprobs]:
     """Log-softmax (fp32) of the logits of every span row, gathered at the next prompt token.
 

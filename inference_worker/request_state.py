@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from loraplane.inference_worker.detokenizer import IncrementalDetokenizer
 from loraplane.inference_worker.outputs import CompletionOutput, Logprob, RequestOutput
 from loraplane.inference_worker.sampling_params import SamplingParams
 from loraplane.inference_worker.sequence import Sequence
+
+if TYPE_CHECKING:
+    from loraplane.inference_worker.lora.request import LoRARequest
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass
@@ -18,8 +23,47 @@ class RequestState:
     params: SamplingParams
     seqs: list[Sequence]
     detokenizers: list[IncrementalDetokenizer | None]
-    lora_request: object | None = None
+    lora_request: LoRARequest | None = None
     prompt_logprobs: list[dict[int, Logprob] | None] | None = None  # by prompt position (entry 0: None)
+
+    @classmethod
+    def create(
+        cls,
+        request_id: str,
+        prompt: str | None,
+        prompt_token_ids: list[int],
+        params: SamplingParams,
+        lora_request: LoRARequest | None,
+        lora_version: str | None,
+        block_size: int,
+        tokenizer: PreTrainedTokenizerBase | None,
+    ) -> RequestState:
+        """A validated request's state: `params.n` sequences, each with a detokenizer when the request
+        wants text and the engine has a tokenizer."""
+        state = cls(request_id, prompt, prompt_token_ids, params, [], [], lora_request)
+        if params.prompt_logprobs is not None:
+            state.prompt_logprobs = [None] * len(prompt_token_ids)
+        for index in range(params.n):
+            seq = Sequence(
+                prompt_token_ids,
+                params,
+                request_id=request_id,
+                index=index,
+                lora_version=lora_version,
+                block_size=block_size,
+            )
+            state.seqs.append(seq)
+            detok = None
+            if params.detokenize and tokenizer is not None:
+                detok = IncrementalDetokenizer(
+                    tokenizer,
+                    prompt_token_ids,
+                    params.skip_special_tokens,
+                    params.stop_strings,
+                    params.include_stop_str_in_output,
+                )
+            state.detokenizers.append(detok)
+        return state
 
     @property
     def finished(self) -> bool:

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedModel
 
 # A small Llama for GPU smoke tests: big enough for several Triton tiles, fast to build.
 SMALL_LLAMA = dict(
@@ -30,7 +34,13 @@ LLAMA2_7B = dict(
 )
 
 
-def write_random_model(model_cls, config, out: str | Path, device: str = "cpu", std: float = 0.08):
+def write_random_model(
+    model_cls: type[PreTrainedModel],
+    config: PretrainedConfig,
+    out: str | Path,
+    device: str = "cpu",
+    std: float = 0.08,
+) -> PreTrainedModel:
     """Build `model_cls(config)` with N(0, std) matrices (larger than HF's init, so greedy outputs vary
     from token to token), save it as safetensors in `out`, and return the model (fp32, eval mode)."""
     torch.manual_seed(0)
