@@ -2,7 +2,8 @@
 
 The engine loop calls the synchronous `is_ready` / `activate`; `add` loads on a loader thread so disk
 I/O never blocks a step. One lock guards the bookkeeping; weight copies into slots happen in the
-engine thread inside `activate`.
+engine thread inside `activate`, through `SlotWeights` (`loraplane.inference_worker.lora.slot_weights`),
+which owns the wrapped projections and the kernels' metadata.
 """
 
 from __future__ import annotations
@@ -17,11 +18,10 @@ import torch
 from loraplane.inference_worker.errors import AdapterAlreadyLoadedError, AdapterNotFoundError
 from loraplane.inference_worker.lora.cache import AdapterCache
 from loraplane.inference_worker.lora.config import LoRAConfig
-from loraplane.inference_worker.lora.layers import LoRALinear, wrap_lora_layers
 from loraplane.inference_worker.lora.request import LoRARequest
+from loraplane.inference_worker.lora.slot_weights import SlotWeights
 from loraplane.inference_worker.lora.slots import SlotTable
-from loraplane.inference_worker.lora.weights import AdapterWeights, BaseModelShapes, load_adapter_weights
-from loraplane.kernels.lora_meta import LoRAKernelMeta
+from loraplane.inference_worker.lora.weights import AdapterWeights
 from torch import nn
 
 from loraplane.adapter_format import (
@@ -78,15 +78,12 @@ class LoRAManager:
         allow_download: bool = True,
     ) -> None:
         self.config = config
-        self.device = torch.device(device)
-        self.dtype = dtype if config.lora_dtype == "auto" else getattr(torch, config.lora_dtype)
         self.allow_download = allow_download
-        self.layers = wrap_lora_layers(
-            model, config.max_loras, config.max_lora_rank, self.dtype, self.device, config.target_modules
-        )
-        self.shapes = _base_shapes(self.layers)
-        self.meta = LoRAKernelMeta(max_num_tokens, config.max_loras, self.device)
-        self.slot_rank = torch.zeros(config.max_loras, dtype=torch.int32)
+        self._slot_weights = SlotWeights(config, model, device, dtype, max_num_tokens)
+        # The device side's state, shared for the engine and the kernels (`meta`, `slot_rank`).
+        self.device, self.dtype = self._slot_weights.device, self._slot_weights.dtype
+        self.layers, self.shapes = self._slot_weights.layers, self._slot_weights.shapes
+        self.meta, self.slot_rank = self._slot_weights.meta, self._slot_weights.slot_rank
         self._lock = threading.RLock()
         self._by_name: dict[str, _Record] = {}
         self._by_version: dict[str, _Record] = {}
@@ -166,7 +163,7 @@ class LoRAManager:
             for version in versions:
                 self._cache.get(version)  # refresh CPU recency of what is in use
             for slot, version in to_load:
-                self._fill_slot(slot, self._weights_for_slot(version))
+                self._slot_weights.fill(slot, self._weights_for_slot(version))
         return slot_of
 
     # ---- internals -----------------------------------------------------------------------------------
@@ -216,10 +213,7 @@ class LoRAManager:
         return self._info(existing)
 
     def _load(self, directory: Path, config: PeftLoRAConfig, version: str) -> AdapterWeights:
-        weights = load_adapter_weights(
-            directory, config, self.shapes, self.config.max_lora_rank, self.dtype, version
-        )
-        return weights.pin_memory() if self.device.type == "cuda" else weights
+        return self._slot_weights.load(directory, config, version)
 
     def _reload(self, version: str) -> None:
         record = self._by_version[version]
@@ -264,17 +258,6 @@ class LoRAManager:
         self._cache.put(weights)
         return weights
 
-    def _fill_slot(self, slot: int, weights: AdapterWeights) -> None:
-        for layer_index, modules in enumerate(self.layers):
-            for module in modules:
-                factors = {
-                    name: weights.modules[(layer_index, name)]
-                    for name in module.lora_names
-                    if (layer_index, name) in weights.modules
-                }
-                module.set_slot(slot, factors)
-        self.slot_rank[slot] = weights.rank
-
     def _record(self, name: str) -> _Record:
         record = self._by_name.get(name)
         if record is None:
@@ -300,11 +283,3 @@ class LoRAManager:
             tier=tier,
             pinned=self._cache.is_pinned(version),
         )
-
-
-def _base_shapes(layers: list[list[LoRALinear]]) -> BaseModelShapes:
-    modules = {}
-    for module in layers[0]:
-        for name, out_size in zip(module.lora_names, module.output_sizes, strict=True):
-            modules[name] = (module.in_features, out_size)
-    return BaseModelShapes(num_layers=len(layers), modules=modules)
