@@ -9,8 +9,8 @@ dominates); bf16 (AMX / AVX512-BF16 kernels) 1.4-2.6x faster at every size. Each
 dense `weight` (the linear-layer contract, the LoRA wrapper and tied embeddings read it) and adds
 `packed_weight`, which its forward uses.
 
-fp32 weights go to the weight-streaming AVX-512 kernel of `cpu_gemm` where it builds (another ~18% off
-oneDNN on SmolLM2's layer weights at batch 8, ~30% off its LM head), else to oneDNN.
+fp32 weights go to the weight-streaming AVX-512 kernel of `loraplane.kernels.cpu_gemm` where it builds
+(another ~18% off oneDNN on SmolLM2's layer weights at batch 8, ~30% off its LM head), else to oneDNN.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import functools
 import logging
 
 import torch
-from loraplane.inference_worker.layers.cpu_gemm import (
+from loraplane.kernels.cpu_gemm import (
     PanelWeight,
     pack_panels,
     pack_panels_contiguous,

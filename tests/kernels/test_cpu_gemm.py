@@ -1,25 +1,21 @@
 """The AVX-512 panel GEMM equals F.linear (fp32 rounding) for any row count and ragged sizes, and its
-fallbacks (many rows, no extension) keep the same results."""
+fallback for many rows keeps the same results (without the extension: tests/kernels/test_native.py)."""
 
 from __future__ import annotations
-
-import logging
 
 import pytest
 import torch
 import torch.nn.functional as F
-from loraplane.inference_worker.layers import cpu_gemm, cpu_layout
-from loraplane.inference_worker.layers.cpu_gemm import (
+from loraplane.kernels import cpu_gemm, native
+from loraplane.kernels.cpu_gemm import (
     MAX_ROWS,
-    PanelWeight,
     pack_panels,
     pack_panels_contiguous,
     panel_kernels,
     panel_linear,
 )
-from loraplane.kernels import cpu_ops
 
-needs_kernel = pytest.mark.skipif(not cpu_ops.avx512_supported(), reason="needs AVX-512")
+needs_kernel = pytest.mark.skipif(not native.avx512_supported(), reason="needs AVX-512")
 
 
 def _reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
@@ -101,25 +97,6 @@ def test_many_rows_and_no_rows_use_the_dense_weight(monkeypatch):
     for rows in (0, MAX_ROWS + 1):
         x = torch.randn(rows, 12)
         torch.testing.assert_close(panel_linear(x, packed, bias), F.linear(x, weight, bias))
-
-
-@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
-def test_without_the_kernel_fp32_packs_for_onednn(monkeypatch, caplog):
-    monkeypatch.setattr(cpu_ops, "avx512_supported", lambda: False)
-    cpu_gemm.panel_kernels.cache_clear()
-    monkeypatch.setattr(cpu_layout, "panel_kernels", cpu_gemm.panel_kernels)
-    try:
-        with caplog.at_level(logging.WARNING, logger=cpu_ops.__name__):
-            packed = cpu_layout.pack_weight(torch.randn(64, 32))
-        assert not isinstance(packed, PanelWeight) and "lacks AVX-512" in caplog.text
-    finally:
-        cpu_gemm.panel_kernels.cache_clear()
-
-
-@needs_kernel
-def test_fp32_packs_into_panels_where_the_kernel_builds():
-    assert isinstance(cpu_layout.pack_weight(torch.randn(64, 32)), PanelWeight)
-    assert not isinstance(cpu_layout.pack_weight(torch.randn(64, 32), use_panels=False), PanelWeight)
 
 
 @needs_kernel

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from loraplane.inference_worker import SamplingParams
+from loraplane.inference_worker.layers import cpu_layout
 from loraplane.inference_worker.layers.cpu_layout import (
     bf16_supported,
     can_pack,
@@ -16,11 +17,14 @@ from loraplane.inference_worker.layers.cpu_layout import (
 )
 from loraplane.inference_worker.layers.embedding import LMHead
 from loraplane.inference_worker.layers.linear import FusedLinear, qkv_linear
+from loraplane.kernels.cpu_gemm import PanelWeight
+from loraplane.kernels.native import avx512_supported
 
 from tests.inference_worker.conftest import PROMPTS, make_llm
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
 needs_bf16 = pytest.mark.skipif(not bf16_supported(), reason="needs oneDNN bf16 kernels (AVX512-BF16/AMX)")
+needs_panels = pytest.mark.skipif(not avx512_supported(), reason="needs the AVX-512 panel kernel")
 
 
 @pytest.mark.parametrize("rows", [1, 5, 8, 37, 80])
@@ -48,6 +52,17 @@ def test_bf16_packed_linear_matches_fp32_reference(rows, with_bias):
     ref = F.linear(x.float(), weight.float(), None if bias is None else bias.float())
     assert out.dtype == torch.bfloat16 and out.shape == (rows, 200)
     torch.testing.assert_close(out.float(), ref, rtol=1.6e-2, atol=2e-2)
+
+
+def test_without_the_panel_kernel_fp32_packs_for_onednn(monkeypatch):
+    monkeypatch.setattr(cpu_layout, "panel_kernels", lambda: None)
+    assert not isinstance(pack_weight(torch.randn(64, 32)), PanelWeight)
+
+
+@needs_panels
+def test_fp32_packs_into_panels_where_the_kernel_builds():
+    assert isinstance(pack_weight(torch.randn(64, 32)), PanelWeight)
+    assert not isinstance(pack_weight(torch.randn(64, 32), use_panels=False), PanelWeight)
 
 
 def test_pack_linear_weights_keeps_outputs_and_dense_weights():
