@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from loraplane.kernels import triton_lora, triton_lora_decode, triton_lora_fused
+from loraplane.kernels import triton_lora_decode, triton_lora_expand, triton_lora_fused, triton_lora_shrink
 from loraplane.kernels.lora_meta import LoRAKernelMeta
 from loraplane.kernels.lora_ops import add_lora, lora_expand, lora_shrink
 from loraplane.kernels.testing import POPULARITIES, make_lora_weights, make_token_slots
@@ -221,21 +221,21 @@ def run_fused_configs(case: LoRACase, device: torch.device, dtype: torch.dtype) 
 
 
 SHRINK_CONFIGS = [
-    triton_lora.ShrinkConfig(16, 16, 256, 4),
-    triton_lora.ShrinkConfig(16, 16, 256, 8),
-    triton_lora.ShrinkConfig(16, 16, 128, 16),
-    triton_lora.ShrinkConfig(16, 16, 512, 2, num_warps=8),
-    triton_lora.ShrinkConfig(32, 16, 128, 2),
-    triton_lora.ShrinkConfig(64, 16, 64, 1),
-    triton_lora.ShrinkConfig(64, 16, 128, 4, num_warps=8),
+    triton_lora_shrink.ShrinkConfig(16, 16, 256, 4),
+    triton_lora_shrink.ShrinkConfig(16, 16, 256, 8),
+    triton_lora_shrink.ShrinkConfig(16, 16, 128, 16),
+    triton_lora_shrink.ShrinkConfig(16, 16, 512, 2, num_warps=8),
+    triton_lora_shrink.ShrinkConfig(32, 16, 128, 2),
+    triton_lora_shrink.ShrinkConfig(64, 16, 64, 1),
+    triton_lora_shrink.ShrinkConfig(64, 16, 128, 4, num_warps=8),
 ]
 EXPAND_CONFIGS = [
-    triton_lora.ExpandConfig(16, 64),
-    triton_lora.ExpandConfig(16, 128),
-    triton_lora.ExpandConfig(16, 256, num_warps=8),
-    triton_lora.ExpandConfig(64, 128, num_warps=8),
-    triton_lora.ExpandConfig(64, 64),
-    triton_lora.ExpandConfig(128, 128, num_warps=8),
+    triton_lora_expand.ExpandConfig(16, 64),
+    triton_lora_expand.ExpandConfig(16, 128),
+    triton_lora_expand.ExpandConfig(16, 256, num_warps=8),
+    triton_lora_expand.ExpandConfig(64, 128, num_warps=8),
+    triton_lora_expand.ExpandConfig(64, 64),
+    triton_lora_expand.ExpandConfig(128, 128, num_warps=8),
 ]
 
 
@@ -245,13 +245,15 @@ def run_configs(case: LoRACase, device: torch.device, dtype: torch.dtype) -> lis
     rows = []
     for cfg in [None, *SHRINK_CONFIGS]:
         us = bench_us(
-            lambda c=cfg: triton_lora.shrink(setup.x, setup.lora_a, setup.buffer, setup.meta, config=c),
+            lambda c=cfg: triton_lora_shrink.shrink(
+                setup.x, setup.lora_a, setup.buffer, setup.meta, config=c
+            ),
             device,
         )
         rows.append({"case": case.name, "op": "shrink", "config": str(cfg or "default"), "us": us})
     for cfg in [None, *EXPAND_CONFIGS]:
         us = bench_us(
-            lambda c=cfg: triton_lora.expand(
+            lambda c=cfg: triton_lora_expand.expand(
                 setup.buffer, setup.lora_b, setup.out, setup.meta, setup.offsets, config=c
             ),
             device,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from loraplane.kernels import attention, triton_attention
+from loraplane.kernels import attention, triton_attention_decode
 
 from benchmarks.common import bench_us
 
@@ -112,7 +112,7 @@ def engine_decode_sweep(device, dtype, ceil, batch=32, context=192, max_context=
                 for splits in (1, 4, 16):
                     config = dict(block_n=block_n, num_warps=num_warps, num_stages=num_stages, splits=splits)
                     us = bench_us(
-                        lambda c=config: triton_attention.paged_decode_attention(
+                        lambda c=config: triton_attention_decode.paged_decode_attention(
                             q, k_cache, v_cache, tables, lens, HEAD_DIM**-0.5, **c
                         ),
                         device,

@@ -200,9 +200,9 @@ def store_kvcache(
     if key.shape != value.shape or key.shape[1:] != k_cache.shape[2:] or k_cache.shape != v_cache.shape:
         raise ValueError(f"key {tuple(key.shape)} / cache {tuple(k_cache.shape)} shapes do not match")
     if use_triton(key):
-        from loraplane.kernels import triton_attention
+        from loraplane.kernels import triton_kv_write
 
-        triton_attention.store_kvcache(key, value, k_cache, v_cache, slot_mapping)
+        triton_kv_write.store_kvcache(key, value, k_cache, v_cache, slot_mapping)
     else:
         store_kvcache_ref(key, value, k_cache, v_cache, slot_mapping, meta)
 
@@ -237,9 +237,9 @@ def rope_and_store_kvcache(
             f"qk {tuple(qk.shape)} / value {tuple(value.shape)} do not match {tuple(k_cache.shape)}"
         )
     if use_triton(qk):
-        from loraplane.kernels import triton_attention
+        from loraplane.kernels import triton_kv_write
 
-        triton_attention.rope_and_store_kvcache(
+        triton_kv_write.rope_and_store_kvcache(
             qk, value, cos, sin, num_q_heads, k_cache, v_cache, slot_mapping
         )
         return
@@ -261,9 +261,11 @@ def paged_decode_attention(
     used by the reference path only."""
     _check_heads(q, k_cache)
     if use_triton(q):
-        from loraplane.kernels import triton_attention
+        from loraplane.kernels import triton_attention_decode
 
-        return triton_attention.paged_decode_attention(q, k_cache, v_cache, block_tables, context_lens, scale)
+        return triton_attention_decode.paged_decode_attention(
+            q, k_cache, v_cache, block_tables, context_lens, scale
+        )
     return paged_decode_attention_ref(q, k_cache, v_cache, block_tables, context_lens, scale, meta)
 
 
@@ -283,9 +285,9 @@ def paged_prefill_attention(
     """
     _check_heads(q, k_cache)
     if use_triton(q):
-        from loraplane.kernels import triton_attention
+        from loraplane.kernels import triton_attention_prefill
 
-        return triton_attention.paged_prefill_attention(
+        return triton_attention_prefill.paged_prefill_attention(
             q, k_cache, v_cache, block_tables, cu_seqlens_q, seq_lens, scale, max_seqlen_q
         )
     return paged_prefill_attention_ref(q, k_cache, v_cache, block_tables, cu_seqlens_q, seq_lens, scale)

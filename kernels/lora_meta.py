@@ -17,9 +17,10 @@ _FULL_RANK = torch.iinfo(torch.int32).max
 TILE_M = 16  # tokens of one slot per tile of the tiled decode kernels (loraplane.kernels.triton_lora_decode)
 MAX_TILED_TOKENS = 1024  # the tile table covers batches up to this many tokens
 MAX_SLICES_PER_LAUNCH = 3  # output slices one launch of a LoRA kernel covers
-# Workspace of the producer/consumer fused kernel (loraplane.kernels.triton_lora_fused): per (token, slice) of
-# up to COOP_MAX_TOKENS tokens and MAX_SLICES_PER_LAUNCH slices, COOP_PARTIALS fp32 partials of y
-# (split_k x the rank rounded to a power of two) and two zeroed counters the kernel resets itself.
+# Workspace of the producer/consumer fused kernel (loraplane.kernels.triton_lora_fused_coop): per
+# (token, slice) of up to COOP_MAX_TOKENS tokens and MAX_SLICES_PER_LAUNCH slices, COOP_PARTIALS fp32
+# partials of y (split_k x the rank rounded to a power of two) and two zeroed counters the kernel resets
+# itself.
 COOP_MAX_TOKENS = 128
 COOP_PARTIALS = 512
 

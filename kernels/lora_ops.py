@@ -98,9 +98,9 @@ def lora_shrink(
     if not meta.has_lora:
         return
     if use_triton(x):
-        from loraplane.kernels import triton_lora
+        from loraplane.kernels import triton_lora_shrink
 
-        triton_lora.shrink(x, lora_a, y, meta, scale)
+        triton_lora_shrink.shrink(x, lora_a, y, meta, scale)
     else:
         lora_shrink_ref(x, lora_a, y, meta, scale)
 
@@ -119,9 +119,9 @@ def lora_expand(
     if not meta.has_lora:
         return
     if use_triton(out):
-        from loraplane.kernels import triton_lora
+        from loraplane.kernels import triton_lora_expand
 
-        triton_lora.expand(y, lora_b, out, meta, offsets, add_inputs)
+        triton_lora_expand.expand(y, lora_b, out, meta, offsets, add_inputs)
     else:
         lora_expand_ref(y, lora_b, out, meta, offsets, add_inputs)
 

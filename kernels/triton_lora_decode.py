@@ -24,9 +24,8 @@ import torch
 import triton
 import triton.language as tl
 from loraplane.kernels.dispatch import dot_precision
-from loraplane.kernels.lora_meta import TILE_M, LoRAKernelMeta, num_tiles_bound
-from loraplane.kernels.triton_lora import (
-    MAX_SLICES_PER_LAUNCH,
+from loraplane.kernels.lora_meta import MAX_SLICES_PER_LAUNCH, TILE_M, LoRAKernelMeta, num_tiles_bound
+from loraplane.kernels.triton_lora_common import (
     check_a_slices,
     check_b_slices,
     num_sms,

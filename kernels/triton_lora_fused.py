@@ -5,21 +5,23 @@ launches, each starting with a chain of dependent metadata loads that miss a col
 the whole delta in one launch; tokens without an adapter return at once, and the grid depends only on
 the number of tokens (CUDA-graph safe).
 
-- One-role (:func:`_fused_kernel`, no scratch): program ``(t, j, s)`` computes ``y = x[t] @
-  A_s[slot, :rank]^T`` in registers (a GEMV over ``in``), then adds ``y @ B_s[slot, cols_j, :rank]^T``
-  into its share ``cols_j`` of slice s's columns. Each of a token's ``split_n`` column programs
-  recomputes the shrink (the repeats hit L2).
-- Producer/consumer (:func:`_coop_kernel`): per (token, slice), ``split_k`` producers each compute the
-  shrink over one K share and publish an fp32 partial of y (``meta.coop_partials``), then count
-  themselves in (``meta.coop_counters``, release); ``split_n`` consumers request their first B and
-  ``out`` tiles, wait for the count (acquire), sum the partials in a fixed order and expand their
-  column share. The last consumer to leave zeroes the counters for the next launch. Every adapter
-  byte is read once and spread evenly over many small programs, so all SMs stream. Producers take
-  the lowest program ids and never wait, so the consumers' wait ends whatever is resident (blocks
-  start in program-id order; the CPU interpreter runs programs in that order too).
+- One-role (:mod:`~loraplane.kernels.triton_lora_fused_one_role`, no scratch): program ``(t, j, s)``
+  computes ``y = x[t] @ A_s[slot, :rank]^T`` in registers (a GEMV over ``in``), then adds
+  ``y @ B_s[slot, cols_j, :rank]^T`` into its share ``cols_j`` of slice s's columns. Each of a token's
+  ``split_n`` column programs recomputes the shrink (the repeats hit L2).
+- Producer/consumer (:mod:`~loraplane.kernels.triton_lora_fused_coop`): per (token, slice), ``split_k``
+  producers each compute the shrink over one K share and publish an fp32 partial of y
+  (``meta.coop_partials``), then count themselves in (``meta.coop_counters``, release); ``split_n``
+  consumers request their first B and ``out`` tiles, wait for the count (acquire), sum the partials in a
+  fixed order and expand their column share. The last consumer to leave zeroes the counters for the next
+  launch. Every adapter byte is read once and spread evenly over many small programs, so all SMs stream.
+  Producers take the lowest program ids and never wait, so the consumers' wait ends whatever is resident
+  (blocks start in program-id order; the CPU interpreter runs programs in that order too).
 
-Loads are double-buffered by hand (the next tile is requested before the current one is used), so a
-program waits on few DRAM round trips.
+Both are made of the GEMV pieces of :mod:`~loraplane.kernels.triton_lora_fused_gemv`, whose loads are
+double-buffered by hand (the next tile is requested before the current one is used), so a program waits
+on few DRAM round trips. This module holds their launch configuration and the launcher choosing
+between them.
 """
 
 from __future__ import annotations
@@ -29,17 +31,15 @@ from dataclasses import dataclass
 
 import torch
 import triton
-import triton.language as tl
-from loraplane.kernels.lora_meta import COOP_MAX_TOKENS, COOP_PARTIALS, LoRAKernelMeta
-from loraplane.kernels.triton_lora import (
+from loraplane.kernels.lora_meta import (
+    COOP_MAX_TOKENS,
+    COOP_PARTIALS,
     MAX_SLICES_PER_LAUNCH,
-    check_a_slices,
-    check_b_slices,
-    num_sms,
-    rank_masks,
-    slice_columns,
-    slice_ptr,
+    LoRAKernelMeta,
 )
+from loraplane.kernels.triton_lora_common import check_a_slices, check_b_slices, num_sms
+from loraplane.kernels.triton_lora_fused_coop import launch_coop
+from loraplane.kernels.triton_lora_fused_one_role import launch_one_role
 
 TUNED_MAX_TOKENS = 256  # the batch sizes its configs were measured for (add_lora uses it up to 128)
 COOP_PAIRS = 64  # single-slice (token, slice) pairs up to which the producer/consumer kernel is the default
@@ -50,9 +50,9 @@ class FusedConfig:
     """A launch of :func:`fused_add_lora`.
 
     ``split_k == 0``: ``split_n`` column programs per (token, slice), each computing the token's
-    whole shrink itself (:func:`_fused_kernel`). ``split_k > 0`` (a power of two): ``split_k``
+    whole shrink itself (the one-role kernel). ``split_k > 0`` (a power of two): ``split_k``
     producer programs per (token, slice), each one K share of the shrink, and ``split_n`` consumer
-    programs, each one column share of the expand (:func:`_coop_kernel`).
+    programs, each one column share of the expand (the producer/consumer kernel).
     """
 
     split_n: int
@@ -60,287 +60,6 @@ class FusedConfig:
     block_n: int
     num_warps: int = 16
     split_k: int = 0
-
-
-@triton.jit
-def _fused_kernel(
-    x_ptr,
-    a0_ptr,
-    a1_ptr,
-    a2_ptr,
-    b0_ptr,
-    b1_ptr,
-    b2_ptr,
-    out_ptr,
-    token_slots_ptr,
-    slot_rank_ptr,
-    in_features,
-    max_rank,
-    n0,
-    n1,
-    n2,
-    off0,
-    off1,
-    off2,
-    stride_bl0,
-    stride_bl1,
-    stride_bl2,
-    stride_xt,
-    stride_xk,
-    stride_al,
-    stride_ar,
-    stride_ak,
-    stride_bn,
-    stride_br,
-    stride_ot,
-    stride_on,
-    SPLIT_N: tl.constexpr,
-    BLOCK_R: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    tok, pid_n, pid_s = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    slot = tl.load(token_slots_ptr + tok)
-    if slot < 0:
-        return
-    rank = tl.minimum(tl.load(slot_rank_ptr + slot), max_rank)
-    a_ptr = slice_ptr(pid_s, a0_ptr, a1_ptr, a2_ptr)
-    b_ptr = slice_ptr(pid_s, b0_ptr, b1_ptr, b2_ptr)
-    n_out, col0, stride_bl = slice_columns(
-        pid_s, n0, n1, n2, off0, off1, off2, stride_bl0, stride_bl1, stride_bl2
-    )
-    share = tl.cdiv(tl.cdiv(n_out, SPLIT_N), BLOCK_N) * BLOCK_N
-    n_begin = pid_n * share
-    n_end = tl.minimum(n_begin + share, n_out)
-    if n_begin >= n_end:
-        return
-    slot64, tok64 = slot.to(tl.int64), tok.to(tl.int64)
-    offs_r = tl.arange(0, BLOCK_R)
-    b_rows = b_ptr + slot64 * stride_bl + offs_r[None, :] * stride_br
-    out_row = out_ptr + tok64 * stride_ot + col0 * stride_on
-    # The first expand tiles do not depend on y: request them before the shrink.
-    b_cur, o_cur = _expand_first_tiles(
-        b_rows, out_row, rank, max_rank, n_begin, n_end, stride_bn, stride_on, BLOCK_R, BLOCK_N
-    )
-    a_rows = a_ptr + slot64 * stride_al + offs_r[:, None] * stride_ar
-    x_row = x_ptr + tok64 * stride_xt
-    y = _shrink_range(a_rows, x_row, rank, 0, in_features, stride_ak, stride_xk, BLOCK_R, BLOCK_K)
-    _expand_range(
-        b_rows,
-        out_row,
-        y,
-        b_cur,
-        o_cur,
-        rank,
-        max_rank,
-        n_begin,
-        n_end,
-        stride_bn,
-        stride_on,
-        BLOCK_R,
-        BLOCK_N,
-    )
-
-
-@triton.jit
-def _shrink_range(
-    a_rows, x_row, rank, k_begin, k_end, stride_ak, stride_xk, BLOCK_R: tl.constexpr, BLOCK_K: tl.constexpr
-):
-    """``y[:rank] = A[:rank, k_begin:k_end] @ x[k_begin:k_end]`` in fp32 (next tile requested early)."""
-    offs_k = tl.arange(0, BLOCK_K)
-    r_mask = tl.arange(0, BLOCK_R) < rank
-    k_idx = k_begin + offs_k
-    k_mask = k_idx < k_end
-    a_cur = tl.load(a_rows + k_idx[None, :] * stride_ak, mask=r_mask[:, None] & k_mask[None, :], other=0.0)
-    x_cur = tl.load(x_row + k_idx * stride_xk, mask=k_mask, other=0.0)
-    y = tl.zeros((BLOCK_R,), dtype=tl.float32)
-    for k0 in range(k_begin + BLOCK_K, k_end + BLOCK_K, BLOCK_K):
-        k_idx = k0 + offs_k
-        k_mask = k_idx < k_end
-        a_nxt = tl.load(
-            a_rows + k_idx[None, :] * stride_ak, mask=r_mask[:, None] & k_mask[None, :], other=0.0
-        )
-        x_nxt = tl.load(x_row + k_idx * stride_xk, mask=k_mask, other=0.0)
-        y += tl.sum(a_cur.to(tl.float32) * x_cur.to(tl.float32)[None, :], axis=1)
-        a_cur, x_cur = a_nxt, x_nxt
-    return y
-
-
-@triton.jit
-def _expand_first_tiles(
-    b_rows,
-    out_row,
-    rank,
-    max_rank,
-    n_begin,
-    n_end,
-    stride_bn,
-    stride_on,
-    BLOCK_R: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    """The first B and ``out`` tiles of columns ``[n_begin, n_end)`` (they do not depend on y)."""
-    _, rb_mask = rank_masks(rank, max_rank, BLOCK_R)
-    n_idx = n_begin + tl.arange(0, BLOCK_N)
-    n_mask = n_idx < n_end
-    b_cur = tl.load(b_rows + n_idx[:, None] * stride_bn, mask=n_mask[:, None] & rb_mask[None, :], other=0.0)
-    o_cur = tl.load(out_row + n_idx * stride_on, mask=n_mask, other=0.0)
-    return b_cur, o_cur
-
-
-@triton.jit
-def _expand_range(
-    b_rows,
-    out_row,
-    y,
-    b_cur,
-    o_cur,
-    rank,
-    max_rank,
-    n_begin,
-    n_end,
-    stride_bn,
-    stride_on,
-    BLOCK_R: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    """``out[n_begin:n_end] += B[n_begin:n_end, :rank] @ y[:rank]``, from the first tiles already loaded."""
-    r_mask, rb_mask = rank_masks(rank, max_rank, BLOCK_R)
-    offs_n = tl.arange(0, BLOCK_N)
-    for n_start in range(n_begin, n_end, BLOCK_N):
-        nxt_idx = n_start + BLOCK_N + offs_n
-        nxt_mask = nxt_idx < n_end
-        b_nxt = tl.load(
-            b_rows + nxt_idx[:, None] * stride_bn, mask=nxt_mask[:, None] & rb_mask[None, :], other=0.0
-        )
-        o_nxt = tl.load(out_row + nxt_idx * stride_on, mask=nxt_mask, other=0.0)
-        n_idx = n_start + offs_n
-        b_tile = tl.where(r_mask[None, :], b_cur.to(tl.float32), 0.0)
-        delta = tl.sum(b_tile * y[None, :], axis=1)
-        result = o_cur.to(tl.float32) + delta
-        tl.store(out_row + n_idx * stride_on, result.to(out_row.dtype.element_ty), mask=n_idx < n_end)
-        b_cur, o_cur = b_nxt, o_nxt
-
-
-@triton.jit
-def _coop_kernel(
-    x_ptr,
-    a0_ptr,
-    a1_ptr,
-    a2_ptr,
-    b0_ptr,
-    b1_ptr,
-    b2_ptr,
-    out_ptr,
-    token_slots_ptr,
-    slot_rank_ptr,
-    partial_ptr,
-    arrive_ptr,
-    depart_ptr,
-    num_tokens,
-    in_features,
-    max_rank,
-    n0,
-    n1,
-    n2,
-    off0,
-    off1,
-    off2,
-    stride_bl0,
-    stride_bl1,
-    stride_bl2,
-    stride_xt,
-    stride_xk,
-    stride_al,
-    stride_ar,
-    stride_ak,
-    stride_bn,
-    stride_br,
-    stride_ot,
-    stride_on,
-    NUM_SLICES: tl.constexpr,
-    SPLIT_K: tl.constexpr,
-    SPLIT_N: tl.constexpr,
-    BLOCK_R: tl.constexpr,
-    BLOCK_K: tl.constexpr,
-    BLOCK_N: tl.constexpr,
-):
-    pid = tl.program_id(0)
-    num_producers = num_tokens * NUM_SLICES * SPLIT_K
-    is_producer = pid < num_producers
-    if is_producer:
-        pair, piece = pid // SPLIT_K, pid % SPLIT_K
-    else:
-        pair, piece = (pid - num_producers) // SPLIT_N, (pid - num_producers) % SPLIT_N
-    tok, pid_s = pair // NUM_SLICES, pair % NUM_SLICES
-    slot = tl.load(token_slots_ptr + tok)
-    if slot < 0:
-        return
-    rank = tl.minimum(tl.load(slot_rank_ptr + slot), max_rank)
-    a_ptr = slice_ptr(pid_s, a0_ptr, a1_ptr, a2_ptr)
-    b_ptr = slice_ptr(pid_s, b0_ptr, b1_ptr, b2_ptr)
-    n_out, col0, stride_bl = slice_columns(
-        pid_s, n0, n1, n2, off0, off1, off2, stride_bl0, stride_bl1, stride_bl2
-    )
-    slot64, tok64 = slot.to(tl.int64), tok.to(tl.int64)
-    offs_r = tl.arange(0, BLOCK_R)
-    partial_rows = partial_ptr + pair.to(tl.int64) * (SPLIT_K * BLOCK_R)
-    if is_producer:
-        # Producer: one K share of the shrink, published as an fp32 partial of y.
-        share = tl.cdiv(tl.cdiv(in_features, SPLIT_K), BLOCK_K) * BLOCK_K
-        k_begin = piece * share
-        a_rows = a_ptr + slot64 * stride_al + offs_r[:, None] * stride_ar
-        x_row = x_ptr + tok64 * stride_xt
-        y = _shrink_range(
-            a_rows,
-            x_row,
-            rank,
-            k_begin,
-            tl.minimum(k_begin + share, in_features),
-            stride_ak,
-            stride_xk,
-            BLOCK_R,
-            BLOCK_K,
-        )
-        tl.store(partial_rows + piece * BLOCK_R + offs_r, y)
-        tl.debug_barrier()  # every thread's share of y is stored before the release below
-        tl.atomic_add(arrive_ptr + pair, 1, sem="release", scope="gpu")
-    else:
-        # Consumer: one column share of the expand, once all SPLIT_K partials have arrived.
-        share = tl.cdiv(tl.cdiv(n_out, SPLIT_N), BLOCK_N) * BLOCK_N
-        n_begin = piece * share
-        n_end = tl.minimum(n_begin + share, n_out)
-        b_rows = b_ptr + slot64 * stride_bl + offs_r[None, :] * stride_br
-        out_row = out_ptr + tok64 * stride_ot + col0 * stride_on
-        b_cur, o_cur = _expand_first_tiles(
-            b_rows, out_row, rank, max_rank, n_begin, n_end, stride_bn, stride_on, BLOCK_R, BLOCK_N
-        )
-        arrived = tl.atomic_add(arrive_ptr + pair, 0, sem="acquire", scope="gpu")
-        while arrived < SPLIT_K:
-            arrived = tl.atomic_add(arrive_ptr + pair, 0, sem="acquire", scope="gpu")
-        offs_p = tl.arange(0, SPLIT_K)
-        parts = tl.load(partial_rows + offs_p[:, None] * BLOCK_R + offs_r[None, :], volatile=True)
-        y = tl.sum(parts, axis=0)  # a fixed order: the result does not depend on arrival order
-        # The last consumer of the pair to have read the partials resets both counters for the next
-        # launch (the next kernel on the stream starts after this one ends).
-        if tl.atomic_add(depart_ptr + pair, 1, sem="acq_rel", scope="gpu") == SPLIT_N - 1:
-            tl.atomic_xchg(arrive_ptr + pair, 0, sem="relaxed", scope="gpu")
-            tl.atomic_xchg(depart_ptr + pair, 0, sem="relaxed", scope="gpu")
-        _expand_range(
-            b_rows,
-            out_row,
-            y,
-            b_cur,
-            o_cur,
-            rank,
-            max_rank,
-            n_begin,
-            n_end,
-            stride_bn,
-            stride_on,
-            BLOCK_R,
-            BLOCK_N,
-        )
 
 
 def fused_config(
@@ -445,26 +164,7 @@ def fused_add_lora(
             out.stride(1),
         ]
         blocks = dict(BLOCK_R=block_r, BLOCK_K=cfg.block_k, BLOCK_N=cfg.block_n, num_warps=cfg.num_warps)
-        if not cfg.split_k:
-            _fused_kernel[(num_tokens, cfg.split_n, num_slices)](
-                *args, *shape_args, SPLIT_N=cfg.split_n, **blocks
-            )
-            continue
-        if num_tokens * num_slices > meta.coop_counters.shape[1] or cfg.split_k * block_r > COOP_PARTIALS:
-            raise ValueError(
-                f"split_k={cfg.split_k} at rank {max_rank} for {num_tokens} tokens x {num_slices} slices "
-                f"exceeds the producer/consumer workspace"
-            )
-        arrive, depart = meta.coop_counters
-        _coop_kernel[(num_tokens * num_slices * (cfg.split_k + cfg.split_n),)](
-            *args,
-            meta.coop_partials,
-            arrive,
-            depart,
-            num_tokens,
-            *shape_args,
-            NUM_SLICES=num_slices,
-            SPLIT_K=cfg.split_k,
-            SPLIT_N=cfg.split_n,
-            **blocks,
-        )
+        if cfg.split_k:
+            launch_coop(args, shape_args, meta, num_tokens, num_slices, max_rank, cfg, blocks)
+        else:
+            launch_one_role(args, shape_args, num_tokens, num_slices, cfg, blocks)

@@ -2,7 +2,13 @@
 
 import pytest
 import torch
-from loraplane.kernels import lora_ops, triton_lora, triton_lora_decode, triton_lora_fused
+from loraplane.kernels import (
+    lora_ops,
+    triton_lora_decode,
+    triton_lora_expand,
+    triton_lora_fused,
+    triton_lora_shrink,
+)
 from loraplane.kernels.lora_meta import LoRAKernelMeta
 from loraplane.kernels.testing import POPULARITIES, make_lora_weights, make_slot_ranks, make_token_slots
 
@@ -56,8 +62,8 @@ def test_shrink_expand_match_reference(popularity, num_slices, dtype):
 @pytest.mark.parametrize(
     "config",
     [
-        triton_lora.ShrinkConfig(block_m=16, block_n=16, block_k=32, split_k=1),
-        triton_lora.ShrinkConfig(block_m=32, block_n=16, block_k=16, split_k=2),
+        triton_lora_shrink.ShrinkConfig(block_m=16, block_n=16, block_k=32, split_k=1),
+        triton_lora_shrink.ShrinkConfig(block_m=32, block_n=16, block_k=16, split_k=2),
     ],
 )
 def test_shrink_tilings_cover_rank_tiles_and_store_path(config):
@@ -65,7 +71,7 @@ def test_shrink_tilings_cover_rank_tiles_and_store_path(config):
     y_ref = torch.zeros(2, 40, MAX_RANK, device=DEVICE)
     lora_ops.lora_shrink_ref(x, lora_a, y_ref, meta)
     y = torch.zeros_like(y_ref)
-    triton_lora.shrink(x, lora_a, y, meta, config=config)
+    triton_lora_shrink.shrink(x, lora_a, y, meta, config=config)
     specified = _rank_mask(slots, slot_rank).expand_as(y)
     torch.testing.assert_close(y[specified], y_ref[specified], rtol=1e-4, atol=1e-4)
 
@@ -77,14 +83,14 @@ def test_expand_without_add_inputs_overwrites_only_adapter_rows():
     base = torch.randn(x.shape[0], 80, device=DEVICE)
     out_ref, out = base.clone(), base.clone()
     lora_ops.lora_expand_ref(y, lora_b, out_ref, meta, add_inputs=False)
-    triton_lora.expand(
+    triton_lora_expand.expand(
         y,
         lora_b,
         out,
         meta,
         [0, 40],
         add_inputs=False,
-        config=triton_lora.ExpandConfig(block_m=16, block_n=32),
+        config=triton_lora_expand.ExpandConfig(block_m=16, block_n=32),
     )
     torch.testing.assert_close(out, out_ref, rtol=1e-4, atol=1e-4)
 
