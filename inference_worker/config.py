@@ -8,10 +8,8 @@ bad value is rejected before any model is loaded or port is bound. The names her
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -30,11 +28,6 @@ DTYPE_ALIASES = {
 }
 LOAD_FORMATS = ("auto", "safetensors", "pt", "dummy")
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
-
-
-def cache_root() -> Path:
-    """Root of loraplane's on-disk cache (`$LORAPLANE_CACHE` or `~/.cache/loraplane`)."""
-    return Path(os.environ.get("LORAPLANE_CACHE", Path.home() / ".cache" / "loraplane")).expanduser()
 
 
 @dataclass(frozen=True)

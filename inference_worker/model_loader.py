@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from loraplane.inference_worker.config import DTYPE_ALIASES, EngineConfig, cache_root
+from loraplane.inference_worker.config import DTYPE_ALIASES, EngineConfig
 from loraplane.inference_worker.errors import ModelLoadError
 from loraplane.inference_worker.layers.cpu_layout import pack_linear_weights
 from loraplane.inference_worker.models import model_class_for
@@ -26,6 +26,8 @@ from transformers import (
     PretrainedConfig,
     PreTrainedTokenizerBase,
 )
+
+from loraplane.cache import cache_root
 
 logger = logging.getLogger(__name__)
 
