@@ -1,12 +1,10 @@
-"""Domain errors of the control plane and the one table that maps them to gRPC status codes.
+"""Domain errors of the control plane (no transport code here).
 
-The registry logic raises these; `loraplane.control_plane.interceptors` turns them into statuses (see
-`status_code`). Messages are written for a person: what was wrong and what to do about it.
+The registry logic raises these; `loraplane.control_plane.interceptors.STATUS_BY_ERROR` is the one table
+that turns them into gRPC statuses. Messages are written for a person: what was wrong and what to do.
 """
 
 from __future__ import annotations
-
-import grpc
 
 
 class ControlPlaneError(Exception):
@@ -39,22 +37,3 @@ class ServiceUnavailableError(ControlPlaneError):
 
 class AuthenticationError(ControlPlaneError):
     """A call that needs a token came without a valid one."""
-
-
-_STATUS = (
-    (InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
-    (AdapterNotFoundError, grpc.StatusCode.NOT_FOUND),
-    (SourceNotFoundError, grpc.StatusCode.NOT_FOUND),
-    (AdapterExistsError, grpc.StatusCode.ALREADY_EXISTS),
-    (RolloutRejectedError, grpc.StatusCode.FAILED_PRECONDITION),
-    (ServiceUnavailableError, grpc.StatusCode.UNAVAILABLE),
-    (AuthenticationError, grpc.StatusCode.UNAUTHENTICATED),
-)
-
-
-def status_code(error: ControlPlaneError) -> grpc.StatusCode:
-    """The gRPC status code for a domain error (INTERNAL for anything unexpected)."""
-    for cls, code in _STATUS:
-        if isinstance(error, cls):
-            return code
-    return grpc.StatusCode.INTERNAL

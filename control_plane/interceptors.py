@@ -1,44 +1,52 @@
-"""Server interceptors: bearer-token auth and the one place domain errors become status codes.
+"""Server interceptors: bearer-token auth and the control plane's table of domain errors -> status codes.
 
 Auth policy: with an admin token configured, CreateAdapter and DeleteAdapter need
 `authorization: Bearer <admin token>`; reads (Get/List adapters, ListWorkers) stay open so gateways can
 route without the admin secret. With a worker token configured, WorkerControl.Connect needs
 `authorization: Bearer <worker token>`. Health and reflection are always open. Missing or wrong
 tokens get UNAUTHENTICATED; tokens are compared in constant time and never logged.
+
+Errors: `error_interceptor()` is the shared `loraplane.grpc_errors.ErrorInterceptor` with
+`STATUS_BY_ERROR`; anything unlisted becomes INTERNAL with a generic message and a logged traceback.
 """
 
 from __future__ import annotations
 
 import hmac
-import logging
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import grpc
-from loraplane.control_plane.errors import ControlPlaneError, status_code
+from grpc_interceptor import AsyncServerInterceptor
+from loraplane.control_plane import errors
 
-logger = logging.getLogger(__name__)
+from loraplane.grpc_errors import ErrorInterceptor
 
 REGISTRY_SERVICE = "loraplane.registry.v1.AdapterRegistry"
 WORKER_SERVICE = "loraplane.worker.v1.WorkerControl"
 ADMIN_METHODS = frozenset(f"/{REGISTRY_SERVICE}/{m}" for m in ("CreateAdapter", "DeleteAdapter"))
 WORKER_PREFIX = f"/{WORKER_SERVICE}/"
 
+# Most specific first: the first matching class wins.
+STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
+    (errors.InvalidArgumentError, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.AdapterNotFoundError, grpc.StatusCode.NOT_FOUND),
+    (errors.SourceNotFoundError, grpc.StatusCode.NOT_FOUND),
+    (errors.AdapterExistsError, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.RolloutRejectedError, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.ServiceUnavailableError, grpc.StatusCode.UNAVAILABLE),
+    (errors.AuthenticationError, grpc.StatusCode.UNAUTHENTICATED),
+    # A domain error not listed above: its message is still written for the caller.
+    (errors.ControlPlaneError, grpc.StatusCode.INTERNAL),
+)
 
-def _wrap(handler: grpc.RpcMethodHandler, unary: Callable, streaming: Callable) -> grpc.RpcMethodHandler:
-    """A handler of the same streaming shape whose behaviour is replaced by `unary` or `streaming`."""
-    ser = dict(
-        request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer
-    )
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **ser)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **ser)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(streaming(handler.unary_stream), **ser)
-    return grpc.stream_stream_rpc_method_handler(streaming(handler.stream_stream), **ser)
+
+def error_interceptor() -> ErrorInterceptor:
+    """The shared error interceptor with the control plane's table."""
+    return ErrorInterceptor(STATUS_BY_ERROR, "the control plane's log")
 
 
-class AuthInterceptor(grpc.aio.ServerInterceptor):
+class AuthInterceptor(AsyncServerInterceptor):
     """Checks bearer tokens per the policy in the module docstring."""
 
     def __init__(self, admin_token: str, worker_token: str) -> None:
@@ -52,27 +60,14 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return self._worker, "the worker token"
         return b"", ""
 
-    async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
-        token, what = self._required(details.method)
-        handler = await continuation(details)
-        if not token or handler is None or _authorized(details.invocation_metadata, token):
-            return handler
-        message = f"{details.method} needs {what} in the authorization header"
-
-        def unary(_behaviour):
-            async def deny(request, context):
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-
-            return deny
-
-        def streaming(_behaviour):
-            async def deny(request, context):
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-                yield  # pragma: no cover - makes this an async generator like the real handler
-
-            return deny
-
-        return _wrap(handler, unary, streaming)
+    async def intercept(
+        self, method: Callable, request_or_iterator: Any, context: grpc.aio.ServicerContext, method_name: str
+    ) -> Any:
+        token, what = self._required(method_name)
+        if token and not _authorized(context.invocation_metadata(), token):
+            message = f"{method_name} needs {what} in the authorization header"
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        return await super().intercept(method, request_or_iterator, context, method_name)
 
 
 def _authorized(metadata, token: bytes) -> bool:
@@ -81,39 +76,3 @@ def _authorized(metadata, token: bytes) -> bool:
     if not isinstance(header, str) or not header.startswith("Bearer "):
         return False
     return hmac.compare_digest(header[len("Bearer ") :].strip().encode(), token)
-
-
-class ErrorInterceptor(grpc.aio.ServerInterceptor):
-    """Aborts with the mapped status when a handler raises a ControlPlaneError; never leaks a traceback."""
-
-    async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
-        handler = await continuation(details)
-        if handler is None:
-            return None
-
-        def unary(behaviour):
-            async def guarded(request, context):
-                try:
-                    return await behaviour(request, context)
-                except ControlPlaneError as exc:
-                    await _abort(context, details.method, exc)
-
-            return guarded
-
-        def streaming(behaviour):
-            async def guarded(request, context):
-                try:
-                    async for response in behaviour(request, context):
-                        yield response
-                except ControlPlaneError as exc:
-                    await _abort(context, details.method, exc)
-
-            return guarded
-
-        return _wrap(handler, unary, streaming)
-
-
-async def _abort(context: grpc.aio.ServicerContext, method: str, exc: ControlPlaneError) -> None:
-    code = status_code(exc)
-    logger.info("%s -> %s: %s", method, code.name, exc)
-    await context.abort(code, str(exc))

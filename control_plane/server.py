@@ -15,7 +15,7 @@ from loraplane.control_plane.interceptors import (
     REGISTRY_SERVICE,
     WORKER_SERVICE,
     AuthInterceptor,
-    ErrorInterceptor,
+    error_interceptor,
 )
 from loraplane.control_plane.registry import AdapterService
 from loraplane.control_plane.servicers import AdapterRegistryServicer, WorkerControlServicer
@@ -52,7 +52,7 @@ class ControlPlaneServer:
         server = grpc.aio.server(
             interceptors=[
                 AuthInterceptor(self.config.admin_token, self.config.worker_token),
-                ErrorInterceptor(),
+                error_interceptor(),
             ],
             options=server_options(self.config.max_receive_bytes),
         )

@@ -21,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from loraplane.inference_worker.service.config import WorkerServiceConfig
 from loraplane.inference_worker.service.control_client import ControlPlaneClient, WorkerIdentity
-from loraplane.inference_worker.service.interceptors import ErrorMappingInterceptor
+from loraplane.inference_worker.service.interceptors import error_interceptor
 from loraplane.inference_worker.service.served_models import AdapterTarget, ServedModels
 from loraplane.inference_worker.service.servicer import SERVICE_NAME, InferenceServicer
 
@@ -54,7 +54,7 @@ class WorkerServer:
 
     def __init__(self, config: WorkerServiceConfig) -> None:
         self.config = config
-        self.server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()], options=server_options())
+        self.server = grpc.aio.server(interceptors=[error_interceptor()], options=server_options())
         self.health = health.aio.HealthServicer()
         self.servicer = InferenceServicer(config.max_in_flight)
         self.engine: Any = None

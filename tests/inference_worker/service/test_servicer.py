@@ -13,7 +13,7 @@ from loraplane.inference_worker import errors
 from loraplane.inference_worker.outputs import CompletionOutput, Logprob, RequestOutput
 from loraplane.inference_worker.sampling_params import SamplingParams
 from loraplane.inference_worker.service.control_client import error_code_for
-from loraplane.inference_worker.service.interceptors import ErrorMappingInterceptor, status_for
+from loraplane.inference_worker.service.interceptors import error_interceptor, status_for
 from loraplane.inference_worker.service.served_models import ServedModels
 from loraplane.inference_worker.service.servicer import (
     InferenceServicer,
@@ -76,7 +76,7 @@ async def served():
     engine = FakeEngine()
     servicer = InferenceServicer(max_in_flight=2)
     servicer.attach(engine, ServedModels(engine, engine.model_name, "/models/fake", enable_lora=False))
-    server = grpc.aio.server(interceptors=[ErrorMappingInterceptor()])
+    server = grpc.aio.server(interceptors=[error_interceptor()])
     inference_pb2_grpc.add_InferenceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()

@@ -1,0 +1,64 @@
+"""The one server interceptor that turns a component's domain errors into gRPC status codes.
+
+Semantics: each component passes its table of (exception class, status code), most specific class
+first. A handler that raises an instance of a listed class (before its first response or mid-stream)
+aborts with that code and the exception's message, which is written for a person. Anything else is
+unexpected: its traceback is logged and the call aborts with INTERNAL and a generic message that names
+only the exception's class (never UNKNOWN, never the exception's text, which may hold internals). A
+status set by the handler itself (`context.abort`) and a cancellation pass through unchanged. Every
+handler shape (unary/stream request x unary/stream response) is covered.
+
+Built on the `grpc-interceptor` package rather than our own wrapper: its `AsyncServerInterceptor`
+rebuilds a handler of the same shape around one `intercept` method, and its
+`AsyncExceptionToStatusInterceptor` already catches errors raised before the first response and
+mid-stream; overriding the documented `handle_exception` hook is all the mapping needs. Its default for
+unlisted exceptions (`repr(ex)` as the message) would leak the exception's text, so `handle_exception`
+here replaces it. Our domain errors stay transport-free: they do not derive from the package's
+`GrpcException`. The control plane's token check builds on the same `AsyncServerInterceptor` base
+(`loraplane.control_plane.interceptors.AuthInterceptor`), so no component wraps handlers by hand.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+import grpc
+from grpc_interceptor.exception_to_status import AsyncExceptionToStatusInterceptor
+
+logger = logging.getLogger(__name__)
+
+StatusTable = Sequence[tuple[type[BaseException], grpc.StatusCode]]
+
+
+def status_for(table: StatusTable, exc: BaseException, log_name: str) -> tuple[grpc.StatusCode, str]:
+    """The status code and client-facing message for `exc`: its table entry, else a generic INTERNAL.
+
+    `log_name` says whose log holds the traceback ("the worker's log", ...)."""
+    for error_type, code in table:
+        if isinstance(exc, error_type):
+            return code, str(exc) or error_type.__name__
+    return grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__}); see {log_name}"
+
+
+class ErrorInterceptor(AsyncExceptionToStatusInterceptor):
+    """Maps the exceptions of every handler through `table` (see the module docstring)."""
+
+    def __init__(self, table: StatusTable, log_name: str) -> None:
+        super().__init__()
+        self.table = tuple(table)
+        self.log_name = log_name
+
+    async def handle_exception(
+        self, ex: Exception, request_or_iterator: Any, context: grpc.aio.ServicerContext, method_name: str
+    ) -> NoReturn:
+        if isinstance(ex, grpc.aio.AbortError):
+            raise ex  # the handler set its own status
+        code, message = status_for(self.table, ex, self.log_name)
+        if code == grpc.StatusCode.INTERNAL:
+            logger.error("%s failed", method_name, exc_info=ex)
+        else:
+            logger.info("%s -> %s: %s", method_name, code.name, message)
+        await context.abort(code, message)
+        raise AssertionError("context.abort returned")  # pragma: no cover - abort always raises
