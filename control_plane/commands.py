@@ -5,6 +5,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
+from loraplane.control_plane.records import ResidencyState
+
 
 def new_command_id() -> str:
     """A unique command id ("cmd-" + 32 hex digits)."""
@@ -49,11 +51,11 @@ Command = SyncCommand | LoadCommand | UnloadCommand
 
 @dataclass(frozen=True)
 class ResidentAdapter:
-    """An adapter a worker reports holding; `tier` is "gpu", "cpu", "disk" or "loading"."""
+    """An adapter a worker reports holding; `state` is DEVICE, HOST, DISK or LOADING."""
 
     name: str
     version: str
-    tier: str
+    state: ResidencyState
     pinned: bool = False
 
 

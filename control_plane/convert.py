@@ -19,17 +19,15 @@ from loraplane.control_plane.commands import (
 from loraplane.control_plane.records import AdapterSourceRef, Residency, ResidencyState, WorkerRecord
 from loraplane.control_plane.registry import AdapterView, CreateRequest
 
+from loraplane.common.v1 import residency_pb2
 from loraplane.registry.v1 import registry_pb2 as reg
 from loraplane.worker.v1 import worker_pb2 as wk
 
-_STATE_TO_PB = {state: reg.ResidencyState.Value(f"RESIDENCY_STATE_{state.name}") for state in ResidencyState}
-_TIER_FROM_PB = {
-    wk.RESIDENCY_TIER_GPU: "gpu",
-    wk.RESIDENCY_TIER_CPU: "cpu",
-    wk.RESIDENCY_TIER_DISK: "disk",
-    wk.RESIDENCY_TIER_LOADING: "loading",
+# The one residency map, both ways: record enum <-> loraplane.common.v1.ResidencyState, member by name.
+_STATE_TO_PB = {
+    state: residency_pb2.ResidencyState.Value(f"RESIDENCY_STATE_{state.name}") for state in ResidencyState
 }
-_TIER_TO_STATE = {"gpu": ResidencyState.GPU, "cpu": ResidencyState.CPU, "disk": ResidencyState.DISK}
+_STATE_FROM_PB = {number: state for state, number in _STATE_TO_PB.items()}
 
 
 def timestamp(seconds: float) -> Timestamp:
@@ -115,7 +113,9 @@ def hello_info(hello: wk.Hello) -> HelloInfo:
 
 def resident(items) -> tuple[ResidentAdapter, ...]:
     return tuple(
-        ResidentAdapter(item.name, item.version, _TIER_FROM_PB.get(item.tier, "disk"), item.pinned)
+        ResidentAdapter(
+            item.name, item.version, _STATE_FROM_PB.get(item.state, ResidencyState.DISK), item.pinned
+        )
         for item in items
     )
 

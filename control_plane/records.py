@@ -7,11 +7,13 @@ from dataclasses import dataclass, field
 
 
 class ResidencyState(str, enum.Enum):
-    """How far an adapter has got on one worker (mirrors registry.v1.ResidencyState)."""
+    """How far an adapter has got on one worker (mirrors loraplane.common.v1.ResidencyState, member for
+    member; the values are what the store keeps). DEVICE is an adapter slot on the worker's device (a GPU
+    or, on a CPU worker, host memory), HOST the worker's host-memory cache."""
 
     LOADING = "loading"
-    GPU = "gpu"
-    CPU = "cpu"
+    DEVICE = "device"
+    HOST = "host"
     DISK = "disk"
     FAILED = "failed"
     UNLOADING = "unloading"

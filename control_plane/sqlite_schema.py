@@ -64,6 +64,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX residency_adapter ON residency (adapter_name);
     """,
+    # Residency tiers are named for what they are, not a device kind: a CPU worker's slots are not a GPU.
+    """
+    UPDATE residency SET state = 'device' WHERE state = 'gpu';
+    UPDATE residency SET state = 'host' WHERE state = 'cpu';
+    """,
 )
 
 ADAPTER_COLUMNS = (

@@ -43,12 +43,6 @@ from loraplane.control_plane.store import RegistryStore
 
 logger = logging.getLogger(__name__)
 
-_TIERS = {
-    "gpu": ResidencyState.GPU,
-    "cpu": ResidencyState.CPU,
-    "disk": ResidencyState.DISK,
-    "loading": ResidencyState.LOADING,
-}
 _IN_FLIGHT = (ResidencyState.FAILED, ResidencyState.LOADING, ResidencyState.UNLOADING)
 
 
@@ -157,10 +151,7 @@ class WorkerHub:
             record = self.store.get_adapter(item.name)
             if item.name not in chosen or (record is not None and item.version == record.version):
                 chosen[item.name] = item
-        rows = [
-            Residency(worker_id, a.name, a.version, _TIERS.get(a.tier, ResidencyState.DISK), "", now)
-            for a in chosen.values()
-        ]
+        rows = [Residency(worker_id, a.name, a.version, a.state, "", now) for a in chosen.values()]
         keep = set()
         if keep_in_flight:
             keep = {
@@ -181,7 +172,7 @@ class WorkerHub:
                 )
             elif spec.name not in {a.name for a in outcome.resident}:
                 self.store.set_residency(
-                    Residency(worker_id, spec.name, spec.version, ResidencyState.CPU, "", now)
+                    Residency(worker_id, spec.name, spec.version, ResidencyState.HOST, "", now)
                 )
         elif isinstance(command, UnloadCommand) and outcome.ok and not command.version:
             self.store.delete_residency(worker_id, command.name)

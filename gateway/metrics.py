@@ -2,7 +2,8 @@
 
 Semantics: `adapter` labels are bounded: the first `max_adapter_labels` adapter names seen get their
 own label value, later ones are counted under "__other__". Residency is exported per worker as the
-number of adapters in each tier, so its cardinality is workers x tiers, not workers x adapters.
+number of adapters in each residency state ("device", "host", "disk", "loading"), so its cardinality is
+workers x states, not workers x adapters.
 """
 
 from __future__ import annotations

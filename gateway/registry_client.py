@@ -10,21 +10,28 @@ from dataclasses import dataclass
 
 import grpc
 
+from loraplane.common.v1 import residency_pb2 as residency
 from loraplane.grpc_options import client_options
 from loraplane.registry.v1 import registry_pb2 as pb
 from loraplane.registry.v1 import registry_pb2_grpc
 
+# The residency states of an adapter a worker can serve, by display name ("device", "host", ...).
 _SERVING_STATES = frozenset(
-    {pb.RESIDENCY_STATE_GPU, pb.RESIDENCY_STATE_CPU, pb.RESIDENCY_STATE_DISK, pb.RESIDENCY_STATE_LOADING}
+    {
+        residency.RESIDENCY_STATE_DEVICE,
+        residency.RESIDENCY_STATE_HOST,
+        residency.RESIDENCY_STATE_DISK,
+        residency.RESIDENCY_STATE_LOADING,
+    }
 )
 _STATE_NAMES = {
-    v: pb.ResidencyState.Name(v).removeprefix("RESIDENCY_STATE_").lower() for v in _SERVING_STATES
+    v: residency.ResidencyState.Name(v).removeprefix("RESIDENCY_STATE_").lower() for v in _SERVING_STATES
 }
 
 
 @dataclass(frozen=True)
 class WorkerInfo:
-    """A worker as ListWorkers reports it; `adapters` maps adapter name -> tier ("gpu", "cpu", ...)."""
+    """A worker as ListWorkers reports it; `adapters` maps adapter name -> state ("device", "host", ...)."""
 
     worker_id: str
     endpoint: str
@@ -72,7 +79,9 @@ class RegistryClient:
         reply = await self._stub.CreateAdapter(
             request, metadata=self._metadata, timeout=max(self._timeout_s, 120.0)
         )
-        reasons = tuple(r.error for r in reply.adapter.residency if r.state == pb.RESIDENCY_STATE_FAILED)
+        reasons = tuple(
+            r.error for r in reply.adapter.residency if r.state == residency.RESIDENCY_STATE_FAILED
+        )
         return CreateResult(
             version=reply.adapter.version,
             loaded=tuple(reply.loaded_workers),

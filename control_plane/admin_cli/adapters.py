@@ -90,7 +90,7 @@ def _show(args, stub, metadata, reg):
         rows = [
             [
                 r.worker_id,
-                client.enum_label(reg.ResidencyState, r.state, "RESIDENCY_STATE_"),
+                _state_label(r.state),
                 r.version[:12],
                 r.error,
             ]
@@ -109,10 +109,21 @@ def _rm(args, stub, metadata, reg):
     return lambda: print(f"deleted {args.name}; unloaded on {len(response.unloaded_workers)} workers")
 
 
+# Residency states whose adapter serves without a disk read ("loaded" in the adapters table).
+_SERVABLE = ("device", "host")
+
+
+def _state_label(state: int) -> str:
+    """The display name of a loraplane.common.v1.ResidencyState ("device", "host", "disk", ...)."""
+    from loraplane.common.v1 import residency_pb2
+
+    return client.enum_label(residency_pb2.ResidencyState, state, "RESIDENCY_STATE_")
+
+
 def _print_adapters(adapters, reg) -> None:
     rows = []
     for a in adapters:
-        ready = sum(r.state in (reg.RESIDENCY_STATE_GPU, reg.RESIDENCY_STATE_CPU) for r in a.residency)
+        ready = sum(_state_label(r.state) in _SERVABLE for r in a.residency)
         source = a.source.path or a.source.hub_id
         rows.append(
             [

@@ -21,17 +21,20 @@ from loraplane.inference_worker import errors
 from loraplane.inference_worker.service.served_models import AdapterTarget, ServedModels
 
 from loraplane import __version__
+from loraplane.common.v1 import residency_pb2
 from loraplane.grpc_options import client_options
 from loraplane.worker.v1 import worker_pb2 as pb
 from loraplane.worker.v1 import worker_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
-TIERS = {
-    "gpu": pb.RESIDENCY_TIER_GPU,
-    "cpu": pb.RESIDENCY_TIER_CPU,
-    "disk": pb.RESIDENCY_TIER_DISK,
-    "loading": pb.RESIDENCY_TIER_LOADING,
+# The engine's tier names (LoRAManager's AdapterInfo.tier) -> the contract's residency state. The
+# engine's "gpu" is its adapter slots, which sit on a CPU worker's host memory too: DEVICE, not GPU.
+RESIDENCY_BY_TIER = {
+    "gpu": residency_pb2.RESIDENCY_STATE_DEVICE,
+    "cpu": residency_pb2.RESIDENCY_STATE_HOST,
+    "disk": residency_pb2.RESIDENCY_STATE_DISK,
+    "loading": residency_pb2.RESIDENCY_STATE_LOADING,
 }
 _RANK_FIELDS = {"r", "rank_pattern"}
 _BASE_MODEL_FIELDS = {"base_model", "base_model_name", "base_model_name_or_path", "shape", "shapes"}
@@ -206,7 +209,7 @@ class ControlPlaneClient:
             pb.ResidentAdapter(
                 name=r.name,
                 version=r.version,
-                tier=TIERS.get(r.tier, pb.RESIDENCY_TIER_UNSPECIFIED),
+                state=RESIDENCY_BY_TIER.get(r.tier, residency_pb2.RESIDENCY_STATE_UNSPECIFIED),
                 pinned=r.pinned,
             )
             for r in self.models.residency()

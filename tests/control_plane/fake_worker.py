@@ -22,6 +22,7 @@ from pathlib import Path
 
 import grpc
 
+from loraplane.common.v1 import residency_pb2 as residency
 from loraplane.grpc_options import client_options
 from loraplane.worker.v1 import worker_pb2 as wk
 from loraplane.worker.v1 import worker_pb2_grpc
@@ -151,7 +152,7 @@ class FakeWorker:
 
     def _resident(self) -> list[wk.ResidentAdapter]:
         items = [(n, v) for n, v in self.adapters.items()] + [(n, v) for n, v in self.staged.items()]
-        return [wk.ResidentAdapter(name=n, version=v, tier=wk.RESIDENCY_TIER_CPU) for n, v in items]
+        return [wk.ResidentAdapter(name=n, version=v, state=residency.RESIDENCY_STATE_HOST) for n, v in items]
 
     async def _handle(self, response: wk.ConnectResponse) -> wk.CommandResult:
         kind = response.WhichOneof("message")

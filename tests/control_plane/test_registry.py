@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from loraplane.common.v1 import residency_pb2 as residency
 from loraplane.registry.v1 import registry_pb2 as reg
 from loraplane.worker.v1 import worker_pb2 as wk
 from tests.control_plane.conftest import ADMIN, BASE_MODEL
@@ -26,8 +27,8 @@ async def test_create_loads_on_every_matching_worker(registry, workers, make_ada
     assert other.adapters == {} and "load_adapter" not in other.kinds()
     got = (await registry.GetAdapter(reg.GetAdapterRequest(name="sql-lora"))).adapter
     assert [(r.worker_id, r.state, r.version) for r in got.residency] == [
-        ("w0", reg.RESIDENCY_STATE_CPU, version),
-        ("w1", reg.RESIDENCY_STATE_CPU, version),
+        ("w0", residency.RESIDENCY_STATE_HOST, version),
+        ("w1", residency.RESIDENCY_STATE_HOST, version),
     ]
     assert got.rank == 8 and list(got.target_modules) == ["q_proj", "v_proj"]
     listed = await registry.ListAdapters(reg.ListAdaptersRequest())
@@ -98,7 +99,7 @@ async def test_partial_reject_keeps_record_and_reports(registry, workers, make_a
     response = await registry.CreateAdapter(create_request("p", make_adapter("p")), metadata=ADMIN)
     assert list(response.loaded_workers) == ["w0"] and list(response.failed_workers) == ["w1"]
     failed = [r for r in response.adapter.residency if r.worker_id == "w1"][0]
-    assert failed.state == reg.RESIDENCY_STATE_FAILED and "CAPACITY: cache full" in failed.error
+    assert failed.state == residency.RESIDENCY_STATE_FAILED and "CAPACITY: cache full" in failed.error
 
 
 async def test_pending_worker_reported_after_deadline(registry, workers, make_adapter):

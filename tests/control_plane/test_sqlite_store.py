@@ -52,7 +52,7 @@ def test_adapters_crud_and_paging(tmp_path):
     assert store.count_adapters() == 3 and store.count_adapters("other") == 1
     store.update_adapter(record("a", version="v2"))
     assert store.get_adapter("a") == record("a", version="v2")
-    store.set_residency(Residency("w", "a", "v2", ResidencyState.GPU, "", 3.0))
+    store.set_residency(Residency("w", "a", "v2", ResidencyState.DEVICE, "", 3.0))
     assert store.delete_adapter("a") and not store.delete_adapter("a")
     assert store.residency_for_adapter("a") == []
     store.close()
@@ -68,11 +68,11 @@ def test_workers_and_residency(tmp_path):
     store.mark_all_workers_down()
     assert store.list_workers()[0].state == WorkerState.DOWN
     store.set_residency(Residency("w", "x", "v", ResidencyState.FAILED, "bad", 1.0))
-    store.set_residency(Residency("w", "y", "v", ResidencyState.CPU, "", 1.0))
+    store.set_residency(Residency("w", "y", "v", ResidencyState.HOST, "", 1.0))
     store.replace_worker_residency(
-        "w", [Residency("w", "z", "v", ResidencyState.GPU, "", 2.0)], keep_names={"x"}
+        "w", [Residency("w", "z", "v", ResidencyState.DEVICE, "", 2.0)], keep_names={"x"}
     )
     assert [(r.adapter_name, r.state) for r in store.residency_for_worker("w")] == [
         ("x", ResidencyState.FAILED),
-        ("z", ResidencyState.GPU),
+        ("z", ResidencyState.DEVICE),
     ]

@@ -14,12 +14,13 @@ import pytest
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message_factory, timestamp_pb2
 
+from loraplane.common.v1 import residency_pb2
 from loraplane.inference.v1 import inference_pb2
 from loraplane.registry.v1 import registry_pb2
 from loraplane.worker.v1 import worker_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
-MODULES = (registry_pb2, worker_pb2, inference_pb2)
+MODULES = (residency_pb2, registry_pb2, worker_pb2, inference_pb2)
 SERVICES = {
     "loraplane/registry/v1/registry.proto": ["loraplane.registry.v1.AdapterRegistry"],
     "loraplane/worker/v1/worker.proto": ["loraplane.worker.v1.WorkerControl"],

@@ -3,6 +3,7 @@ import datetime
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from loraplane.common.v1 import residency_pb2 as _residency_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -12,29 +13,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
-class ResidencyState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    RESIDENCY_STATE_UNSPECIFIED: _ClassVar[ResidencyState]
-    RESIDENCY_STATE_LOADING: _ClassVar[ResidencyState]
-    RESIDENCY_STATE_GPU: _ClassVar[ResidencyState]
-    RESIDENCY_STATE_CPU: _ClassVar[ResidencyState]
-    RESIDENCY_STATE_DISK: _ClassVar[ResidencyState]
-    RESIDENCY_STATE_FAILED: _ClassVar[ResidencyState]
-    RESIDENCY_STATE_UNLOADING: _ClassVar[ResidencyState]
-
 class WorkerState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     WORKER_STATE_UNSPECIFIED: _ClassVar[WorkerState]
     WORKER_STATE_READY: _ClassVar[WorkerState]
     WORKER_STATE_DOWN: _ClassVar[WorkerState]
     WORKER_STATE_DRAINING: _ClassVar[WorkerState]
-RESIDENCY_STATE_UNSPECIFIED: ResidencyState
-RESIDENCY_STATE_LOADING: ResidencyState
-RESIDENCY_STATE_GPU: ResidencyState
-RESIDENCY_STATE_CPU: ResidencyState
-RESIDENCY_STATE_DISK: ResidencyState
-RESIDENCY_STATE_FAILED: ResidencyState
-RESIDENCY_STATE_UNLOADING: ResidencyState
 WORKER_STATE_UNSPECIFIED: WorkerState
 WORKER_STATE_READY: WorkerState
 WORKER_STATE_DOWN: WorkerState
@@ -58,11 +42,11 @@ class AdapterResidency(_message.Message):
     ERROR_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
-    state: ResidencyState
+    state: _residency_pb2.ResidencyState
     version: str
     error: str
     update_time: _timestamp_pb2.Timestamp
-    def __init__(self, worker_id: _Optional[str] = ..., state: _Optional[_Union[ResidencyState, str]] = ..., version: _Optional[str] = ..., error: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, worker_id: _Optional[str] = ..., state: _Optional[_Union[_residency_pb2.ResidencyState, str]] = ..., version: _Optional[str] = ..., error: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Adapter(_message.Message):
     __slots__ = ("name", "source", "base_model_name", "version", "rank", "target_modules", "create_time", "update_time", "residency")
@@ -195,8 +179,8 @@ class WorkerAdapter(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
-    state: ResidencyState
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[_Union[ResidencyState, str]] = ...) -> None: ...
+    state: _residency_pb2.ResidencyState
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[_Union[_residency_pb2.ResidencyState, str]] = ...) -> None: ...
 
 class ListWorkersRequest(_message.Message):
     __slots__ = ("base_model_name", "include_down")

@@ -1,6 +1,7 @@
 import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from loraplane.common.v1 import residency_pb2 as _residency_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -9,14 +10,6 @@ from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
-
-class ResidencyTier(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    RESIDENCY_TIER_UNSPECIFIED: _ClassVar[ResidencyTier]
-    RESIDENCY_TIER_GPU: _ClassVar[ResidencyTier]
-    RESIDENCY_TIER_CPU: _ClassVar[ResidencyTier]
-    RESIDENCY_TIER_DISK: _ClassVar[ResidencyTier]
-    RESIDENCY_TIER_LOADING: _ClassVar[ResidencyTier]
 
 class CommandErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -29,11 +22,6 @@ class CommandErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     COMMAND_ERROR_CODE_CAPACITY: _ClassVar[CommandErrorCode]
     COMMAND_ERROR_CODE_NOT_FOUND: _ClassVar[CommandErrorCode]
     COMMAND_ERROR_CODE_INTERNAL: _ClassVar[CommandErrorCode]
-RESIDENCY_TIER_UNSPECIFIED: ResidencyTier
-RESIDENCY_TIER_GPU: ResidencyTier
-RESIDENCY_TIER_CPU: ResidencyTier
-RESIDENCY_TIER_DISK: ResidencyTier
-RESIDENCY_TIER_LOADING: ResidencyTier
 COMMAND_ERROR_CODE_UNSPECIFIED: CommandErrorCode
 COMMAND_ERROR_CODE_SOURCE_NOT_FOUND: CommandErrorCode
 COMMAND_ERROR_CODE_INVALID_ADAPTER: CommandErrorCode
@@ -67,16 +55,16 @@ class ConnectResponse(_message.Message):
     def __init__(self, sync: _Optional[_Union[Sync, _Mapping]] = ..., load_adapter: _Optional[_Union[LoadAdapter, _Mapping]] = ..., unload_adapter: _Optional[_Union[UnloadAdapter, _Mapping]] = ..., heartbeat_interval_s: _Optional[int] = ...) -> None: ...
 
 class ResidentAdapter(_message.Message):
-    __slots__ = ("name", "version", "tier", "pinned")
+    __slots__ = ("name", "version", "state", "pinned")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
-    TIER_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     PINNED_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
-    tier: ResidencyTier
+    state: _residency_pb2.ResidencyState
     pinned: bool
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., tier: _Optional[_Union[ResidencyTier, str]] = ..., pinned: _Optional[bool] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., state: _Optional[_Union[_residency_pb2.ResidencyState, str]] = ..., pinned: _Optional[bool] = ...) -> None: ...
 
 class Capacity(_message.Message):
     __slots__ = ("max_loras", "max_lora_rank", "max_cpu_loras", "max_num_seqs", "max_model_len", "num_kv_blocks", "enable_lora")

@@ -9,6 +9,7 @@ import grpc
 import pytest
 from worker_process import WorkerProcess, collect, engine_flags, generate_request, inference_stub
 
+from loraplane.common.v1 import residency_pb2 as residency
 from loraplane.inference.v1 import inference_pb2 as pb
 from loraplane.worker.v1 import worker_pb2 as wk
 
@@ -119,7 +120,10 @@ async def test_sync_reconciles_to_the_desired_set(fake_cp, stub, demo_adapters):
     heartbeat = await fake_cp.wait_heartbeat(
         lambda hb: [a.name for a in hb.resident_adapters] == ["fresh-lora"]
     )
-    assert heartbeat.resident_adapters[0].tier in (wk.RESIDENCY_TIER_GPU, wk.RESIDENCY_TIER_CPU)
+    assert heartbeat.resident_adapters[0].state in (
+        residency.RESIDENCY_STATE_DEVICE,
+        residency.RESIDENCY_STATE_HOST,
+    )
     assert not heartbeat.draining
 
 
