@@ -64,3 +64,16 @@ def test_engine_config_passes_lora_target_modules_as_a_tuple():
         "o_proj",
     )
     assert EngineConfig().lora_target_modules is None
+
+
+def test_lora_package_imports_no_torch():
+    """LoRARequest and LoRAConfig (what the service builds from flags) load without torch."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from loraplane.inference_worker.lora import LoRAConfig, LoRARequest, adapter_version;"
+        "print('torch' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False"
