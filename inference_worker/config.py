@@ -1,8 +1,9 @@
-"""Engine configuration (built once at the entry point) and the worker's environment variables.
+"""Engine configuration: `EngineConfig`, built once at the entry point and passed down.
 
 Torch-free: the worker's CLI builds and validates an `EngineConfig` before importing the engine, so a
 bad value is rejected before any model is loaded or port is bound. The names here become torch types in
-`loraplane.inference_worker.model_loader` (`resolve_device`, `resolve_dtype`).
+`loraplane.inference_worker.model_loader` (`resolve_device`, `resolve_dtype`). The on-disk cache root
+(`$LORAPLANE_CACHE`) is read in `loraplane.cache`, shared with the kernels' build cache.
 """
 
 from __future__ import annotations
