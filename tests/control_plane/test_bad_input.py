@@ -111,3 +111,15 @@ async def test_mutations_need_the_admin_token(registry, make_adapter, metadata):
         await registry.DeleteAdapter(reg.DeleteAdapterRequest(name="a"), metadata=metadata)
     assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert (await registry.ListAdapters(reg.ListAdaptersRequest())).total_size == 0  # reads stay open
+
+
+async def test_unexpected_failure_is_internal_without_its_text(server, registry, monkeypatch, caplog):
+    def broken(name: str):
+        raise KeyError("secret internals")
+
+    monkeypatch.setattr(server.service, "get", broken)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await registry.GetAdapter(reg.GetAdapterRequest(name="a"))
+    assert info.value.code() == grpc.StatusCode.INTERNAL
+    assert "secret" not in info.value.details() and "control plane's log" in info.value.details()
+    assert any(r.exc_info and r.exc_info[0] is KeyError for r in caplog.records)
