@@ -11,9 +11,9 @@ from collections.abc import AsyncIterator, Sequence
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from loraplane.gateway.convert import chat_request, completion_prompts, completion_requests, new_request_id
-from loraplane.gateway.errors import OpenAIError
+from loraplane.gateway.errors import OpenAIError, bad_request
 from loraplane.gateway.generation import GenerationStream, merged, open_streams
-from loraplane.gateway.protocol import ChatCompletionRequest, CompletionRequest
+from loraplane.gateway.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
 from loraplane.gateway.responses import ChatFormatter, CompletionFormatter, Formatter
 
 router = APIRouter()
@@ -134,8 +134,16 @@ def _explain_echo(error: OpenAIError, body: CompletionRequest) -> OpenAIError:
     )
 
 
+def _check_n(body: SamplingFields, request: Request) -> None:
+    """`n` within the gateway's bound: each choice is a sequence the engine runs for the whole request."""
+    max_n = request.app.state.gateway.config.max_n
+    if body.n > max_n:
+        raise bad_request(f"n must be at most {max_n} (this gateway's --max-n), got {body.n}", "n")
+
+
 @router.post("/v1/completions")
 async def completions(body: CompletionRequest, request: Request) -> Response:
+    _check_n(body, request)
     pool = request.app.state.gateway.pool
     request_id = new_request_id("cmpl")
     model = body.model or ""
@@ -152,6 +160,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
 
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Response:
+    _check_n(body, request)
     pool = request.app.state.gateway.pool
     request_id = new_request_id("chatcmpl")
     model = body.model or ""

@@ -5,6 +5,10 @@ and reaches every worker of the base model, not just one process as in vLLM. Suc
 vLLM's plain-text body. Errors are vLLM's: a taken name -> 400 "has already been loaded"; a path with
 no adapter -> 404; an adapter that cannot be loaded -> 400 naming the problem (vLLM answers 500);
 unloading an unknown name -> 404. The router is mounted only when runtime updates are enabled.
+
+Auth: the caller's `Authorization: Bearer <token>` is forwarded to the control plane, which checks it
+against its admin token; the gateway holds no token of its own to lend. A control plane with an admin
+token answers a missing or wrong one with UNAUTHENTICATED -> 401; one without lets every caller in.
 """
 
 from __future__ import annotations
@@ -16,6 +20,24 @@ from loraplane.gateway.errors import OpenAIError, from_grpc
 from loraplane.gateway.protocol import LoadLoRAAdapterRequest, UnloadLoRAAdapterRequest
 
 router = APIRouter()
+
+
+def _caller_token(request: Request) -> str | None:
+    """The caller's bearer token; None when absent or not sendable as gRPC metadata (printable ASCII),
+    which the control plane then treats as no credential."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or not all(" " <= c <= "~" for c in token):
+        return None
+    return token
+
+
+def _unauthenticated(request: Request) -> OpenAIError:
+    return OpenAIError(
+        401,
+        f"{request.url.path} needs the control plane's admin token: send the header "
+        "'Authorization: Bearer <admin token>' (the LORAPLANE_ADMIN_TOKEN the control plane runs with)",
+    )
 
 
 def _registry(request: Request):
@@ -34,8 +56,12 @@ async def load_lora_adapter(body: LoadLoRAAdapterRequest, request: Request) -> P
         raise OpenAIError(400, "Both 'lora_name' and 'lora_path' must be provided.", type="InvalidUserInput")
     registry = _registry(request)
     try:
-        result = await registry.create_adapter(name, path, body.base_model_name, replace=body.load_inplace)
+        result = await registry.create_adapter(
+            name, path, body.base_model_name, replace=body.load_inplace, token=_caller_token(request)
+        )
     except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+            raise _unauthenticated(request) from exc
         raise _load_error(exc, name, path) from exc
     if result.failed and not result.loaded:
         reasons = "; ".join(result.failure_reasons) or result.message
@@ -73,8 +99,10 @@ async def unload_lora_adapter(body: UnloadLoRAAdapterRequest, request: Request) 
         )
     registry = _registry(request)
     try:
-        await registry.delete_adapter(name)
+        await registry.delete_adapter(name, token=_caller_token(request))
     except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+            raise _unauthenticated(request) from exc
         if exc.code() == grpc.StatusCode.NOT_FOUND:
             raise OpenAIError(404, f"The lora adapter '{name}' cannot be found.", "lora_name") from exc
         raise from_grpc(exc, "lora_name") from exc

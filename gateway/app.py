@@ -2,8 +2,9 @@
 
 Semantics: `create_app(config)` builds an app whose lifespan connects to the control plane (when
 configured), discovers workers, and refreshes them in the background. Every error a client sees is
-an OpenAI error object; validation errors are 400; unexpected exceptions are logged and answered 500
-without a traceback. The runtime LoRA routes are mounted only when `allow_runtime_lora_updating`.
+an OpenAI error object; validation errors are 400; bodies over `max_request_bytes` are 413 before they
+are parsed; unexpected exceptions are logged and answered 500 with a fixed message (no type, text or
+traceback). The runtime LoRA routes are mounted only when `allow_runtime_lora_updating`.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from loraplane.gateway import api_generate, api_lora
+from loraplane.gateway.body_limit import BodyLimit
 from loraplane.gateway.config import ENV_RUNTIME_LORA, GatewayConfig
-from loraplane.gateway.errors import OpenAIError
+from loraplane.gateway.errors import GENERIC_INTERNAL, OpenAIError, request_too_large
 from loraplane.gateway.metrics import GatewayMetrics
 from loraplane.gateway.registry_client import RegistryClient
 from loraplane.gateway.workers import WorkerPool
@@ -135,8 +137,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error serving %s", request.url.path)
-        error = OpenAIError(500, f"internal error in the gateway ({type(exc).__name__}); see its log")
-        return _respond(request, error)
+        return _respond(request, OpenAIError(500, GENERIC_INTERNAL))
 
 
 def create_app(config: GatewayConfig, pool: WorkerPool | None = None) -> FastAPI:
@@ -144,7 +145,7 @@ def create_app(config: GatewayConfig, pool: WorkerPool | None = None) -> FastAPI
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        registry = RegistryClient(config.control_plane, config.admin_token) if config.control_plane else None
+        registry = RegistryClient(config.control_plane) if config.control_plane else None
         own_pool = pool is None
         worker_pool = pool or WorkerPool(config, registry)
         if own_pool:
@@ -164,11 +165,17 @@ def create_app(config: GatewayConfig, pool: WorkerPool | None = None) -> FastAPI
     app.include_router(api_generate.router)
     if config.allow_runtime_lora_updating:
         log.warning(
-            "runtime LoRA updating is enabled (LORAPLANE_ALLOW_RUNTIME_LORA_UPDATING): anyone who can reach "
-            "/v1/load_lora_adapter can register adapters; use it only on trusted networks"
+            "runtime LoRA updating is enabled (LORAPLANE_ALLOW_RUNTIME_LORA_UPDATING): callers of "
+            "/v1/load_lora_adapter act with the Authorization header they send; a control plane without an "
+            "admin token lets anyone who can reach the gateway register adapters"
         )
         app.include_router(api_lora.router)
     _add_error_handlers(app)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=config.max_request_bytes,
+        refuse=lambda request: _respond(request, request_too_large(config.max_request_bytes)),
+    )
 
     @app.get("/v1/models")
     async def models(request: Request) -> JSONResponse:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from loraplane.gateway.config import DEFAULT_PORT
+from loraplane.gateway.config import DEFAULT_MAX_N, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_PORT
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,9 +23,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a worker's Inference address, repeatable (static routing; env LORAPLANE_WORKERS=a,b)",
     )
     parser.add_argument(
-        "--admin-token", default=None, help="bearer token for the control plane's admin calls"
-    )
-    parser.add_argument(
         "--refresh-interval", type=float, default=None, help="seconds between worker refreshes"
     )
     parser.add_argument(
@@ -33,7 +30,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         default=None,
         help="mount /v1/load_lora_adapter and /v1/unload_lora_adapter "
-        "(also env LORAPLANE_ALLOW_RUNTIME_LORA_UPDATING=true)",
+        "(also env LORAPLANE_ALLOW_RUNTIME_LORA_UPDATING=true); callers send the control plane's admin "
+        "token as 'Authorization: Bearer TOKEN' when it has one",
+    )
+    parser.add_argument(
+        "--max-request-bytes",
+        type=int,
+        default=None,
+        help="largest request body accepted, in bytes; larger bodies, with or without Content-Length, get "
+        f"413 before they are parsed (default: {DEFAULT_MAX_REQUEST_BYTES}, 8 MiB; vLLM has no such limit)",
+    )
+    parser.add_argument(
+        "--max-n",
+        type=int,
+        default=None,
+        help=f"most choices per prompt (`n`) a request may ask for; more gets 400 (default: {DEFAULT_MAX_N}, "
+        "OpenAI's maximum)",
     )
 
 
@@ -46,9 +58,10 @@ def run(args: argparse.Namespace) -> int:
         port=args.port,
         control_plane=args.control_plane,
         workers=tuple(args.worker or ()),
-        admin_token=args.admin_token,
         refresh_interval_s=args.refresh_interval,
         allow_runtime_lora_updating=args.allow_runtime_lora_updating,
+        max_request_bytes=args.max_request_bytes,
+        max_n=args.max_n,
     )
     serve(config)
     return 0

@@ -9,10 +9,14 @@ import os
 from dataclasses import dataclass
 
 ENV_CONTROL_PLANE = "LORAPLANE_CONTROL_PLANE"
-ENV_ADMIN_TOKEN = "LORAPLANE_ADMIN_TOKEN"
 ENV_RUNTIME_LORA = "LORAPLANE_ALLOW_RUNTIME_LORA_UPDATING"
 ENV_WORKERS = "LORAPLANE_WORKERS"
 DEFAULT_PORT = 8000
+# Half of gRPC's 16 MiB message limit, so every body that passes converts to a Generate message the worker
+# accepts; ~2 million tokens of text, far past any context length. vLLM sets no limit.
+DEFAULT_MAX_REQUEST_BYTES = 8 * 1024 * 1024
+# OpenAI's own maximum for `n`: every request OpenAI accepts is accepted here.
+DEFAULT_MAX_N = 128
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -37,13 +41,14 @@ class GatewayConfig:
     fails with UNAVAILABLE is skipped for `down_cooldown_s`. Adapter requests go to the adapter's
     rendezvous-hash worker unless its load exceeds the least-loaded worker's by more than
     `affinity_slack` requests. At most `max_adapter_labels` adapter names get their own metrics label.
+    A request body over `max_request_bytes` is refused with 413 before it is parsed; `n` over `max_n`
+    with 400. The gateway holds no admin token: the runtime LoRA routes forward the caller's own.
     """
 
     host: str = "0.0.0.0"
     port: int = DEFAULT_PORT
     control_plane: str | None = None
     workers: tuple[str, ...] = ()
-    admin_token: str | None = None
     allow_runtime_lora_updating: bool = False
     refresh_interval_s: float = 2.0
     down_cooldown_s: float = 5.0
@@ -51,6 +56,8 @@ class GatewayConfig:
     max_adapter_labels: int = 64
     rpc_timeout_s: float = 10.0
     served_by_header: bool = True
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
+    max_n: int = DEFAULT_MAX_N
 
     def __post_init__(self) -> None:
         if not self.control_plane and not self.workers:
@@ -68,6 +75,9 @@ class GatewayConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.affinity_slack < 0 or self.max_adapter_labels < 0:
             raise ValueError("affinity_slack and max_adapter_labels must be >= 0")
+        for name in ("max_request_bytes", "max_n"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
     @classmethod
     def from_env(cls, **overrides) -> GatewayConfig:
@@ -76,7 +86,6 @@ class GatewayConfig:
         values = {
             "control_plane": os.environ.get(ENV_CONTROL_PLANE) or None,
             "workers": env_workers,
-            "admin_token": os.environ.get(ENV_ADMIN_TOKEN) or None,
             "allow_runtime_lora_updating": env_flag(ENV_RUNTIME_LORA),
         }
         values.update({k: v for k, v in overrides.items() if v is not None and v != ()})

@@ -10,7 +10,12 @@ from __future__ import annotations
 import uuid
 
 from loraplane.gateway.errors import bad_request
-from loraplane.gateway.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
+from loraplane.gateway.protocol import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    ContentPart,
+    SamplingFields,
+)
 
 from loraplane.inference.v1 import inference_pb2 as pb
 
@@ -45,8 +50,6 @@ def sampling_params(
     prompt_logprobs: int | None = None,
 ) -> pb.SamplingParams:
     """The proto SamplingParams for `req`; `max_tokens` overrides the body's (chat: max_completion_tokens)."""
-    if req.n < 1:
-        raise bad_request(f"n must be at least 1, got {req.n}.", "n")
     params = pb.SamplingParams(n=req.n)
     for name in _OPTIONAL_SCALARS:
         value = getattr(req, name)
@@ -101,18 +104,16 @@ def completion_requests(req: CompletionRequest, model: str, request_id: str) -> 
     return requests
 
 
-def _message_text(content: str | list[dict] | None, index: int) -> str:
+def _message_text(content: str | list[ContentPart] | None, index: int) -> str:
     if content is None or isinstance(content, str):
         return content or ""
-    texts = []
     for part in content:
-        if part.get("type") != "text":
+        if part.type != "text":
             raise bad_request(
-                f"messages[{index}] has a content part of type {part.get('type')!r}; only text is supported.",
+                f"messages[{index}] has a content part of type {part.type!r}; only text is supported.",
                 "messages",
             )
-        texts.append(str(part.get("text", "")))
-    return "".join(texts)
+    return "".join(part.text for part in content)
 
 
 def chat_request(req: ChatCompletionRequest, model: str, request_id: str) -> pb.GenerateRequest:

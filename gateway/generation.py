@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 
 import grpc
-from loraplane.gateway.errors import OpenAIError, from_grpc, model_not_found, no_worker
+from loraplane.gateway.errors import GENERIC_INTERNAL, OpenAIError, from_grpc, model_not_found, no_worker
 from loraplane.gateway.routing import Miss, choose
 from loraplane.gateway.workers import WorkerHandle, WorkerPool
 
 from loraplane.inference.v1 import inference_pb2 as pb
 
+log = logging.getLogger(__name__)
 # CANCELLED before `start` can only come from the worker (the gateway's own cancellation arrives as
 # asyncio.CancelledError): grpc core cancels calls that race a worker's shutdown. Nothing was generated.
 RETRYABLE = frozenset(
@@ -46,7 +48,7 @@ class GenerationStream:
             if exc.code() == grpc.StatusCode.UNAVAILABLE:
                 self._pool.mark_down(self.worker)
                 raise OpenAIError(
-                    503, f"worker {self.worker.worker_id} became unavailable during generation"
+                    503, "the inference worker serving this request became unavailable; retry the request"
                 ) from exc
             raise from_grpc(exc) from exc
         finally:
@@ -95,7 +97,8 @@ async def open_stream(pool: WorkerPool, model: str, request: pb.GenerateRequest)
         if first is grpc.aio.EOF or first.WhichOneof("response") != "start":
             worker.in_flight -= 1
             call.cancel()
-            raise OpenAIError(500, f"worker {worker.worker_id} sent no start message")
+            log.error("worker %s (%s) sent no start message", worker.worker_id, worker.endpoint)
+            raise OpenAIError(500, GENERIC_INTERNAL)
         return GenerationStream(worker, call, first.start, pool)
 
 

@@ -54,12 +54,15 @@ class CreateResult:
 
 
 class RegistryClient:
-    """Calls AdapterRegistry over one channel; `admin_token` is sent as `authorization: Bearer ...`."""
+    """Calls AdapterRegistry over one channel.
+
+    Create and delete send `authorization: Bearer <token>`: the call's `token` when given (the gateway
+    forwards its caller's), else the client's `admin_token` (the CLI's own); none when both are unset."""
 
     def __init__(self, address: str, admin_token: str | None = None, timeout_s: float = 10.0) -> None:
         self._channel = grpc.aio.insecure_channel(address, options=client_options())
         self._stub = registry_pb2_grpc.AdapterRegistryStub(self._channel)
-        self._metadata = (("authorization", f"Bearer {admin_token}"),) if admin_token else ()
+        self._admin_token = admin_token
         self._timeout_s = timeout_s
 
     async def close(self) -> None:
@@ -69,15 +72,24 @@ class RegistryClient:
         reply = await self._stub.ListWorkers(pb.ListWorkersRequest(), timeout=self._timeout_s)
         return [_worker_info(w) for w in reply.workers]
 
+    def _metadata(self, token: str | None) -> tuple[tuple[str, str], ...]:
+        token = token or self._admin_token
+        return (("authorization", f"Bearer {token}"),) if token else ()
+
     async def create_adapter(
-        self, name: str, path: str, base_model_name: str | None = None, replace: bool = False
+        self,
+        name: str,
+        path: str,
+        base_model_name: str | None = None,
+        replace: bool = False,
+        token: str | None = None,
     ) -> CreateResult:
         adapter = pb.Adapter(
             name=name, source=pb.AdapterSource(path=path), base_model_name=base_model_name or ""
         )
         request = pb.CreateAdapterRequest(adapter=adapter, replace=replace)
         reply = await self._stub.CreateAdapter(
-            request, metadata=self._metadata, timeout=max(self._timeout_s, 120.0)
+            request, metadata=self._metadata(token), timeout=max(self._timeout_s, 120.0)
         )
         reasons = tuple(
             r.error for r in reply.adapter.residency if r.state == residency.RESIDENCY_STATE_FAILED
@@ -91,9 +103,11 @@ class RegistryClient:
             failure_reasons=reasons,
         )
 
-    async def delete_adapter(self, name: str) -> None:
+    async def delete_adapter(self, name: str, token: str | None = None) -> None:
         await self._stub.DeleteAdapter(
-            pb.DeleteAdapterRequest(name=name), metadata=self._metadata, timeout=max(self._timeout_s, 60.0)
+            pb.DeleteAdapterRequest(name=name),
+            metadata=self._metadata(token),
+            timeout=max(self._timeout_s, 60.0),
         )
 
 
