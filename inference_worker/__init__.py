@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from loraplane.inference_worker.async_engine import AsyncLLMEngine
     from loraplane.inference_worker.config import EngineConfig
+    from loraplane.inference_worker.engine_client import EngineClient
     from loraplane.inference_worker.llm import LLM
     from loraplane.inference_worker.llm_engine import LLMEngine
     from loraplane.inference_worker.outputs import CompletionOutput, EngineStats, Logprob, RequestOutput
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
 _EXPORTS = {
     "AsyncLLMEngine": "loraplane.inference_worker.async_engine",
     "EngineConfig": "loraplane.inference_worker.config",
+    "EngineClient": "loraplane.inference_worker.engine_client",
     "LLM": "loraplane.inference_worker.llm",
     "LLMEngine": "loraplane.inference_worker.llm_engine",
     "CompletionOutput": "loraplane.inference_worker.outputs",
@@ -33,6 +35,7 @@ __all__ = [
     "LLM",
     "AsyncLLMEngine",
     "CompletionOutput",
+    "EngineClient",
     "EngineConfig",
     "EngineStats",
     "LLMEngine",

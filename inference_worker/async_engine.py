@@ -4,6 +4,9 @@ The step loop runs in its own thread, so the event loop never blocks on a forwar
 go to the loop thread through a command queue; outputs come back with `call_soon_threadsafe` into one
 asyncio queue per request. A consumer that falls behind gets the latest snapshot with the deltas
 since the previous one it saw (text deltas never split a UTF-8 character).
+
+`AsyncLLMEngine` implements `loraplane.inference_worker.engine_client.EngineClient`, the surface the
+worker's gRPC service drives; its adapter methods are `LLMEngine`'s adapter API run off the event loop.
 """
 
 from __future__ import annotations
@@ -13,13 +16,18 @@ import dataclasses
 import logging
 import queue
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING
 
 from loraplane.inference_worker.config import EngineConfig
 from loraplane.inference_worker.errors import EngineDeadError, InvalidRequestError
 from loraplane.inference_worker.llm_engine import LLMEngine
 from loraplane.inference_worker.outputs import EngineStats, RequestOutput
 from loraplane.inference_worker.sampling_params import SamplingParams
+
+if TYPE_CHECKING:
+    from loraplane.inference_worker.engine_client import TokenizerLike
+    from loraplane.inference_worker.lora import AdapterInfo, LoRARequest
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +36,8 @@ _ABORTED = object()  # queued to a stream by abort(): the stream ends without an
 
 
 class AsyncLLMEngine:
+    """The engine behind asyncio (see the module doc); an `EngineClient`."""
+
     def __init__(self, config: EngineConfig) -> None:
         self.config = config
         self.engine: LLMEngine | None = None
@@ -65,7 +75,7 @@ class AsyncLLMEngine:
         return self._thread is not None and self._thread.is_alive() and self._dead is None
 
     @property
-    def tokenizer(self):
+    def tokenizer(self) -> TokenizerLike | None:
         return self._require().tokenizer
 
     @property
@@ -89,8 +99,8 @@ class AsyncLLMEngine:
         prompt: str | list[int],
         sampling_params: SamplingParams | None,
         request_id: str,
-        lora_request=None,
-    ) -> AsyncIterator[RequestOutput]:
+        lora_request: LoRARequest | None = None,
+    ) -> AsyncGenerator[RequestOutput, None]:
         """Stream RequestOutput snapshots; each CompletionOutput carries `text_delta`/`token_ids_delta`.
 
         Raises InvalidRequestError / AdapterNotFoundError before the first yield for a bad request.
@@ -136,26 +146,19 @@ class AsyncLLMEngine:
         return self._stats
 
     # ---- adapters --------------------------------------------------------------------------------
-    def _lora(self):
-        manager = self._require().lora_manager
-        if manager is None:
-            raise InvalidRequestError("this engine was started without enable_lora", param="lora_request")
-        return manager
-
-    async def add_lora(self, lora_request):
-        """Load an adapter (in the LoRA manager's background loader); returns its AdapterInfo."""
-        return await asyncio.wrap_future(self._lora().add(lora_request))
+    async def add_lora(self, lora_request: LoRARequest) -> bool:
+        """Load an adapter in the LoRA manager's background loader, awaiting it without holding a thread."""
+        await asyncio.wrap_future(self._require().require_lora().add(lora_request))
+        return True
 
     async def remove_lora(self, name: str) -> bool:
-        manager = self._lora()
-        return await asyncio.get_running_loop().run_in_executor(None, manager.remove, name)
+        return await asyncio.to_thread(self._require().remove_lora, name)
 
     async def pin_lora(self, name: str) -> bool:
-        manager = self._lora()
-        return await asyncio.get_running_loop().run_in_executor(None, manager.pin, name)
+        return await asyncio.to_thread(self._require().pin_lora, name)
 
-    def list_loras(self) -> list:
-        return self._lora().list()
+    def list_loras(self) -> list[AdapterInfo]:
+        return self._require().list_loras()
 
     # ---- the loop thread -------------------------------------------------------------------------
     def _submit(self, command: tuple) -> None:

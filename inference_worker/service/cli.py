@@ -1,6 +1,9 @@
 """`loraplane worker`: run one inference worker (engine + gRPC server), standalone or under a control plane.
 
 Engine flags keep vLLM's names. Importing this module is cheap (no torch): the engine loads in `run`.
+The flags become one frozen `WorkerServiceConfig` (with the engine's `EngineConfig` inside) before anything
+starts, so a bad value, the engine's included, exits 2 with a message naming the flag and nothing is
+bound or loaded.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import socket
 import sys
 from typing import Any
 
+from loraplane.inference_worker.config import EngineConfig
 from loraplane.inference_worker.service.config import (
     DEFAULT_LISTEN,
     DEFAULT_MAX_NUM_SEQS,
@@ -122,23 +126,39 @@ def engine_kwargs_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return kwargs
 
 
+def engine_config_from_args(args: argparse.Namespace) -> EngineConfig:
+    """The engine's validated config from the engine flags; a bad value raises ValueError naming its flag."""
+    try:
+        return EngineConfig.from_kwargs(**engine_kwargs_from_args(args))
+    except ValueError as exc:
+        option = str(exc).split(" ", 1)[0]
+        flag = next((flag for flag, dest in _engine_flags() if dest == option), None)
+        raise ValueError(f"{flag}: {exc}" if flag else str(exc)) from exc
+
+
+def _engine_flags() -> list[tuple[str, str]]:
+    """(flag, EngineConfig field) for every engine flag."""
+    return [(flag, dest) for flag, dest, *_ in (*ENGINE_OPTIONS, *ENGINE_SWITCHES, *ENGINE_TOGGLES)]
+
+
 def config_from_args(args: argparse.Namespace) -> WorkerServiceConfig:
-    """Build the frozen service config; ValueError with the offending flag on bad values."""
-    max_num_seqs = args.max_num_seqs or DEFAULT_MAX_NUM_SEQS
+    """Build the frozen service config (the engine's included); ValueError naming the flag on bad values."""
+    engine = engine_config_from_args(args)
     _, port = split_host_port(args.listen)
     worker_id = args.worker_id or env_worker_id() or f"{socket.gethostname()}:{port or os.getpid()}"
-    max_queue_len = args.max_queue_len if args.max_queue_len is not None else QUEUE_LEN_PER_SEQ * max_num_seqs
+    max_queue_len = (
+        args.max_queue_len if args.max_queue_len is not None else QUEUE_LEN_PER_SEQ * engine.max_num_seqs
+    )
     return WorkerServiceConfig(
         listen=args.listen,
         control_plane=args.control_plane or env_control_plane(),
         worker_id=worker_id,
         advertise_endpoint=args.advertise_endpoint,
-        max_num_seqs=max_num_seqs,
         max_queue_len=max_queue_len,
         shutdown_grace_s=args.shutdown_grace_s,
         lora_modules=parse_lora_modules(args.lora_modules),
         worker_token=env_worker_token(),
-        engine_kwargs=engine_kwargs_from_args(args),
+        engine=engine,
     )
 
 

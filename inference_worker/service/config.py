@@ -1,7 +1,8 @@
-"""Configuration of the worker service (gRPC server, control-plane link, static adapters).
+"""Configuration of the worker service (gRPC server, control-plane link, static adapters, the engine's).
 
 Built once in `loraplane.inference_worker.service.cli` from the command line and the environment, then
-passed down frozen.
+passed down frozen; it carries the engine's own `EngineConfig` (torch-free), so every bad value, the
+engine's included, is rejected while parsing, before a port is bound or a model loaded.
 This is the only module of the worker service that reads environment variables.
 """
 
@@ -10,16 +11,16 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Any
+
+from loraplane.inference_worker.config import EngineConfig
 
 ENV_CONTROL_PLANE = "LORAPLANE_CONTROL_PLANE"
 ENV_WORKER_ID = "LORAPLANE_WORKER_ID"
 ENV_WORKER_TOKEN = "LORAPLANE_WORKER_TOKEN"
 DEFAULT_LISTEN = "0.0.0.0:50061"
-DEFAULT_MAX_NUM_SEQS = 256
+DEFAULT_MAX_NUM_SEQS = EngineConfig.max_num_seqs
 QUEUE_LEN_PER_SEQ = 4
 
 
@@ -84,11 +85,11 @@ def split_host_port(address: str) -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class WorkerServiceConfig:
-    """Everything the worker service needs besides the engine's own configuration.
+    """Everything the worker service needs, the engine's configuration (`engine`) included.
 
-    Semantics: `engine_kwargs` holds only the engine options given explicitly (vLLM names, as accepted by
-    `EngineConfig.from_kwargs`), so the engine's defaults apply to the rest. `max_queue_len` bounds the
-    Generate requests admitted beyond `max_num_seqs`: past `max_num_seqs + max_queue_len` requests in
+    Semantics: `engine` is the validated `EngineConfig` the worker starts its engine with; the service
+    reads its capacity (`max_num_seqs`, the LoRA limits) from there. `max_queue_len` bounds the
+    Generate requests admitted beyond `engine.max_num_seqs`: past `max_num_seqs + max_queue_len` requests in
     flight, Generate fails at once with RESOURCE_EXHAUSTED. `worker_token`, when set, is sent to the
     control plane as `authorization: Bearer <token>`. `advertise_endpoint` is what the control plane
     hands to gateways; by default it is the listen address with the bound port (the host's name when
@@ -99,13 +100,12 @@ class WorkerServiceConfig:
     control_plane: str | None = None
     worker_id: str = field(default_factory=socket.gethostname)
     advertise_endpoint: str | None = None
-    max_num_seqs: int = DEFAULT_MAX_NUM_SEQS
     max_queue_len: int = DEFAULT_MAX_NUM_SEQS * QUEUE_LEN_PER_SEQ
     shutdown_grace_s: float = 30.0
     heartbeat_interval_s: float = 5.0
     lora_modules: tuple[LoRAModulePath, ...] = ()
     worker_token: str = field(default="", repr=False)
-    engine_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    engine: EngineConfig = field(default_factory=EngineConfig)
 
     def __post_init__(self) -> None:
         split_host_port(self.listen)
@@ -115,22 +115,19 @@ class WorkerServiceConfig:
             split_host_port(self.advertise_endpoint)
         if not self.worker_id:
             raise ValueError("worker_id must not be empty")
-        if self.max_num_seqs < 1:
-            raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
         if self.max_queue_len < 0:
             raise ValueError(f"max_queue_len must be >= 0, got {self.max_queue_len}")
         if self.shutdown_grace_s < 0:
             raise ValueError(f"shutdown_grace_s must be >= 0, got {self.shutdown_grace_s}")
         if self.heartbeat_interval_s <= 0:
             raise ValueError(f"heartbeat_interval_s must be > 0, got {self.heartbeat_interval_s}")
-        if self.lora_modules and not self.engine_kwargs.get("enable_lora"):
+        if self.lora_modules and not self.engine.enable_lora:
             raise ValueError("--lora-modules needs --enable-lora")
-        object.__setattr__(self, "engine_kwargs", MappingProxyType(dict(self.engine_kwargs)))
 
     @property
     def max_in_flight(self) -> int:
         """The most Generate requests admitted at once (running plus queued)."""
-        return self.max_num_seqs + self.max_queue_len
+        return self.engine.max_num_seqs + self.max_queue_len
 
     def endpoint_for(self, bound_port: int) -> str:
         """The address other processes use to reach this worker's Inference service."""

@@ -15,8 +15,9 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING
 
+from loraplane.inference_worker.engine_client import EngineClient
 from loraplane.inference_worker.errors import (
     AdapterLoadError,
     AdapterNotFoundError,
@@ -24,6 +25,9 @@ from loraplane.inference_worker.errors import (
     ModelNotFoundError,
 )
 from loraplane.inference_worker.lora import LoRARequest
+
+if TYPE_CHECKING:
+    from loraplane.inference_worker.lora import AdapterInfo
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +76,7 @@ class ServedModels:
     running on it finish.
     """
 
-    def __init__(self, engine: Any, base_name: str, base_root: str, enable_lora: bool) -> None:
+    def __init__(self, engine: EngineClient, base_name: str, base_root: str, enable_lora: bool) -> None:
         self.engine = engine
         self.base_name = base_name
         self.base_root = base_root
@@ -198,7 +202,7 @@ class ServedModels:
             )
         return await self._pin(adapter, target.pinned)
 
-    def _info(self, internal: str) -> Any:
+    def _info(self, internal: str) -> AdapterInfo:
         for info in self.engine.list_loras():
             if info.name == internal:
                 return info
@@ -208,9 +212,7 @@ class ServedModels:
         """Pin the adapter in the engine's caches when asked (pins are never taken back here)."""
         if not pinned or adapter.pinned:
             return adapter
-        result = self.engine.pin_lora(adapter.lora_request.lora_name)
-        if asyncio.iscoroutine(result):
-            await result
+        await self.engine.pin_lora(adapter.lora_request.lora_name)
         return replace(adapter, pinned=True)
 
     async def _switch(self, adapter: ServedAdapter) -> None:

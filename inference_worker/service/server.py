@@ -14,11 +14,14 @@ import contextlib
 import logging
 import signal
 import time
-from typing import Any
+from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from loraplane.inference_worker.config import EngineConfig
+from loraplane.inference_worker.engine_client import EngineClient
+from loraplane.inference_worker.outputs import EngineStats
 from loraplane.inference_worker.service.config import WorkerServiceConfig
 from loraplane.inference_worker.service.control_client import ControlPlaneClient, WorkerIdentity
 from loraplane.inference_worker.service.interceptors import error_interceptor
@@ -31,18 +34,17 @@ from loraplane.inference.v1 import inference_pb2_grpc
 logger = logging.getLogger(__name__)
 
 
-def build_engine(engine_kwargs: dict[str, Any]) -> Any:
-    """Construct the async engine (loads the model; call it off the event loop)."""
-    from loraplane.inference_worker import AsyncLLMEngine, EngineConfig
+def build_engine(config: EngineConfig) -> EngineClient:
+    """Construct the async engine (imports torch and the model code; call it off the event loop)."""
+    from loraplane.inference_worker.async_engine import AsyncLLMEngine
 
-    return AsyncLLMEngine(EngineConfig.from_kwargs(**engine_kwargs))
+    return AsyncLLMEngine(config)
 
 
-def model_root(engine_kwargs: dict[str, Any]) -> str:
+def model_root(config: EngineConfig) -> str:
     """The base model's `root` for ListModels: the path or hub id as given, the demo model's path if none."""
-    model = engine_kwargs.get("model")
-    if model:
-        return str(model)
+    if config.model:
+        return str(config.model)
     from loraplane.inference_worker.demo import demo_model_path
 
     return demo_model_path()
@@ -57,7 +59,7 @@ class WorkerServer:
         self.server = grpc.aio.server(interceptors=[error_interceptor()], options=server_options())
         self.health = health.aio.HealthServicer()
         self.servicer = InferenceServicer(config.max_in_flight)
-        self.engine: Any = None
+        self.engine: EngineClient | None = None
         self.models: ServedModels | None = None
         self.control: ControlPlaneClient | None = None
         self.port = 0
@@ -81,11 +83,11 @@ class WorkerServer:
         logger.info(
             "worker listening on %s (endpoint %s); loading the model", self.config.listen, self.endpoint
         )
-        engine_kwargs = dict(self.config.engine_kwargs)
-        self.engine = await asyncio.to_thread(build_engine, engine_kwargs)
+        engine_config = self.config.engine
+        self.engine = await asyncio.to_thread(build_engine, engine_config)
         await self.engine.start()
-        root = await asyncio.to_thread(model_root, engine_kwargs)
-        enable_lora = bool(engine_kwargs.get("enable_lora"))
+        root = await asyncio.to_thread(model_root, engine_config)
+        enable_lora = engine_config.enable_lora
         self.models = ServedModels(self.engine, self.engine.model_name, root, enable_lora)
         for module in self.config.lora_modules:
             await self.models.load(
@@ -101,7 +103,7 @@ class WorkerServer:
             self._start_control_client(enable_lora)
 
     def _start_control_client(self, enable_lora: bool) -> None:
-        engine_config = self.engine.config
+        engine_config = self.config.engine
         self.control = ControlPlaneClient(
             target=self.config.control_plane,
             identity=WorkerIdentity(
@@ -124,7 +126,7 @@ class WorkerServer:
         )
         self._control_task = asyncio.create_task(self.control.run(), name="control-plane-client")
 
-    def _load_stats(self) -> Any:
+    def _load_stats(self) -> EngineStats:
         return self.engine.stats()
 
     def install_signal_handlers(self) -> None:
@@ -174,7 +176,7 @@ class WorkerServer:
             await self.health.set(service, status)
 
 
-async def serve(config: WorkerServiceConfig, on_ready: Any = None) -> int:
+async def serve(config: WorkerServiceConfig, on_ready: Callable[[WorkerServer], None] | None = None) -> int:
     """Run a worker until SIGTERM/SIGINT; `on_ready(server)` is called once it serves. Returns an exit
     code (0 after a clean drain)."""
     worker = WorkerServer(config)

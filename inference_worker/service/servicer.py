@@ -1,4 +1,4 @@
-"""`loraplane.inference.v1.Inference` over the async engine: admission and streaming only.
+"""`loraplane.inference.v1.Inference` over an `EngineClient`: admission and streaming only.
 
 Message conversion lives in `loraplane.inference_worker.service.convert`; domain errors raised here or by the
 engine become status codes in `loraplane.inference_worker.service.interceptors`.
@@ -7,14 +7,15 @@ engine become status codes in `loraplane.inference_worker.service.interceptors`.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncGenerator, AsyncIterator
 
 import grpc
+from loraplane.inference_worker.engine_client import EngineClient
 from loraplane.inference_worker.errors import EngineDeadError, EngineOverloadedError, InvalidRequestError
+from loraplane.inference_worker.lora import LoRARequest
+from loraplane.inference_worker.outputs import RequestOutput
 from loraplane.inference_worker.sampling_params import SamplingParams
 from loraplane.inference_worker.service.convert import (
     check_fits,
@@ -51,7 +52,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     """
 
     def __init__(self, max_in_flight: int) -> None:
-        self.engine: Any = None
+        self.engine: EngineClient | None = None
         self.models: ServedModels | None = None
         self.max_in_flight = max_in_flight
         self._in_flight: set[str] = set()
@@ -59,7 +60,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         self._idle = asyncio.Event()
         self._idle.set()
 
-    def attach(self, engine: Any, models: ServedModels) -> None:
+    def attach(self, engine: EngineClient, models: ServedModels) -> None:
         """Start serving `engine` (the server registers the servicer before the model has loaded)."""
         self.engine, self.models = engine, models
 
@@ -103,7 +104,12 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
                 self._idle.set()
 
     async def _stream(
-        self, request: pb.GenerateRequest, prompt: Any, params: SamplingParams, request_id: str, lora: Any
+        self,
+        request: pb.GenerateRequest,
+        prompt: str | list[int],
+        params: SamplingParams,
+        request_id: str,
+        lora: LoRARequest | None,
     ) -> AsyncIterator[pb.GenerateResponse]:
         outputs = self.engine.generate(prompt, params, request_id, lora_request=lora)
         finished = False
@@ -126,7 +132,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             if not finished:
                 await self._abort(request_id, outputs)
 
-    async def _chunks(self, first: Any, outputs: AsyncIterator[Any]) -> AsyncIterator[pb.GenerateResponse]:
+    async def _chunks(
+        self, first: RequestOutput, outputs: AsyncIterator[RequestOutput]
+    ) -> AsyncIterator[pb.GenerateResponse]:
         output = first
         done: set[int] = set()  # choices whose finish reason was sent
         while True:
@@ -147,14 +155,12 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             except StopAsyncIteration:
                 return
 
-    async def _abort(self, request_id: str, outputs: Any) -> None:
+    async def _abort(self, request_id: str, outputs: AsyncGenerator[RequestOutput, None]) -> None:
         """Free the request's sequences now (the call was cancelled, timed out or failed)."""
         logger.debug("aborting request %s", request_id)
         try:
             await outputs.aclose()
-            aborted = self.engine.abort(request_id)
-            if inspect.isawaitable(aborted):
-                await aborted
+            await self.engine.abort(request_id)
         except Exception:
             logger.warning("abort of request %s failed", request_id, exc_info=True)
 

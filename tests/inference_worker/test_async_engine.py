@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 from loraplane.inference_worker import AsyncLLMEngine, SamplingParams
+from loraplane.inference_worker.engine_client import EngineClient
 from loraplane.inference_worker.errors import InvalidRequestError
 
 
@@ -17,6 +18,10 @@ async def engine(tiny_llama_path):
     await engine.start()
     yield engine
     await engine.shutdown()
+
+
+async def test_a_started_engine_is_an_engine_client(engine):
+    assert isinstance(engine, EngineClient) and engine.is_running
 
 
 async def collect(engine, prompt, params, request_id):

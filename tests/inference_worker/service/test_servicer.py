@@ -27,38 +27,7 @@ from worker_process import collect, generate_request, inference_stub
 from loraplane.inference.v1 import inference_pb2 as pb
 from loraplane.inference.v1 import inference_pb2_grpc
 from loraplane.worker.v1 import worker_pb2 as wk
-
-
-class FakeEngine:
-    """Streams scripted snapshots; `gate` (when set) holds a stream before its first output."""
-
-    model_name = "fake-base"
-    max_model_len = 128
-    tokenizer = None  # text prompts go to the engine as given
-
-    def __init__(self) -> None:
-        self.script: list[RequestOutput] = []
-        self.gate: asyncio.Event | None = None
-        self.aborted: list[str] = []
-        self.failure: Exception | None = None
-
-    async def generate(self, prompt, params, request_id, lora_request=None):
-        if self.failure is not None:
-            raise self.failure
-        try:
-            if self.gate is not None:
-                await self.gate.wait()
-            for output in self.script:
-                yield dataclasses.replace(output, request_id=request_id)
-                await asyncio.sleep(0)
-        finally:
-            self.aborted.append(request_id)
-
-    async def abort(self, request_id: str) -> None:
-        self.aborted.append(request_id)
-
-    def list_loras(self) -> list:
-        return []
+from tests.inference_worker.service.fake_engine import FakeEngine
 
 
 def completion(

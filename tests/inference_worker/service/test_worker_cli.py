@@ -1,13 +1,16 @@
-"""`loraplane worker` flags -> the frozen service config (no model, no torch)."""
+"""`loraplane worker` flags -> the frozen service config with the engine's (no model, no torch); a bad
+value, the engine's included, exits 2 naming the flag before anything is bound or loaded."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 
 import pytest
+from loraplane.inference_worker.config import EngineConfig
 from loraplane.inference_worker.service import cli
 from loraplane.inference_worker.service.config import LoRAModulePath, WorkerServiceConfig, parse_lora_modules
 
@@ -83,8 +86,8 @@ def test_config_defaults_and_environment(monkeypatch):
     monkeypatch.setenv("LORAPLANE_WORKER_ID", "gpu-7")
     config = cli.config_from_args(parse("--max-num-seqs", "8", "--listen", "0.0.0.0:50061"))
     assert (config.control_plane, config.worker_id) == ("cp.local:50051", "gpu-7")
-    assert (config.max_num_seqs, config.max_queue_len, config.max_in_flight) == (8, 32, 40)
-    assert config.engine_kwargs["max_num_seqs"] == 8
+    assert (config.engine.max_num_seqs, config.max_queue_len, config.max_in_flight) == (8, 32, 40)
+    assert config.engine == EngineConfig(max_num_seqs=8)
     monkeypatch.delenv("LORAPLANE_CONTROL_PLANE")
     standalone = cli.config_from_args(parse("--control-plane", "10.0.0.1:1", "--max-queue-len", "0"))
     assert standalone.control_plane == "10.0.0.1:1" and standalone.max_queue_len == 0
@@ -125,3 +128,31 @@ def test_bad_flags_exit_2_and_importing_the_subcommand_stays_light(capsys):
     assert "HOST:PORT" in capsys.readouterr().err
     code = "import sys, loraplane.inference_worker.service.cli; sys.exit(int('torch' in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--enable-lora", "--max-loras", "0"], "--max-loras: max_loras must be an int >= 1, got 0"),
+        (["--dtype", "int3"], "--dtype: dtype must be auto or one of"),
+        (["--load-format", "gguf2"], "--load-format: load_format must be one of"),
+        (["--device", "tpu"], "--device: device must be auto, cpu, cuda or cuda:N"),
+        (["--gpu-memory-utilization", "1.5"], "--gpu-memory-utilization: gpu_memory_utilization must be in"),
+    ],
+)
+def test_bad_engine_values_are_rejected_while_parsing(flags, words):
+    with pytest.raises(ValueError, match=re.escape(words)):
+        cli.config_from_args(parse(*flags))
+
+
+def test_a_bad_engine_value_exits_2_before_the_server_or_the_engine_is_imported():
+    code = (
+        "import sys; from loraplane.cli import main; code = main(sys.argv[1:]); "
+        "late = {'torch', 'loraplane.inference_worker.service.server'} & set(sys.modules); "
+        "sys.exit(code if not late else 99)"
+    )
+    flags = ["worker", "--listen", "127.0.0.1:0", "--enable-lora", "--max-loras", "0"]
+    result = subprocess.run([sys.executable, "-c", code, *flags], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "loraplane worker: --max-loras: max_loras must be an int >= 1, got 0" in result.stderr
+    assert "listening" not in result.stderr
