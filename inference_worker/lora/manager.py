@@ -38,7 +38,8 @@ _LOADER_THREADS = 4
 
 @dataclass(frozen=True)
 class AdapterInfo:
-    """A registered adapter as callers see it; `tier` is "gpu", "cpu", "loading" or "disk"."""
+    """A registered adapter as callers see it. `tier` is "device" (in an adapter slot on the engine's
+    device, a GPU or a CPU worker's memory), "host" (the host-memory cache), "loading" or "disk"."""
 
     name: str
     int_id: int
@@ -267,9 +268,9 @@ class LoRAManager:
     def _info(self, record: _Record) -> AdapterInfo:
         version = record.version
         if self._slots.slot_of(version) is not None:
-            tier = "gpu"
+            tier = "device"
         elif version in self._cache:
-            tier = "cpu"
+            tier = "host"
         else:
             tier = "loading" if version in self._reloading else "disk"
         request = record.request

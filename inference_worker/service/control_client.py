@@ -28,11 +28,10 @@ from loraplane.worker.v1 import worker_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
-# The engine's tier names (LoRAManager's AdapterInfo.tier) -> the contract's residency state. The
-# engine's "gpu" is its adapter slots, which sit on a CPU worker's host memory too: DEVICE, not GPU.
+# The engine's tier names (LoRAManager's AdapterInfo.tier) -> the contract's residency state.
 RESIDENCY_BY_TIER = {
-    "gpu": residency_pb2.RESIDENCY_STATE_DEVICE,
-    "cpu": residency_pb2.RESIDENCY_STATE_HOST,
+    "device": residency_pb2.RESIDENCY_STATE_DEVICE,
+    "host": residency_pb2.RESIDENCY_STATE_HOST,
     "disk": residency_pb2.RESIDENCY_STATE_DISK,
     "loading": residency_pb2.RESIDENCY_STATE_LOADING,
 }

@@ -58,7 +58,7 @@ class AdapterTarget:
 
 @dataclass(frozen=True)
 class Residency:
-    """One held adapter for heartbeats: public name, version, tier ("gpu"|"cpu"|"loading"), pinned."""
+    """One held adapter for heartbeats: public name, version, tier (AdapterInfo.tier), pinned."""
 
     name: str
     version: str

@@ -114,8 +114,8 @@ def test_eviction_rotation_stays_correct_and_pinned_stays_resident(tiny_llama_pa
         for i, ids in zip(order, token_ids(outputs), strict=False):
             assert ids == expected[i], f"rot{i} in round {round_}"
         tiers = {info.name: info.tier for info in llm.list_loras()}
-        assert tiers["rot0"] in ("gpu", "cpu")
-        assert sum(tier in ("gpu", "cpu") for tier in tiers.values()) <= 3 + 2
+        assert tiers["rot0"] in ("device", "host")
+        assert sum(tier in ("device", "host") for tier in tiers.values()) <= 3 + 2
     assert llm.list_loras()[0].pinned
 
 

@@ -138,15 +138,15 @@ def test_eviction_rotation_keeps_pinned_and_reloads_in_background(tiny_llama, tm
     for step in range(30):
         info = infos[step % 10]
         if not manager.is_ready(info.version):
-            assert manager.lookup(info.name).tier in ("loading", "cpu")
+            assert manager.lookup(info.name).tier in ("loading", "host")
             wait_until(lambda v=info.version: manager.is_ready(v))
         batch = {info.version, infos[0].version}
         slot_of = manager.activate(batch)
         assert set(slot_of) == batch and len(set(slot_of.values())) == len(batch)
         tiers = {i.name: i.tier for i in manager.list()}
-        assert tiers["a0"] == "gpu" and manager.lookup("a0").pinned
-        assert sum(t in ("gpu", "cpu") for t in tiers.values()) <= 3 + 2
-    assert manager.lookup("a0").tier == "gpu"
+        assert tiers["a0"] == "device" and manager.lookup("a0").pinned
+        assert sum(t in ("device", "host") for t in tiers.values()) <= 3 + 2
+    assert manager.lookup("a0").tier == "device"
 
 
 def test_slot_contents_follow_the_adapter_after_eviction(tiny_llama, tiny_adapters):

@@ -3,7 +3,7 @@
 `generate` streams `script` (each snapshot stamped with the request id); `gate`, when set, holds every
 stream before its first snapshot; `failure` is raised by the next `generate`. Every stream that ends,
 and every `abort`, appends its request id to `aborted`. Adapters are bookkeeping only: `add_lora`
-registers the request under a version derived from its path, on the "cpu" tier.
+registers the request under a version derived from its path, on the "host" tier.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class FakeEngine:
         name, path = lora_request.lora_name, lora_request.lora_path
         version = hashlib.sha256(path.encode()).hexdigest()
         self.adapters[name] = AdapterInfo(
-            name, lora_request.lora_int_id, path, version, None, rank=8, tier="cpu", pinned=False
+            name, lora_request.lora_int_id, path, version, None, rank=8, tier="host", pinned=False
         )
         return True
 

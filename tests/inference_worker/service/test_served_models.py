@@ -22,7 +22,7 @@ async def test_pinned_load_is_pinned_in_the_engine_and_reported(served):
     assert models.resolve("sql").lora_name == "sql" and models.resolve("") is None
     assert engine.adapters["sql"].pinned
     version = engine.adapters["sql"].version
-    assert models.residency() == [Residency("sql", version, "cpu", True)]
+    assert models.residency() == [Residency("sql", version, "host", True)]
 
 
 async def test_replace_switches_to_the_new_version_and_drops_the_old(served):
