@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--worker-token-env",
         default=DEFAULT_WORKER_TOKEN_ENV,
-        help=f"env var holding the token workers must send ({DEFAULT_WORKER_TOKEN_ENV}; unset = open)",
+        help=f"env var holding the token workers must send ({DEFAULT_WORKER_TOKEN_ENV}); required when "
+        "--listen is beyond loopback, else unset = open to local processes",
     )
     parser.add_argument(
         "--rollout-timeout", type=float, default=30.0, help="seconds CreateAdapter waits for workers"

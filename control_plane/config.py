@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +21,10 @@ class ControlPlaneConfig:
 
     Semantics: `adapter_roots` are resolved (symlinks followed) once here; local adapter sources must lie
     under one of them. Tokens are secrets: they are never logged and `repr` hides them. An empty
-    `admin_token` leaves the registry's mutating calls open; an empty `worker_token` leaves
-    WorkerControl open.
+    `admin_token` leaves the registry's mutating calls open. Joining the fleet is closed by default: a
+    `listen` address beyond loopback needs a `worker_token` (ValueError otherwise), since whoever
+    registers as a worker receives users' prompts; on loopback an empty `worker_token` leaves
+    WorkerControl open to local processes (the server logs a warning).
     """
 
     listen: str = DEFAULT_LISTEN
@@ -42,6 +45,13 @@ class ControlPlaneConfig:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
         if ":" not in self.listen:
             raise ValueError(f"--listen must be HOST:PORT, got {self.listen!r}")
+        if not self.worker_token and not self.loopback:
+            raise ValueError(
+                f"listening on {self.listen} (beyond loopback) needs a worker token, or anyone who "
+                "reaches the port can register as a worker and receive users' prompts: set "
+                f"{DEFAULT_WORKER_TOKEN_ENV} (e.g. to the output of `python -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))'`) for the control plane and every worker"
+            )
         if self.rollout_timeout_s <= 0:
             raise ValueError(f"rollout timeout must be > 0 s, got {self.rollout_timeout_s}")
         if self.heartbeat_interval_s < 1:
@@ -54,6 +64,11 @@ class ControlPlaneConfig:
         if not 1024 <= self.max_receive_bytes <= MAX_MESSAGE_BYTES * 4:
             raise ValueError(f"max receive size {self.max_receive_bytes} is out of range")
 
+    @property
+    def loopback(self) -> bool:
+        """True when `listen` is a loopback address (only local processes can reach it)."""
+        return is_loopback(self.listen.rsplit(":", 1)[0])
+
     @classmethod
     def from_env(
         cls,
@@ -65,3 +80,14 @@ class ControlPlaneConfig:
         admin = os.environ.get(admin_token_env, "") if admin_token_env else ""
         worker = os.environ.get(worker_token_env, "") if worker_token_env else ""
         return cls(admin_token=admin, worker_token=worker, **kwargs)
+
+
+def is_loopback(host: str) -> bool:
+    """True for `localhost` and loopback IPs (`127.0.0.0/8`, `[::1]`); False for names and `0.0.0.0`."""
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

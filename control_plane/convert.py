@@ -3,6 +3,8 @@ touches generated code)."""
 
 from __future__ import annotations
 
+import math
+
 from google.protobuf.timestamp_pb2 import Timestamp
 from loraplane.control_plane.commands import (
     AdapterFailure,
@@ -16,6 +18,7 @@ from loraplane.control_plane.commands import (
     SyncCommand,
     UnloadCommand,
 )
+from loraplane.control_plane.errors import InvalidArgumentError
 from loraplane.control_plane.records import AdapterSourceRef, Residency, ResidencyState, WorkerRecord
 from loraplane.control_plane.registry import AdapterView, CreateRequest
 
@@ -134,6 +137,19 @@ def outcome(result: wk.CommandResult) -> CommandOutcome:
 
 
 def heartbeat_info(heartbeat: wk.Heartbeat) -> HeartbeatInfo:
+    """The heartbeat's load, checked: counts >= 0 and `kv_usage` a finite fraction in [0, 1].
+
+    A heartbeat outside that is a worker bug; the stream ends with INVALID_ARGUMENT (the worker
+    reconnects) rather than storing a number routing cannot use."""
+    for field_name in ("num_waiting", "num_running"):
+        if getattr(heartbeat, field_name) < 0:
+            raise InvalidArgumentError(
+                f"heartbeat {field_name} must be >= 0, got {getattr(heartbeat, field_name)}"
+            )
+    if not (math.isfinite(heartbeat.kv_usage) and 0.0 <= heartbeat.kv_usage <= 1.0):
+        raise InvalidArgumentError(
+            f"heartbeat kv_usage must be a fraction in [0, 1], got {heartbeat.kv_usage}"
+        )
     return HeartbeatInfo(
         num_waiting=heartbeat.num_waiting,
         num_running=heartbeat.num_running,

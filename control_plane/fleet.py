@@ -12,12 +12,17 @@ import time
 from collections.abc import Callable, Iterable
 
 from loraplane.control_plane.commands import Command, CommandOutcome, HelloInfo
+from loraplane.control_plane.errors import ControlPlaneError
 
 logger = logging.getLogger(__name__)
 
 
 class WorkerGoneError(Exception):
     """The worker's stream closed before it answered."""
+
+
+class WorkerIdInUseError(ControlPlaneError):
+    """A Hello named a worker id whose stream is still open (ALREADY_EXISTS)."""
 
 
 class WorkerSession:
@@ -72,15 +77,23 @@ class WorkerSession:
 
 
 class Fleet:
-    """The open sessions by worker id; a new stream for a known worker id replaces the old one."""
+    """The open sessions by worker id.
+
+    A worker id belongs to its open stream: a second Hello with a live worker's id is refused
+    (WorkerIdInUseError), so a stranger cannot take over a worker's traffic or make it flap. A worker
+    that lost its stream reconnects once the control plane has noticed (the stream's end, or its
+    heartbeat timeout)."""
 
     def __init__(self) -> None:
         self._sessions: dict[str, WorkerSession] = {}
 
     def attach(self, session: WorkerSession) -> None:
         old = self._sessions.get(session.worker_id)
-        if old is not None:
-            old.close("replaced by a newer stream from the same worker id")
+        if old is not None and not old.closed.is_set():
+            raise WorkerIdInUseError(
+                f"worker id {session.worker_id!r} is held by a connected worker; give each worker "
+                "its own --worker-id, or retry once the old stream has closed"
+            )
         self._sessions[session.worker_id] = session
 
     def detach(self, session: WorkerSession) -> bool:

@@ -15,6 +15,7 @@ from loraplane.control_plane.interceptors import (
     REGISTRY_SERVICE,
     WORKER_SERVICE,
     AuthInterceptor,
+    DecodeInterceptor,
     error_interceptor,
 )
 from loraplane.control_plane.registry import AdapterService
@@ -46,12 +47,18 @@ class ControlPlaneServer:
     async def start(self) -> int:
         if not self.config.admin_token:
             logger.warning("no admin token set: anyone who reaches this port can create and delete adapters")
+        if not self.config.worker_token:
+            logger.warning(
+                "no worker token set: any local process can register as a worker and receive prompts; "
+                "set LORAPLANE_WORKER_TOKEN for the control plane and its workers"
+            )
         if not self.config.adapter_roots:
             logger.warning("no --adapter-root given: local adapter sources will be refused")
         self.store.mark_all_workers_down()  # no stream survives a restart; workers reconnect and resync
         server = grpc.aio.server(
             interceptors=[
                 AuthInterceptor(self.config.admin_token, self.config.worker_token),
+                DecodeInterceptor(),
                 error_interceptor(),
             ],
             options=server_options(self.config.max_receive_bytes),

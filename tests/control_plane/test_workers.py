@@ -17,6 +17,15 @@ from loraplane.worker.v1 import worker_pb2_grpc
 from tests.control_plane.conftest import make_config
 
 
+async def refused(worker: FakeWorker, timeout_s: float = 10.0) -> None:
+    """Wait for the worker's stream to fail (a refused stream does not notify `wait_until`)."""
+    for _ in range(int(timeout_s / 0.05)):
+        if worker.last_error is not None:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"worker {worker.worker_id} was never refused")
+
+
 async def test_heartbeats_report_load_and_silence_marks_down(registry, workers):
     worker = await workers("w0")
     await worker.wait_until(lambda w: len(w.received) >= 1)
@@ -74,7 +83,7 @@ async def test_worker_token(tmp_path, adapter_root):
         good = FakeWorker(target, "good", token="wtok")
         await good.start()
         await good.wait_until(lambda w: w.connected.is_set())
-        await bad.wait_until(lambda w: w.last_error is not None)
+        await refused(bad)
         assert bad.last_error.code() == grpc.StatusCode.UNAUTHENTICATED and not bad.connected.is_set()
     finally:
         await bad.stop()
@@ -92,3 +101,48 @@ async def test_health_and_reflection(target):
         call = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
         names = [s.name async for r in call for s in r.list_services_response.service]
     assert "loraplane.registry.v1.AdapterRegistry" in names and "loraplane.worker.v1.WorkerControl" in names
+
+
+async def test_duplicate_live_worker_id_is_refused_and_the_first_keeps_serving(registry, workers, target):
+    first = await workers("w0")
+    rogue = FakeWorker(target, "w0")
+    await rogue.start()
+    try:
+        await refused(rogue)
+        assert rogue.last_error.code() == grpc.StatusCode.ALREADY_EXISTS and not rogue.connected.is_set()
+        assert "w0" in rogue.last_error.details()
+    finally:
+        await rogue.stop()
+    assert first.connected.is_set() and first.num_connects == 1 and first.last_error is None
+    listed = await registry.ListWorkers(reg.ListWorkersRequest())
+    assert [(w.worker_id, w.state) for w in listed.workers] == [("w0", reg.WORKER_STATE_READY)]
+
+
+async def _stream_after_hello(target: str, message: wk.ConnectRequest) -> grpc.aio.AioRpcError:
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = worker_pb2_grpc.WorkerControlStub(channel).Connect()
+        await call.write(wk.ConnectRequest(hello=wk.Hello(worker_id="odd", base_model_name="tiny-llama")))
+        await call.read()  # the Sync
+        await call.write(message)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            while True:
+                await call.read()
+    return info.value
+
+
+@pytest.mark.parametrize(
+    "heartbeat",
+    [
+        wk.Heartbeat(kv_usage=float("nan")),
+        wk.Heartbeat(kv_usage=float("inf")),
+        wk.Heartbeat(kv_usage=1.5),
+        wk.Heartbeat(kv_usage=-0.1),
+        wk.Heartbeat(num_waiting=-1),
+        wk.Heartbeat(num_running=-3),
+    ],
+)
+async def test_heartbeat_with_impossible_numbers_is_invalid_argument(registry, target, heartbeat):
+    error = await _stream_after_hello(target, wk.ConnectRequest(heartbeat=heartbeat))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "heartbeat" in error.details()
+    listed = await registry.ListWorkers(reg.ListWorkersRequest(include_down=True))
+    assert [(w.worker_id, w.kv_usage) for w in listed.workers] == [("odd", 0.0)]
