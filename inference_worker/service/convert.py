@@ -1,6 +1,9 @@
 """Conversion between `loraplane.inference.v1` messages and the engine's requests and outputs.
 
 Semantics: pure functions, no engine state; invalid requests raise InvalidRequestError (a 400 upstream).
+Those that tokenize, render chat templates or detokenize (`engine_prompt`, `tokenize_input`,
+`generate_start`) take time in proportion to the prompt, seconds for a prompt of megabytes: the servicer
+runs them in its thread pool, never on the event loop.
 """
 
 from __future__ import annotations
@@ -87,20 +90,49 @@ def prompt_from_request(request: pb.GenerateRequest, tokenizer: Any) -> str | li
     raise InvalidRequestError("the prompt is empty; set text, token_ids or chat", param="prompt")
 
 
-def tokenized_prompt(prompt: str | list[int], tokenizer: Any) -> str | list[int]:
-    """Token ids for the engine (tokenized here as the engine would, so the length can be checked once);
-    text stays text when the worker runs without a tokenizer (the engine then rejects it)."""
+def engine_prompt(request: pb.GenerateRequest, tokenizer: Any) -> str | list[int]:
+    """The prompt the engine gets for a GenerateRequest: token ids (tokenized here as the engine would, so
+    the length can be checked once); text stays text when the worker runs without a tokenizer (the
+    engine then rejects it)."""
+    prompt = prompt_from_request(request, tokenizer)
     if isinstance(prompt, str) and tokenizer is not None:
         return list(tokenizer.encode(prompt))
     return prompt
 
 
-def check_fits(prompt: str | list[int], params: SamplingParams, max_model_len: int) -> None:
-    """vLLM's 400 for prompt + max_tokens past the context (a prompt too long alone is the engine's error).
+def tokenize_input(request: pb.TokenizeRequest, tokenizer: Any) -> list[int]:
+    """The token ids of a TokenizeRequest's text or chat; special tokens as `add_special_tokens` says
+    (default: added to text, not to a chat, whose template adds its own)."""
+    if tokenizer is None:
+        raise InvalidRequestError("this worker runs without a tokenizer; it cannot tokenize", param="input")
+    kind = request.WhichOneof("input")
+    if kind == "chat":
+        token_ids = render_chat(tokenizer, request.chat)
+        if request.HasField("add_special_tokens") and request.add_special_tokens:
+            token_ids = list(tokenizer.build_inputs_with_special_tokens(token_ids))
+        return token_ids
+    if kind == "text":
+        add_special = request.add_special_tokens if request.HasField("add_special_tokens") else True
+        return list(tokenizer.encode(request.text, add_special_tokens=add_special))
+    raise InvalidRequestError("nothing to tokenize; set text or chat", param="input")
 
-    Semantics: unset max_tokens means "up to the context" and always fits.
+
+def check_fits(prompt: str | list[int], params: SamplingParams, max_model_len: int) -> None:
+    """vLLM's 400s for a prompt that leaves no room to generate, and for prompt + max_tokens past the context.
+
+    Semantics: a prompt of token ids must be shorter than `max_model_len`; then unset max_tokens means
+    "up to the context" and always fits. Checked before the engine sees the prompt, which may be
+    millions of ids: the engine validates each id on the event loop.
     """
-    if isinstance(prompt, str) or params.max_tokens is None or len(prompt) >= max_model_len:
+    if isinstance(prompt, str):
+        return
+    if len(prompt) >= max_model_len:
+        raise InvalidRequestError(
+            f"the prompt has {len(prompt)} tokens; this model's maximum context length (max_model_len) is "
+            f"{max_model_len} tokens and at least one must be left to generate; shorten the prompt",
+            param="prompt",
+        )
+    if params.max_tokens is None:
         return
     if len(prompt) + params.max_tokens > max_model_len:
         raise InvalidRequestError(
@@ -147,6 +179,16 @@ def prompt_logprobs_to_proto(output: Any, tokenizer: Any) -> list[pb.TokenLogpro
     first_text = tokenizer.decode([ids[0]]) if tokenizer is not None else ""
     first = pb.TokenLogprob(token_id=ids[0], token=first_text, logprob=math.nan, rank=0)
     return [first, *_token_logprobs(ids[1:], entries[1:])]
+
+
+def generate_start(output: Any, request_id: str, model: str, tokenizer: Any) -> pb.GenerateStart:
+    """The first message of a Generate stream, from the request's first output."""
+    return pb.GenerateStart(
+        request_id=request_id,
+        prompt_token_ids=output.prompt_token_ids,
+        prompt_logprobs=prompt_logprobs_to_proto(output, tokenizer),
+        model=model,
+    )
 
 
 def chunk_from_completion(completion: Any, send_finish: bool) -> pb.GenerateChunk | None:

@@ -1,7 +1,10 @@
 """`loraplane.inference.v1.Inference` over an `EngineClient`: admission and streaming only.
 
 Message conversion lives in `loraplane.inference_worker.service.convert`; domain errors raised here or by the
-engine become status codes in `loraplane.inference_worker.service.interceptors`.
+engine become status codes in `loraplane.inference_worker.service.interceptors`. Work that grows with the
+prompt (tokenizing, rendering chat templates, detokenizing prompt logprobs) runs in a small thread pool:
+on the event loop, a prompt of megabytes would stall every other call, health checks and the
+control-plane heartbeats for seconds, and the control plane would mark the worker down.
 """
 
 from __future__ import annotations
@@ -9,22 +12,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import grpc
 from loraplane.inference_worker.engine_client import EngineClient
-from loraplane.inference_worker.errors import EngineDeadError, EngineOverloadedError, InvalidRequestError
+from loraplane.inference_worker.errors import EngineDeadError, EngineOverloadedError
 from loraplane.inference_worker.lora import LoRARequest
 from loraplane.inference_worker.outputs import RequestOutput
 from loraplane.inference_worker.sampling_params import SamplingParams
 from loraplane.inference_worker.service.convert import (
     check_fits,
     chunk_from_completion,
-    prompt_from_request,
-    prompt_logprobs_to_proto,
-    render_chat,
+    engine_prompt,
+    generate_start,
     sampling_params_from_proto,
-    tokenized_prompt,
+    tokenize_input,
     usage_from_output,
 )
 from loraplane.inference_worker.service.served_models import ServedModels
@@ -35,6 +39,11 @@ from loraplane.inference.v1 import inference_pb2_grpc
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Inference"].full_name
+TOKENIZER_THREADS = 2
+"""Threads that tokenize prompts for the servicer. vLLM's API server uses one; a second keeps short prompts
+moving while one of megabytes is tokenized, and HF fast tokenizers release the GIL, so the event loop
+runs on meanwhile. More would take CPU from the engine."""
+_T = TypeVar("_T")
 
 
 class WorkerDrainingError(EngineDeadError):
@@ -45,16 +54,19 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     """Generate, ListModels and Tokenize for one engine and its served models.
 
     Semantics: at most `max_in_flight` Generate calls are admitted at once; the next one fails at once
-    with EngineOverloadedError (RESOURCE_EXHAUSTED). A call that is cancelled, or whose deadline passes,
-    aborts its engine request, which frees its KV blocks at once. After `start_draining()` every new
-    Generate fails with WorkerDrainingError (UNAVAILABLE, so clients retry elsewhere) while admitted
-    streams run on; `wait_drained()` returns when none is left.
+    with EngineOverloadedError (RESOURCE_EXHAUSTED). An admitted call's prompt is tokenized in a pool of
+    `tokenizer_threads` threads (queued calls wait there, counted as in flight); so is Tokenize's input.
+    A call that is cancelled, or whose deadline passes, aborts its engine request, which frees its KV
+    blocks at once. After `start_draining()` every new Generate fails with WorkerDrainingError
+    (UNAVAILABLE, so clients retry elsewhere) while admitted streams run on; `wait_drained()` returns
+    when none is left.
     """
 
-    def __init__(self, max_in_flight: int) -> None:
+    def __init__(self, max_in_flight: int, tokenizer_threads: int = TOKENIZER_THREADS) -> None:
         self.engine: EngineClient | None = None
         self.models: ServedModels | None = None
         self.max_in_flight = max_in_flight
+        self._tokenizer_pool = ThreadPoolExecutor(tokenizer_threads, thread_name_prefix="worker-tokenize")
         self._in_flight: set[str] = set()
         self._draining = False
         self._idle = asyncio.Event()
@@ -68,6 +80,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         if self.models is None:
             raise EngineDeadError("the worker is still loading its model; retry when its health is SERVING")
         return self.models
+
+    async def _off_loop(self, function: Callable[..., _T], *args: object) -> _T:
+        """`function(*args)` in the tokenizer pool (see the module doc)."""
+        return await asyncio.get_running_loop().run_in_executor(self._tokenizer_pool, function, *args)
 
     @property
     def num_in_flight(self) -> int:
@@ -92,10 +108,10 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             raise WorkerDrainingError("the worker is shutting down; send the request to another worker")
         lora_request = self._ready().resolve(request.model)
         params = sampling_params_from_proto(request.sampling_params)
-        prompt = tokenized_prompt(prompt_from_request(request, self.engine.tokenizer), self.engine.tokenizer)
-        check_fits(prompt, params, int(self.engine.max_model_len))
         request_id = self._admit(request.request_id)
         try:
+            prompt = await self._off_loop(engine_prompt, request, self.engine.tokenizer)
+            check_fits(prompt, params, int(self.engine.max_model_len))
             async for response in self._stream(request, prompt, params, request_id, lora_request):
                 yield response
         finally:
@@ -117,14 +133,9 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
             first = await anext(outputs, None)  # the engine validates the request before its first output
             if first is None:
                 return
-            yield pb.GenerateResponse(
-                start=pb.GenerateStart(
-                    request_id=request_id,
-                    prompt_token_ids=list(first.prompt_token_ids),
-                    prompt_logprobs=prompt_logprobs_to_proto(first, self.engine.tokenizer),
-                    model=request.model or self.models.base_name,
-                )
-            )
+            model = request.model or self.models.base_name
+            start = await self._off_loop(generate_start, first, request_id, model, self.engine.tokenizer)
+            yield pb.GenerateResponse(start=start)
             async for response in self._chunks(first, outputs):
                 finished = finished or response.HasField("usage")
                 yield response
@@ -206,17 +217,7 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
 
     async def Tokenize(self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext):
         self._ready().resolve(request.model)
-        tokenizer = self.engine.tokenizer
-        kind = request.WhichOneof("input")
-        if kind == "chat":
-            token_ids = render_chat(tokenizer, request.chat)
-            if request.HasField("add_special_tokens") and request.add_special_tokens:
-                token_ids = list(tokenizer.build_inputs_with_special_tokens(token_ids))
-        elif kind == "text":
-            add_special = request.add_special_tokens if request.HasField("add_special_tokens") else True
-            token_ids = list(tokenizer.encode(request.text, add_special_tokens=add_special))
-        else:
-            raise InvalidRequestError("nothing to tokenize; set text or chat", param="input")
+        token_ids = await self._off_loop(tokenize_input, request, self.engine.tokenizer)
         return pb.TokenizeResponse(
             token_ids=token_ids, count=len(token_ids), max_model_len=int(self.engine.max_model_len)
         )

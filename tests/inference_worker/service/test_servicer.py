@@ -13,15 +13,15 @@ from loraplane.inference_worker import errors
 from loraplane.inference_worker.outputs import CompletionOutput, Logprob, RequestOutput
 from loraplane.inference_worker.sampling_params import SamplingParams
 from loraplane.inference_worker.service.control_client import error_code_for
-from loraplane.inference_worker.service.interceptors import error_interceptor, status_for
-from loraplane.inference_worker.service.served_models import ServedModels
-from loraplane.inference_worker.service.servicer import (
-    InferenceServicer,
+from loraplane.inference_worker.service.convert import (
     check_fits,
     chunk_from_completion,
     prompt_logprobs_to_proto,
     sampling_params_from_proto,
 )
+from loraplane.inference_worker.service.interceptors import error_interceptor, status_for
+from loraplane.inference_worker.service.served_models import ServedModels
+from loraplane.inference_worker.service.servicer import InferenceServicer
 from worker_process import collect, generate_request, inference_stub
 
 from loraplane.inference.v1 import inference_pb2 as pb
@@ -231,7 +231,9 @@ async def test_draining_refuses_new_streams_with_unavailable_and_waits_for_admit
 def test_prompt_plus_max_tokens_must_fit_the_context():
     check_fits([1] * 10, SamplingParams(max_tokens=6), 16)  # exactly fits
     check_fits([1] * 10, SamplingParams(max_tokens=None), 16)  # up to the context
-    check_fits([1] * 16, SamplingParams(max_tokens=4), 16)  # too long alone: the engine's own error
+    with pytest.raises(errors.InvalidRequestError, match=r"has 16 tokens.*max_model_len\) is 16") as info:
+        check_fits([1] * 16, SamplingParams(max_tokens=None), 16)  # too long alone, before the engine
+    assert info.value.param == "prompt"
     with pytest.raises(errors.InvalidRequestError, match=r"maximum context length is 16 tokens") as info:
         check_fits([1] * 10, SamplingParams(max_tokens=7), 16)
     assert info.value.param == "max_tokens" and "10 input tokens" in str(info.value)
