@@ -3,6 +3,9 @@
 Semantics: every gRPC client in loraplane builds its channel with ``CLIENT_OPTIONS`` and every
 server with ``SERVER_OPTIONS`` so that the servers always allow the pings the clients send
 (client keepalive every 20 s; the server accepts pings every 10 s or more, even without calls).
+A server's receive limit comes from its component's config (`--max-receive-bytes` on the worker and
+the control plane): grpc core refuses a larger request with RESOURCE_EXHAUSTED ("Received message
+larger than max") before any handler runs, and the gateway answers that with 413.
 """
 
 from __future__ import annotations

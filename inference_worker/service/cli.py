@@ -29,6 +29,8 @@ from loraplane.inference_worker.service.config import (
     split_host_port,
 )
 
+from loraplane.grpc_options import MAX_MESSAGE_BYTES
+
 logger = logging.getLogger(__name__)
 
 # (flag, engine option, type, help); only flags given on the command line reach the engine.
@@ -100,6 +102,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--shutdown-grace-s", type=float, default=30.0, help="seconds in-flight streams get on SIGTERM"
     )
     service.add_argument(
+        "--max-receive-bytes",
+        type=int,
+        default=MAX_MESSAGE_BYTES,
+        help="largest gRPC request accepted; a larger one gets RESOURCE_EXHAUSTED, which the gateway "
+        f"answers with 413 (default: {MAX_MESSAGE_BYTES}, 16 MiB)",
+    )
+    service.add_argument(
         "--lora-modules",
         nargs="+",
         default=None,
@@ -156,6 +165,7 @@ def config_from_args(args: argparse.Namespace) -> WorkerServiceConfig:
         advertise_endpoint=args.advertise_endpoint,
         max_queue_len=max_queue_len,
         shutdown_grace_s=args.shutdown_grace_s,
+        max_receive_bytes=args.max_receive_bytes,
         lora_modules=parse_lora_modules(args.lora_modules),
         worker_token=env_worker_token(),
         engine=engine,

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 from loraplane.inference_worker.config import EngineConfig
 
+from loraplane.grpc_options import MAX_MESSAGE_BYTES
+
 ENV_CONTROL_PLANE = "LORAPLANE_CONTROL_PLANE"
 ENV_WORKER_ID = "LORAPLANE_WORKER_ID"
 ENV_WORKER_TOKEN = "LORAPLANE_WORKER_TOKEN"
@@ -93,7 +95,9 @@ class WorkerServiceConfig:
     flight, Generate fails at once with RESOURCE_EXHAUSTED. `worker_token`, when set, is sent to the
     control plane as `authorization: Bearer <token>`. `advertise_endpoint` is what the control plane
     hands to gateways; by default it is the listen address with the bound port (the host's name when
-    listening on every interface).
+    listening on every interface). `max_receive_bytes` is the largest gRPC message the server accepts;
+    grpc core refuses a larger one with RESOURCE_EXHAUSTED ("Received message larger than max"), which
+    the gateway answers with 413.
     """
 
     listen: str = DEFAULT_LISTEN
@@ -105,6 +109,7 @@ class WorkerServiceConfig:
     heartbeat_interval_s: float = 5.0
     lora_modules: tuple[LoRAModulePath, ...] = ()
     worker_token: str = field(default="", repr=False)
+    max_receive_bytes: int = MAX_MESSAGE_BYTES
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     def __post_init__(self) -> None:
@@ -121,6 +126,10 @@ class WorkerServiceConfig:
             raise ValueError(f"shutdown_grace_s must be >= 0, got {self.shutdown_grace_s}")
         if self.heartbeat_interval_s <= 0:
             raise ValueError(f"heartbeat_interval_s must be > 0, got {self.heartbeat_interval_s}")
+        if not 1024 <= self.max_receive_bytes <= 4 * MAX_MESSAGE_BYTES:
+            raise ValueError(
+                f"max_receive_bytes must be in [1024, {4 * MAX_MESSAGE_BYTES}], got {self.max_receive_bytes}"
+            )
         if self.lora_modules and not self.engine.enable_lora:
             raise ValueError("--lora-modules needs --enable-lora")
 

@@ -56,7 +56,9 @@ class WorkerServer:
 
     def __init__(self, config: WorkerServiceConfig) -> None:
         self.config = config
-        self.server = grpc.aio.server(interceptors=[error_interceptor()], options=server_options())
+        self.server = grpc.aio.server(
+            interceptors=[error_interceptor()], options=server_options(config.max_receive_bytes)
+        )
         self.health = health.aio.HealthServicer()
         self.servicer = InferenceServicer(config.max_in_flight)
         self.engine: EngineClient | None = None
