@@ -3,6 +3,10 @@
 Semantics: `render_edge_config` fills the template's placeholders: listener and admin ports, the
 upstream addresses of each cluster (gateways, workers, control plane), the transcoder's descriptor set
 path, and the cluster type (STATIC for IP addresses, STRICT_DNS for host names as in compose).
+
+The edge is the public face: it serves the OpenAI routes, the Inference gRPC service and the registry's
+reads (GetAdapter, ListAdapters, over gRPC and REST). The registry's writes and ListWorkers (internal
+endpoints) get 403 unless `expose_admin`; WorkerControl (joining the fleet) always gets 403.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ class EdgeConfig:
     admin_port: int = 9901
     listen_address: str = "0.0.0.0"
     descriptor: str = str(DESCRIPTOR_SET)
+    expose_admin: bool = False
 
     def __post_init__(self) -> None:
         for name in ("gateways", "workers", "control_planes"):
@@ -54,6 +59,17 @@ def _endpoints(addresses: Sequence[tuple[str, int]]) -> str:
     return "[" + ", ".join(items) + "]"
 
 
+# The action of the registry route that is not a read: one YAML flow mapping on the template's line.
+_ADMIN_ROUTE = (
+    "route: {cluster: control_plane, timeout: 120s, "
+    'retry_policy: {retry_on: "connect-failure,refused-stream", num_retries: 2}}'
+)
+_ADMIN_REFUSED = (
+    "direct_response: {status: 403, body: {inline_string: "
+    '"the registry\'s admin calls are not published on this edge\\n"}}'
+)
+
+
 def render_edge_config(config: EdgeConfig) -> str:
     """The Envoy YAML for `config`."""
     hosts = [h for h, _ in (*config.gateways, *config.workers, *config.control_planes)]
@@ -63,6 +79,7 @@ def render_edge_config(config: EdgeConfig) -> str:
         listen_port=config.listen_port,
         descriptor=config.descriptor,
         cluster_type="STATIC" if all(_is_ip(h) for h in hosts) else "STRICT_DNS",
+        registry_admin_action=_ADMIN_ROUTE if config.expose_admin else _ADMIN_REFUSED,
         gateway_endpoints=_endpoints(config.gateways),
         worker_endpoints=_endpoints(config.workers),
         control_plane_endpoints=_endpoints(config.control_planes),

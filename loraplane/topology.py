@@ -5,6 +5,10 @@ optionally Envoy in front). Internal components listen on loopback ports chosen 
 the control plane, which takes the admin CLI's default port (50051) when it is free; the user-facing
 port is fixed. `--lora-modules` are registered through the control plane (so they are
 stored and reach every worker), after the first worker is up; their paths become allowed adapter roots.
+
+Only the fleet joins the fleet: the control plane and the workers share a worker token, through the
+environment (`LORAPLANE_WORKER_TOKEN`, inherited by every child; never an argument, which `ps` shows).
+When the caller sets none, `prepare` makes a random one for this run.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import argparse
 import asyncio
 import logging
 import os
+import secrets
 import socket
 import sys
 from collections.abc import Callable
@@ -24,6 +29,7 @@ log = logging.getLogger(__name__)
 
 INFERENCE_SERVICE = "loraplane.inference.v1.Inference"
 CONTROL_PLANE_PORT = 50051  # where the admin CLI looks by default
+WORKER_TOKEN_ENV = "LORAPLANE_WORKER_TOKEN"
 STARTUP_TIMEOUT_S = 900.0
 # (flag, value kind) forwarded unchanged to `loraplane worker`.
 WORKER_OPTIONS = (
@@ -80,7 +86,8 @@ def parse_modules(values) -> list[tuple[str, str, str | None]]:
 
 
 def prepare(args: argparse.Namespace, command: str) -> list[tuple[str, str, str | None]] | None:
-    """Parse --lora-modules (None after printing the error) and default the runtime adapter roots.
+    """Parse --lora-modules (None after printing the error), default the runtime adapter roots and make
+    sure the children will share a worker token.
 
     With LORAPLANE_ALLOW_RUNTIME_LORA_UPDATING on and no --adapter-root, runtime loads may name adapters
     under the current folder, as the quick start does.
@@ -94,7 +101,15 @@ def prepare(args: argparse.Namespace, command: str) -> list[tuple[str, str, str 
         return None
     if env_flag(ENV_RUNTIME_LORA) and not args.adapter_root:
         args.adapter_root = [os.getcwd()]
+    ensure_worker_token()
     return modules
+
+
+def ensure_worker_token() -> None:
+    """Set a random `LORAPLANE_WORKER_TOKEN` for this run's children unless the caller set one (to let
+    workers started elsewhere join, set it yourself)."""
+    if not os.environ.get(WORKER_TOKEN_ENV):
+        os.environ[WORKER_TOKEN_ENV] = secrets.token_urlsafe(32)
 
 
 def run_supervised(command: str, start: Callable[[Supervisor], list[str]]) -> int:
@@ -232,6 +247,7 @@ def start_envoy(
         listen_port=args.port,
         admin_port=admin_port,
         listen_address=args.host,
+        expose_admin=args.expose_admin,
     )
     path = Path(args.data_dir).expanduser() / "envoy.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,14 +1,18 @@
 """`loraplane up --workers N [--envoy]`: the multi-process topology on one machine.
 
 Control plane, N workers (worker-0 ... worker-N-1), one gateway and, with --envoy, the edge Envoy on
---port (the gateway then listens on a loopback port behind it). Prints where everything listens, one
-line per process, then `ready`; stops everything on Ctrl-C / SIGTERM or when the control plane, the
-gateway or Envoy dies. A worker that dies is logged and routed around while another worker lives.
+--port (the gateway then listens on a loopback port behind it). The edge publishes the OpenAI routes,
+Inference gRPC and the registry's reads; `--expose-admin` also publishes the registry's writes and
+ListWorkers (it needs LORAPLANE_ADMIN_TOKEN); the worker stream is never published. Prints where
+everything listens, one line per process, then `ready`; stops everything on Ctrl-C / SIGTERM or when
+the control plane, the gateway or Envoy dies. A worker that dies is logged and routed around while
+another worker lives.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from loraplane.topology import add_model_arguments
@@ -18,6 +22,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
     parser.add_argument("--workers", type=int, default=2, help="number of inference workers (default: 2)")
     parser.add_argument("--envoy", action="store_true", help="put the edge Envoy in front (on --port)")
+    parser.add_argument(
+        "--expose-admin",
+        action="store_true",
+        help="with --envoy: also publish the registry's create/delete and ListWorkers on the edge "
+        "(needs LORAPLANE_ADMIN_TOKEN; default: reads only)",
+    )
 
 
 def _start(sup, args, modules) -> list[tuple[str, object]]:
@@ -49,6 +59,13 @@ def run(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         print("loraplane up: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.expose_admin and not (args.envoy and os.environ.get("LORAPLANE_ADMIN_TOKEN")):
+        print(
+            "loraplane up: --expose-admin needs --envoy and an admin token in LORAPLANE_ADMIN_TOKEN "
+            "(it publishes adapter create/delete on the public port)",
+            file=sys.stderr,
+        )
         return 2
     modules = topology.prepare(args, "up")
     if modules is None:

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
+
 
 def write_random_adapter(model_dir: Path, out: Path, seed: int, r: int = 8) -> str:
     """A rank-`r` PEFT LoRA on q_proj/v_proj of every layer of the model in `model_dir`; random weights."""
@@ -71,3 +73,30 @@ class UpProcess:
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+
+def control_plane_address(log: str) -> str:
+    """The control plane's address from a `serve` or `up` log."""
+    match = re.search(r"loraplane: control[ -]plane on (\S+)", log)
+    assert match is not None, log[-2000:]
+    return match.group(1)
+
+
+def rogue_connect(target: str, worker_id: str = "rogue", token: str = "") -> grpc.StatusCode:
+    """Open WorkerControl.Connect with a Hello (and `token`, when given) and return the status it ends with;
+    OK means the control plane accepted the stranger and sent it a command."""
+    from loraplane.worker.v1 import worker_pb2 as wk
+    from loraplane.worker.v1 import worker_pb2_grpc
+
+    hello = wk.ConnectRequest(hello=wk.Hello(worker_id=worker_id, endpoint="127.0.0.1:9"))
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
+    with grpc.insecure_channel(target) as channel:
+        replies = worker_pb2_grpc.WorkerControlStub(channel).Connect(
+            iter([hello]), metadata=metadata, timeout=10
+        )
+        try:
+            next(replies)
+        except grpc.RpcError as exc:
+            return exc.code()
+        replies.cancel()
+    return grpc.StatusCode.OK

@@ -11,10 +11,11 @@ import json
 import os
 import shutil
 
+import grpc
 import httpx
 import openai
 import pytest
-from e2e_support import UpProcess, write_random_adapter
+from e2e_support import UpProcess, control_plane_address, rogue_connect, write_random_adapter
 
 from loraplane.supervisor import free_port
 
@@ -217,3 +218,11 @@ def test_bad_requests_get_openai_errors_from_the_real_worker(served, fields, err
     with pytest.raises(error) as info:
         client.completions.create(**{"model": "static-lora", "prompt": "Hi", "max_tokens": 2, **fields})
     assert words in info.value.body["message"]
+
+
+def test_a_stranger_cannot_join_the_fleet(served):
+    url, root, _ = served
+    target = control_plane_address((root / "serve.log").read_text())
+    assert rogue_connect(target) == grpc.StatusCode.UNAUTHENTICATED
+    assert rogue_connect(target, worker_id="worker-0", token="guess") == grpc.StatusCode.UNAUTHENTICATED
+    assert httpx.get(f"{url}/v1/models").status_code == 200

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import grpc
 import httpx
 import openai
 import pytest
-from e2e_support import UpProcess, write_random_adapter
+from e2e_support import UpProcess, control_plane_address, rogue_connect, write_random_adapter
 
 from loraplane.inference.v1 import inference_pb2 as pb
 from loraplane.inference.v1 import inference_pb2_grpc
@@ -75,6 +76,23 @@ def test_registry_rest_face_through_transcoder(fleet):
     assert {a["name"] for a in listed["adapters"]} == set(ADAPTERS)
     missing = httpx.get(f"{url}/v1/adapters/not-there")
     assert missing.status_code == 404
+
+
+def test_a_stranger_cannot_join_directly_or_through_the_edge(fleet):
+    up, url = fleet
+    target = control_plane_address(up.log_path.read_text())
+    assert rogue_connect(target) == grpc.StatusCode.UNAUTHENTICATED
+    assert rogue_connect(url.removeprefix("http://")) == grpc.StatusCode.PERMISSION_DENIED
+    for pid in up.pids.values():  # the generated token travels in the environment, never in argv
+        assert "token" not in Path(f"/proc/{pid}/cmdline").read_text().lower()
+
+
+def test_edge_refuses_the_registry_admin_routes(fleet):
+    url = fleet[1]
+    assert httpx.post(f"{url}/v1/adapters", json={"name": "x", "source": "/x"}).status_code == 403
+    assert httpx.delete(f"{url}/v1/adapters/lora-0").status_code == 403
+    assert httpx.get(f"{url}/v1/workers").status_code == 403
+    assert httpx.get(f"{url}/v1/adapters/lora-0").status_code == 200
 
 
 def test_grpc_through_envoy_with_adapter_header(fleet):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -41,6 +42,15 @@ def test_configuration_through_environment(compose):
     assert "LORAPLANE_ALLOW_RUNTIME_LORA_UPDATING" in services["gateway"]["environment"]
 
 
+def test_worker_token_is_required_and_shared(compose):
+    services = compose["services"]
+    for name in ("control-plane", "worker"):
+        assert services[name]["environment"]["LORAPLANE_WORKER_TOKEN"].startswith(
+            "${LORAPLANE_WORKER_TOKEN:?"
+        )
+    assert "LORAPLANE_WORKER_TOKEN" not in str(services["gateway"]) + str(services["envoy"])
+
+
 def test_mounted_envoy_files_exist(compose):
     for volume in compose["services"]["envoy"]["volumes"]:
         assert (ROOT / volume.split(":")[0]).is_file()
@@ -50,5 +60,13 @@ def test_docker_compose_config_when_available():
     docker = shutil.which("docker")
     if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode:
         pytest.skip("docker compose is not installed")
-    result = subprocess.run([docker, "compose", "config", "-q"], cwd=ROOT, capture_output=True, text=True)
+    env = {**os.environ, "LORAPLANE_WORKER_TOKEN": "compose-test-token"}
+    result = subprocess.run(
+        [docker, "compose", "config", "-q"], cwd=ROOT, capture_output=True, text=True, env=env
+    )
     assert result.returncode == 0, result.stderr
+    unset = {k: v for k, v in env.items() if k != "LORAPLANE_WORKER_TOKEN"}
+    refused = subprocess.run(
+        [docker, "compose", "config", "-q"], cwd=ROOT, capture_output=True, text=True, env=unset
+    )
+    assert refused.returncode != 0 and "LORAPLANE_WORKER_TOKEN" in refused.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 from pathlib import Path
 
@@ -63,14 +64,44 @@ def test_rendered_config_properties():
     check = workers["health_checks"][0]
     assert check["grpc_health_check"]["service_name"] == "loraplane.inference.v1.Inference"
     assert check["no_traffic_interval"] == "2s"
-    routes = {r["match"]["prefix"]: r["route"] for r in _routes(config)}
+    routes = {
+        r["match"]["prefix"]: r["route"] for r in _routes(config) if "prefix" in r["match"] and "route" in r
+    }
     assert (
         routes["/loraplane.inference.v1.Inference/"]["hash_policy"][0]["header"]["header_name"]
         == "x-lora-adapter"
     )
     assert routes["/loraplane.inference.v1.Inference/"]["timeout"] == "0s"
-    assert routes["/loraplane.worker.v1.WorkerControl/"]["idle_timeout"] == "0s"
     assert routes["/"]["cluster"] == "gateways" and routes["/"]["timeout"] == "0s"
+
+
+def _actions(text: str) -> dict[str, dict]:
+    """Each route's action (the `route` or `direct_response` mapping) by its prefix or path."""
+    routes = _routes(yaml.safe_load(text))
+    return {
+        r["match"].get("prefix") or r["match"]["path"]: r.get("route") or r["direct_response"] for r in routes
+    }
+
+
+REGISTRY = "/loraplane.registry.v1.AdapterRegistry/"
+
+
+@pytest.mark.parametrize("text", [render_edge_config(LOOPBACK), compose_edge_config()], ids=["up", "compose"])
+def test_edge_publishes_registry_reads_only_by_default(text):
+    actions = _actions(text)
+    for read in ("GetAdapter", "ListAdapters"):
+        assert actions[REGISTRY + read]["cluster"] == "control_plane"
+    assert actions[REGISTRY]["status"] == 403
+    assert actions["/loraplane.worker.v1.WorkerControl/"]["status"] == 403
+    assert [a["cluster"] for a in actions.values() if "cluster" in a].count("control_plane") == 2
+
+
+def test_expose_admin_publishes_the_registry_but_never_the_worker_stream(tmp_path):
+    exposed = dataclasses.replace(LOOPBACK, expose_admin=True)
+    actions = _actions(render_edge_config(exposed))
+    assert actions[REGISTRY]["cluster"] == "control_plane" and actions[REGISTRY]["timeout"] == "120s"
+    assert actions["/loraplane.worker.v1.WorkerControl/"]["status"] == 403
+    _validate(render_edge_config(exposed), tmp_path)
 
 
 def test_host_names_use_dns_clusters():
