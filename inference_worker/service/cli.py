@@ -77,7 +77,10 @@ ENGINE_TOGGLES = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     service = parser.add_argument_group("service")
     service.add_argument(
-        "--listen", default=DEFAULT_LISTEN, help=f"HOST:PORT to serve on (default: {DEFAULT_LISTEN})"
+        "--listen",
+        default=DEFAULT_LISTEN,
+        help=f"HOST:PORT to serve on (default: {DEFAULT_LISTEN}, loopback only; pass 0.0.0.0:PORT to serve "
+        "other hosts, e.g. a gateway elsewhere)",
     )
     service.add_argument(
         "--control-plane",

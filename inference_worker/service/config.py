@@ -21,7 +21,7 @@ from loraplane.grpc_options import MAX_MESSAGE_BYTES
 ENV_CONTROL_PLANE = "LORAPLANE_CONTROL_PLANE"
 ENV_WORKER_ID = "LORAPLANE_WORKER_ID"
 ENV_WORKER_TOKEN = "LORAPLANE_WORKER_TOKEN"
-DEFAULT_LISTEN = "0.0.0.0:50061"
+DEFAULT_LISTEN = "127.0.0.1:50061"  # loopback unless told otherwise: Generate and reflection are open
 DEFAULT_MAX_NUM_SEQS = EngineConfig.max_num_seqs
 QUEUE_LEN_PER_SEQ = 4
 

@@ -81,6 +81,11 @@ def test_only_given_engine_flags_reach_the_engine():
     assert cli.engine_kwargs_from_args(parse()) == {}
 
 
+def test_standalone_worker_listens_on_loopback_by_default():
+    assert cli.config_from_args(parse()).listen.startswith("127.0.0.1:")
+    assert WorkerServiceConfig().listen.startswith("127.0.0.1:")
+
+
 def test_config_defaults_and_environment(monkeypatch):
     monkeypatch.setenv("LORAPLANE_CONTROL_PLANE", "cp.local:50051")
     monkeypatch.setenv("LORAPLANE_WORKER_ID", "gpu-7")
