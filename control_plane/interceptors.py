@@ -3,8 +3,9 @@
 Auth policy: with an admin token configured, CreateAdapter and DeleteAdapter need
 `authorization: Bearer <admin token>`; reads (Get/List adapters, ListWorkers) stay open so gateways can
 route without the admin secret. With a worker token configured, WorkerControl.Connect needs
-`authorization: Bearer <worker token>`. Health and reflection are always open. Missing or wrong
-tokens get UNAUTHENTICATED; tokens are compared in constant time and never logged.
+`authorization: Bearer <worker token>` (the config requires one beyond loopback; `serve` and `up` make
+one per run). Health and reflection are always open. Missing or wrong tokens get UNAUTHENTICATED;
+tokens are compared in constant time and never logged.
 
 Errors: `error_interceptor()` is the shared `loraplane.grpc_errors.ErrorInterceptor` with
 `STATUS_BY_ERROR`; anything unlisted becomes INTERNAL with a generic message and a logged traceback.
@@ -66,7 +67,7 @@ class AuthInterceptor(AsyncServerInterceptor):
         if method in ADMIN_METHODS and self._admin:
             return self._admin, "an admin token (--admin-token or LORAPLANE_ADMIN_TOKEN)"
         if method.startswith(WORKER_PREFIX) and self._worker:
-            return self._worker, "the worker token"
+            return self._worker, "the worker token (LORAPLANE_WORKER_TOKEN in the worker's environment)"
         return b"", ""
 
     async def intercept(
