@@ -10,11 +10,7 @@ tokens are compared in constant time and never logged.
 Errors: `error_interceptor()` is the shared `loraplane.grpc_errors.ErrorInterceptor` with
 `STATUS_BY_ERROR`; anything unlisted becomes INTERNAL with a generic message and a logged traceback.
 
-Undecodable requests: grpc-core parses a request before any handler or interceptor runs, and a
-deserializer that raises makes it answer UNKNOWN with the exception's class and text. `DecodeInterceptor`
-wraps every method's deserializer so that bytes that are not the method's message become an
-`UndecodableRequest`, which it answers with INVALID_ARGUMENT (a unary request at once, a streamed one
-when the handler reads that message).
+Undecodable requests get INVALID_ARGUMENT from the shared `loraplane.grpc_errors.DecodeInterceptor`.
 """
 
 from __future__ import annotations
@@ -24,7 +20,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import grpc
-from google.protobuf.message import DecodeError
 from grpc_interceptor import AsyncServerInterceptor
 from loraplane.control_plane import errors
 from loraplane.control_plane.fleet import WorkerIdInUseError
@@ -86,50 +81,3 @@ def _authorized(metadata, token: bytes) -> bool:
     if not isinstance(header, str) or not header.startswith("Bearer "):
         return False
     return hmac.compare_digest(header[len("Bearer ") :].strip().encode(), token)
-
-
-class UndecodableRequest:
-    """Stands in for a request message whose bytes did not parse; `error` says why."""
-
-    def __init__(self, error: str) -> None:
-        self.error = error
-
-
-def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
-    def deserialize(data: bytes) -> Any:
-        try:
-            return deserializer(data)
-        except DecodeError as exc:
-            return UndecodableRequest(str(exc) or "the bytes are not a protobuf message")
-
-    return deserialize
-
-
-async def _checked(requests: Any) -> Any:
-    async for request in requests:
-        if isinstance(request, UndecodableRequest):
-            raise errors.InvalidArgumentError(f"a streamed message could not be parsed: {request.error}")
-        yield request
-
-
-class DecodeInterceptor(AsyncServerInterceptor):
-    """INVALID_ARGUMENT, not UNKNOWN, for request bytes that do not parse (see the module docstring)."""
-
-    async def intercept_service(self, continuation, handler_call_details):
-        async def tolerant_continuation(details):
-            handler = await continuation(details)
-            if handler is None or handler.request_deserializer is None:
-                return handler
-            return handler._replace(request_deserializer=_tolerant(handler.request_deserializer))
-
-        return await super().intercept_service(tolerant_continuation, handler_call_details)
-
-    async def intercept(
-        self, method: Callable, request_or_iterator: Any, context: grpc.aio.ServicerContext, method_name: str
-    ) -> Any:
-        if isinstance(request_or_iterator, UndecodableRequest):
-            message = f"the request could not be parsed: {request_or_iterator.error}"
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
-        if hasattr(request_or_iterator, "__aiter__"):
-            request_or_iterator = _checked(request_or_iterator)
-        return await super().intercept(method, request_or_iterator, context, method_name)

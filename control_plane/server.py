@@ -15,7 +15,6 @@ from loraplane.control_plane.interceptors import (
     REGISTRY_SERVICE,
     WORKER_SERVICE,
     AuthInterceptor,
-    DecodeInterceptor,
     error_interceptor,
 )
 from loraplane.control_plane.registry import AdapterService
@@ -24,6 +23,7 @@ from loraplane.control_plane.sqlite_store import SQLiteStore
 from loraplane.control_plane.store import RegistryStore
 from loraplane.control_plane.workers import WorkerHub
 
+from loraplane.grpc_errors import DecodeInterceptor
 from loraplane.grpc_options import server_options
 from loraplane.registry.v1 import registry_pb2, registry_pb2_grpc
 from loraplane.worker.v1 import worker_pb2, worker_pb2_grpc
