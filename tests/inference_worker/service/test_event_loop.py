@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from dataclasses import dataclass
 
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from loraplane.inference_worker.service.control_client import ControlPlaneClient, WorkerIdentity
 from loraplane.inference_worker.service.interceptors import error_interceptor
-from loraplane.inference_worker.service.served_models import ServedModels
+from loraplane.inference_worker.service.served_models import AdapterTarget, ServedModels
 from loraplane.inference_worker.service.servicer import InferenceServicer
 from worker_process import collect, inference_stub
 
@@ -56,12 +57,22 @@ def demo_tokenizer(demo_model_path):
     return AutoTokenizer.from_pretrained(demo_model_path)
 
 
+@dataclass
+class Worker:
+    engine: FakeEngine
+    models: ServedModels
+    stub: inference_pb2_grpc.InferenceStub
+    health: health_pb2_grpc.HealthStub
+    control: ControlPlaneClient
+
+
 @pytest.fixture
 async def worker(demo_tokenizer, fake_cp):
-    """(engine, stubs, control client): the servicer, health and a control-plane client on one loop."""
+    """The servicer, health and a control-plane client on one loop, over a fake engine with the real
+    tokenizer."""
     engine = FakeEngine()
     engine.tokenizer = TimedTokenizer(demo_tokenizer)
-    models = ServedModels(engine, engine.model_name, "/models/fake", enable_lora=False)
+    models = ServedModels(engine, engine.model_name, "/models/fake", enable_lora=True)
     servicer = InferenceServicer(max_in_flight=4)
     servicer.attach(engine, models)
     server = grpc.aio.server(interceptors=[error_interceptor()], options=server_options())
@@ -71,14 +82,18 @@ async def worker(demo_tokenizer, fake_cp):
     await server.start()
     identity = WorkerIdentity("w-loop", engine.model_name, f"127.0.0.1:{port}", 0, 0, 0, 4, 128, 64, False)
     control = ControlPlaneClient(fake_cp.target, identity, models, engine.stats, lambda: False)
+    results = len(fake_cp.results)
     control_task = asyncio.create_task(control.run())
-    await fake_cp.wait_for(lambda: any(h.worker_id == "w-loop" for h in fake_cp.hellos))
+    await fake_cp.wait_for(lambda: len(fake_cp.results) > results)  # its Sync is applied
     channel, stub = inference_stub(f"127.0.0.1:{port}")
-    health_stub = health_pb2_grpc.HealthStub(channel)
     async with channel:
-        yield engine, stub, health_stub, control
+        yield Worker(engine, models, stub, health_pb2_grpc.HealthStub(channel), control)
     control_task.cancel()
     await server.stop(0)
+
+
+async def read_all(call) -> list[pb.GenerateResponse]:
+    return [message async for message in call]
 
 
 async def big_call(stub, kind: str) -> None:
@@ -101,18 +116,40 @@ async def big_call(stub, kind: str) -> None:
 
 @pytest.mark.parametrize("kind", ["tokenize", "generate-text", "generate-chat"])
 async def test_other_calls_and_heartbeats_are_answered_while_a_big_prompt_tokenizes(worker, fake_cp, kind):
-    engine, stub, health_stub, control = worker
-    tokenizer = engine.tokenizer
-    big = asyncio.ensure_future(big_call(stub, kind))
+    tokenizer = worker.engine.tokenizer
+    big = asyncio.ensure_future(big_call(worker.stub, kind))
     assert await asyncio.to_thread(tokenizer.started.wait, 60)
     beats = len(fake_cp.heartbeats)
-    control.send_heartbeat_now()
-    check = await health_stub.Check(health_pb2.HealthCheckRequest(), timeout=60)
-    models = await stub.ListModels(pb.ListModelsRequest(), timeout=60)
+    worker.control.send_heartbeat_now()
+    check = await worker.health.Check(health_pb2.HealthCheckRequest(), timeout=60)
+    models = await worker.stub.ListModels(pb.ListModelsRequest(), timeout=60)
     await fake_cp.wait_for(lambda: len(fake_cp.heartbeats) > beats, timeout=60)
     answered_while_tokenizing = not tokenizer.done.is_set()
     await asyncio.wait([big])
     assert answered_while_tokenizing, "health, ListModels or a heartbeat waited for the tokenizer"
     assert check.status == health_pb2.HealthCheckResponse.SERVING
-    assert [card.id for card in models.models] == [engine.model_name]
+    assert [card.id for card in models.models] == [worker.engine.model_name]
     await big  # the big call's own checks
+
+
+async def test_an_adapter_unloaded_while_its_prompt_tokenizes_is_not_found(worker):
+    """The prompt is tokenized off the loop, so the adapter may be unloaded meanwhile: the request must
+    then fail, not reach the engine with the unloaded adapter (which would load it again, on the loop)."""
+    engine = worker.engine
+    engine.max_model_len = 1_000_000  # the big prompt fits: only the adapter can stop it
+    await worker.models.load(AdapterTarget("gone-lora", "/adapters/gone-lora"))
+    requested = []
+    generate = engine.generate
+    engine.generate = lambda prompt, params, request_id, lora_request=None: (
+        requested.append(lora_request) or generate(prompt, params, request_id, lora_request)
+    )
+    request = pb.GenerateRequest(model="gone-lora", text=BIG_PROMPT)
+    call = asyncio.ensure_future(read_all(worker.stub.Generate(request)))
+    assert await asyncio.to_thread(engine.tokenizer.started.wait, 60)
+    await worker.models.unload("gone-lora")
+    unloaded_while_tokenizing = not engine.tokenizer.done.is_set()
+    outcome = (await asyncio.gather(call, return_exceptions=True))[0]
+    assert unloaded_while_tokenizing
+    assert requested == [], "the engine got a request for an unloaded adapter"
+    assert isinstance(outcome, grpc.aio.AioRpcError) and outcome.code() == grpc.StatusCode.NOT_FOUND, outcome
+    assert "gone-lora" in outcome.details()
