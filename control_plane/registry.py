@@ -31,7 +31,7 @@ from loraplane.control_plane.records import (
     WorkerState,
 )
 from loraplane.control_plane.sources import resolve_source
-from loraplane.control_plane.validation import check_base_model_name, check_name
+from loraplane.control_plane.validation import check_base_model_name, check_name, check_not_base_model
 from loraplane.control_plane.workers import WorkerHub, spec_for
 
 logger = logging.getLogger(__name__)
@@ -105,6 +105,7 @@ class AdapterService:
         registry.v1.CreateAdapter: all matching workers rejecting -> rolled back, RolloutRejectedError."""
         name = check_name(request.name)
         base = check_base_model_name(request.base_model_name)
+        check_not_base_model(name, {base} | {worker.base_model_name for worker in self.store.list_workers()})
         timeout = request.rollout_timeout_s or self.config.rollout_timeout_s
         async with self._locks[name]:
             existing = self.store.get_adapter(name)

@@ -28,7 +28,8 @@ async def resolve_source(
         raise InvalidArgumentError("give either a source path or a hub id, not both")
     if source.path:
         directory = resolve_local_source(source.path, config.adapter_roots)
-        checked = await asyncio.to_thread(check_adapter_dir, directory)
+        label = source.path[:300]
+        checked = await asyncio.to_thread(check_adapter_dir, directory, label, config.adapter_roots)
         return AdapterSourceRef(path=str(directory)), checked
     if source.hub_id:
         hub_id = check_hub_id(source.hub_id, config.allow_hub_sources)
@@ -42,4 +43,4 @@ def _check_hub(hub_id: str, revision: str) -> CheckedAdapter:
         directory = resolve_adapter_path(hub_id, revision=revision or None)
     except AdapterSourceNotFoundError as exc:
         raise SourceNotFoundError(str(exc)) from exc
-    return check_adapter_dir(directory)
+    return check_adapter_dir(directory, hub_id)

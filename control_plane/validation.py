@@ -15,6 +15,7 @@ from pathlib import Path
 from loraplane.control_plane.errors import InvalidArgumentError, SourceNotFoundError
 
 from loraplane.adapter_format import AdapterLoadError, is_hub_id, validate_adapter_dir
+from loraplane.adapter_format.files import adapter_files
 
 MAX_NAME_LENGTH = 128
 MAX_BASE_MODEL_LENGTH = 256
@@ -85,10 +86,9 @@ def resolve_local_source(source: str, roots: Sequence[Path]) -> Path:
         path = roots[0] / path
     real = Path(os.path.realpath(path))
     if not any(real == root or real.is_relative_to(root) for root in roots):
-        allowed = ", ".join(str(root) for root in roots)
-        raise InvalidArgumentError(
-            f"adapter source {source[:300]!r} resolves outside the allowed adapter roots ({allowed}); "
-            "copy the adapter under a root or start the control plane with another --adapter-root"
+        raise InvalidArgumentError(  # the roots are not echoed: the operator knows them, a caller need not
+            f"adapter source {source[:300]!r} resolves outside the allowed adapter roots; copy the adapter "
+            "under a root or start the control plane with another --adapter-root"
         )
     if not real.exists():
         raise SourceNotFoundError(f"adapter source {source[:300]!r} does not exist")
@@ -97,11 +97,35 @@ def resolve_local_source(source: str, roots: Sequence[Path]) -> Path:
     return real
 
 
-def check_adapter_dir(directory: Path) -> CheckedAdapter:
-    """Validate the PEFT config and weight files; InvalidArgumentError says what to fix."""
+def check_adapter_dir(directory: Path, label: str, roots: Sequence[Path] = ()) -> CheckedAdapter:
+    """Validate the PEFT config and weight files; InvalidArgumentError says what to fix.
+
+    Every file must resolve inside `directory` (`loraplane.adapter_format.files`, as on the workers) and,
+    when `roots` are given, under one of them too. Messages name the source as the caller gave it
+    (`label`) and the offending file, never the absolute roots.
+    """
     try:
         config, version = validate_adapter_dir(directory, max_lora_rank=MAX_RANK)
+        _check_files_under(directory, roots)
     except AdapterLoadError as exc:
-        raise InvalidArgumentError(f"{directory} is not a usable PEFT LoRA adapter: {exc}") from exc
+        raise InvalidArgumentError(
+            f"adapter source {label!r} is not a usable PEFT LoRA adapter: {exc}"
+        ) from exc
     targets = config.targeted_modules(_PROBE_LAYERS)
     return CheckedAdapter(version=version, rank=config.max_rank, target_modules=targets)
+
+
+def check_not_base_model(name: str, served: set[str]) -> None:
+    """Refuse an adapter `name` equal to a served base model's name: requests for that name reach the
+    base model, so such an adapter could never be used."""
+    if name in served:
+        raise InvalidArgumentError(
+            f"adapter name {name!r} is the name of a served base model; requests for {name!r} reach the "
+            "base model, so this adapter could never be used: pick another name"
+        )
+
+
+def _check_files_under(directory: Path, roots: Sequence[Path]) -> None:
+    for name, path in adapter_files(directory) if roots else ():
+        if not any(path == root or path.is_relative_to(root) for root in roots):
+            raise AdapterLoadError(f"{name} resolves outside the allowed adapter roots", field="source")

@@ -3,6 +3,11 @@
 PEFT saves `base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight` [r, in] and
 `...lora_B.weight` [out, r]; here they become `(layer, "q_proj") -> (A [r, in], B*scaling [out, r])`
 with the per-module scaling of `PeftLoRAConfig` folded into B, checked against the base model.
+
+The files are untrusted input: they are read through their resolved paths inside the adapter directory
+(`adapter_format.files`), a malformed safetensors header is an AdapterLoadError, and every tensor must
+be of a floating dtype with finite values, before and after scaling into the serving dtype (a NaN or
+Inf factor would silently turn every answer of the adapter into empty text).
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from pathlib import Path
 import torch
 
 from loraplane.adapter_format.errors import AdapterLoadError
-from loraplane.adapter_format.files import find_weights_file
+from loraplane.adapter_format.files import adapter_files, is_safetensors
 from loraplane.adapter_format.modules import MODULE_PARENTS, module_key
 from loraplane.adapter_format.peft_config import PeftLoRAConfig
 
@@ -62,27 +67,52 @@ def load_adapter_weights(
     version: str,
 ) -> AdapterWeights:
     """Read, map, check and scale an adapter's tensors (AdapterLoadError names the field/module)."""
-    pairs = _pair_tensors(_read_tensors(find_weights_file(adapter_dir)))
+    _, weights_file = adapter_files(adapter_dir)
+    pairs = _pair_tensors(_read_tensors(*weights_file))
     modules = {}
     for (layer, name), (a, b) in pairs.items():
         key = module_key(layer, name)
         _check_pair(key, name, layer, a, b, config, shapes, max_lora_rank)
-        scaled_b = b.float() * config.scaling_for(key)
-        modules[(layer, name)] = (a.to(dtype).contiguous(), scaled_b.to(dtype).contiguous())
+        scaled_b = (b.float() * config.scaling_for(key)).to(dtype).contiguous()
+        a = a.to(dtype).contiguous()
+        for kind, tensor in (("lora_A", a), ("lora_B", scaled_b)):
+            if not bool(torch.isfinite(tensor).all()):
+                raise AdapterLoadError(
+                    f"{key}.{kind} overflows {dtype} once scaled by lora_alpha/r; retrain or rescale it",
+                    field="weights",
+                )
+        modules[(layer, name)] = (a, scaled_b)
     _check_complete(modules, config, shapes.num_layers)
     rank = max((a.shape[0] for a, _ in modules.values()), default=0)
     return AdapterWeights(version=version, rank=rank, modules=modules)
 
 
-def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+def _read_tensors(name: str, path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of weight file `name` (resolved to `path`); any reader failure is AdapterLoadError."""
     try:
-        if path.suffix == ".safetensors":
+        if is_safetensors(name):
             from safetensors.torch import load_file
 
-            return load_file(str(path), device="cpu")
-        return torch.load(path, map_location="cpu", weights_only=True)
+            tensors = load_file(str(path), device="cpu")
+        else:
+            tensors = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # any reader failure means a corrupt file; say which
-        raise AdapterLoadError(f"cannot read adapter weights {path}: {exc}", field="weights") from exc
+        raise AdapterLoadError(f"cannot read adapter weights {name}: {exc}", field="weights") from exc
+    if not isinstance(tensors, dict) or not all(isinstance(t, torch.Tensor) for t in tensors.values()):
+        raise AdapterLoadError(f"{name} does not hold a mapping of tensor names to tensors", "weights")
+    return tensors
+
+
+def _check_values(key: str, tensor: torch.Tensor) -> None:
+    """A LoRA factor is a floating-point tensor of finite values; AdapterLoadError names the tensor."""
+    if not tensor.is_floating_point():
+        raise AdapterLoadError(
+            f"tensor {key!r} has dtype {str(tensor.dtype).removeprefix('torch.')}; LoRA factors must be "
+            "floating point (float32, float16 or bfloat16)",
+            field="weights",
+        )
+    if not bool(torch.isfinite(tensor.float()).all()):
+        raise AdapterLoadError(f"tensor {key!r} holds NaN or Inf values", field="weights")
 
 
 def _pair_tensors(
@@ -104,6 +134,7 @@ def _pair_tensors(
                 f"{', '.join(MODULE_PARENTS)} inside model.layers.N",
                 field="target_modules",
             )
+        _check_values(key, tensor)
         found.setdefault((int(module["layer"]), module["name"]), {})[match["kind"]] = tensor
     for (layer, name), parts in found.items():
         if set(parts) != {"lora_A", "lora_B"}:

@@ -113,6 +113,11 @@ class ServedModels:
     async def load(self, target: AdapterTarget, stage_only: bool = False, activate: bool = False) -> None:
         """Load (or replace, or stage, or activate) one adapter; engine errors propagate."""
         self._require_lora()
+        if target.name == self.base_name:  # requests for this name reach the base model: never usable
+            raise AdapterLoadError(
+                f"adapter name {target.name!r} is this worker's base model name; pick another name",
+                field="name",
+            )
         async with self._lock(target.name):
             current = self._active.get(target.name)
             if current is not None and self._same(current, target):

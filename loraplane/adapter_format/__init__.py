@@ -1,10 +1,11 @@
 """The PEFT LoRA adapter format, torch-free: shared by the control plane and the inference worker.
 
 - `peft_config`: parse and validate `adapter_config.json` (`parse_peft_config`, `validate_adapter_dir`).
-- `matching`: PEFT's target-module and rank/alpha pattern matching (parity-tested against peft).
+- `matching`: PEFT's target-module and rank/alpha pattern matching (parity-tested against peft); user
+  patterns run on RE2 (linear time), and patterns it cannot run or too large are refused.
 - `modules`: the supported-module vocabulary and module names of a Llama-family model.
-- `files`: an adapter directory's files, the weights-file check (safetensors' own header reading) and
-  the adapter version (sha256 of the files).
+- `files`: an adapter directory's files (each resolved and kept inside the directory: no symlink out),
+  the weights-file check (safetensors' own header reading) and the adapter version (sha256 of the files).
 - `resolve`: a local path or Hugging Face hub id to a local directory.
 - `errors`: `AdapterLoadError` (with the offending `field`) and `AdapterSourceNotFoundError`.
 

@@ -2,11 +2,16 @@
 
 Torch-free on purpose: the control plane imports this to validate and version adapters without
 loading a model (safetensors reads the header with its numpy framework, which needs no torch).
+
+Adapter files are untrusted: every file is resolved (symlinks followed) and must lie inside the adapter
+directory (`contained_file`), so a symlinked `adapter_config.json` or weights file cannot make the
+control plane or a worker read a file outside it. Readers open the resolved path.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 from safetensors import SafetensorError, safe_open
@@ -19,21 +24,9 @@ WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 _HASH_CHUNK = 1 << 20
 
 
-def find_weights_file(adapter_dir: Path) -> Path:
-    """The adapter's weight file; AdapterLoadError(field="weights") when there is none."""
-    for name in WEIGHT_FILES:
-        path = adapter_dir / name
-        if path.is_file():
-            return path
-    raise AdapterLoadError(
-        f"{adapter_dir} has no adapter weights: expected one of {', '.join(WEIGHT_FILES)} "
-        "(save the adapter with PeftModel.save_pretrained)",
-        field="weights",
-    )
-
-
-def adapter_files(adapter_dir: Path) -> list[Path]:
-    """The files that define an adapter: its config and its weight file, in a fixed order."""
+def adapter_files(adapter_dir: Path) -> list[tuple[str, Path]]:
+    """The files that define an adapter, in a fixed order: (name in the directory, resolved path) of its
+    config and of its weight file, each inside the directory (`contained_file`)."""
     config = adapter_dir / CONFIG_FILE
     if not adapter_dir.is_dir():
         raise AdapterSourceNotFoundError(f"adapter directory {adapter_dir} does not exist", field="source")
@@ -43,7 +36,47 @@ def adapter_files(adapter_dir: Path) -> list[Path]:
             "PeftModel.save_pretrained wrote",
             field="source",
         )
-    return [config, find_weights_file(adapter_dir)]
+    weights = _weights_name(adapter_dir)
+    return [
+        (CONFIG_FILE, contained_file(adapter_dir, CONFIG_FILE, "adapter_config")),
+        (weights, contained_file(adapter_dir, weights, "weights")),
+    ]
+
+
+def contained_file(adapter_dir: Path, name: str, field: str) -> Path:
+    """The real path of `adapter_dir/name`, which must lie inside the real `adapter_dir` (or, for a
+    Hugging Face cache snapshot, in its repository's `blobs`, where the hub's own symlinks point).
+
+    Raises AdapterLoadError(field) naming the file only: where the link points is not echoed.
+    """
+    real = Path(os.path.realpath(adapter_dir / name))
+    if not any(real.is_relative_to(root) for root in _file_roots(adapter_dir)):
+        raise AdapterLoadError(
+            f"{name} is a link to a file outside the adapter directory, which is not read; copy the file "
+            "into the adapter directory",
+            field=field,
+        )
+    return real
+
+
+def _file_roots(adapter_dir: Path) -> list[Path]:
+    directory = Path(os.path.realpath(adapter_dir))
+    roots = [directory]
+    repo = directory.parent.parent  # <cache>/models--owner--name/snapshots/<commit>
+    if directory.parent.name == "snapshots" and repo.name.startswith("models--"):
+        roots.append(Path(os.path.realpath(repo / "blobs")))
+    return roots
+
+
+def _weights_name(adapter_dir: Path) -> str:
+    for name in WEIGHT_FILES:
+        if (adapter_dir / name).is_file():
+            return name
+    raise AdapterLoadError(
+        f"{adapter_dir} has no adapter weights: expected one of {', '.join(WEIGHT_FILES)} "
+        "(save the adapter with PeftModel.save_pretrained)",
+        field="weights",
+    )
 
 
 def adapter_version(path: str | Path) -> str:
@@ -53,24 +86,30 @@ def adapter_version(path: str | Path) -> str:
     config or the weights gives a new version, so caches keyed by it never serve stale weights.
     """
     digest = hashlib.sha256()
-    for file in adapter_files(Path(path).expanduser()):
-        digest.update(file.name.encode() + b"\0")
+    for name, file in adapter_files(Path(path).expanduser()):
+        digest.update(name.encode() + b"\0")
         with file.open("rb") as handle:
             while chunk := handle.read(_HASH_CHUNK):
                 digest.update(chunk)
     return digest.hexdigest()
 
 
-def check_weights_file(path: Path) -> None:
-    """Cheap integrity check (no tensor is read): a safetensors header that safetensors itself accepts
-    (valid JSON, offsets that exactly cover the file), or a non-empty .bin.
+def is_safetensors(name: str) -> bool:
+    """Whether the weight file called `name` in the adapter directory is safetensors (else a pickle)."""
+    return name.endswith(".safetensors")
+
+
+def check_weights_file(name: str, path: Path) -> None:
+    """Cheap integrity check of the weight file `name` (resolved to `path`), no tensor read: a
+    safetensors header that safetensors itself accepts (a JSON object of tensor entries whose offsets
+    exactly cover the file; truncated, oversized or non-object headers are refused), or a non-empty .bin.
     Raises AdapterLoadError(field="weights")."""
-    if path.suffix == ".bin":
+    if not is_safetensors(name):
         if path.stat().st_size == 0:
-            raise AdapterLoadError(f"{path} is empty", field="weights")
+            raise AdapterLoadError(f"{name} is empty", field="weights")
         return
     try:
         with safe_open(path, framework="numpy"):
             pass
     except (SafetensorError, OSError) as exc:
-        raise AdapterLoadError(f"{path} is not a valid safetensors file: {exc}", field="weights") from exc
+        raise AdapterLoadError(f"{name} is not a valid safetensors file: {exc}", field="weights") from exc

@@ -11,13 +11,28 @@ matchers that could disagree on what an adapter targets. So there is one matcher
 tests/loraplane/adapter_format/test_matching.py proves it gives peft's answers on a table of configs
 (list and regex targets, dotted-suffix names, "all-linear", exclude_modules, layers_to_transform with
 and without layers_pattern, rank/alpha pattern keys) over every module name of a Llama model.
+
+User patterns run on RE2 (`google-re2`), not Python's backtracking `re`: an adapter config is untrusted
+input, and a pattern such as "(.|.)*Z" would hold a core for hours under `re`. RE2 matches in time
+linear in the key; patterns it cannot run (backreferences, lookarounds) or larger than
+`MAX_PATTERN_LENGTH` / `MAX_PROGRAM_SIZE` are refused with an AdapterLoadError naming the field. On the
+ASCII module names matched here RE2 and `re` agree on every pattern both accept.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
-from typing import Protocol
+from typing import Any, Protocol
+
+import re2
+
+from loraplane.adapter_format.errors import AdapterLoadError
+
+MAX_PATTERN_LENGTH = 1024  # characters of one user pattern; PEFT's own are a few dozen
+MAX_PROGRAM_SIZE = 10_000  # RE2 instructions: bounds the memory and per-character work of a match
+_RE2_MAX_MEM = 8 << 20
 
 
 class TargetSpec(Protocol):
@@ -42,7 +57,7 @@ def check_target_module_exists(config: TargetSpec, key: str) -> bool:
         return False
     targets = config.target_modules
     if isinstance(targets, str):
-        return re.fullmatch(targets, key) is not None
+        return target_regex(targets, "target_modules").fullmatch(key) is not None
     if key in targets:
         return True
     if not any(key.endswith(f".{target}") for target in targets):
@@ -56,7 +71,7 @@ def get_pattern_key(pattern_keys: Iterable[str], key: str) -> str:
     A rank_pattern / alpha_pattern value applies to `key` when this returns one of its patterns.
     """
     for pattern in pattern_keys:
-        if re.match(rf"(.*\.)?({pattern})$", key):
+        if suffix_regex(pattern, "rank_pattern/alpha_pattern").match(key):
             return pattern
     return key
 
@@ -65,7 +80,7 @@ def _excluded(exclude: Sequence[str] | str | None, key: str) -> bool:
     if not exclude:
         return False
     if isinstance(exclude, str):
-        return re.fullmatch(exclude, key) is not None
+        return target_regex(exclude, "exclude_modules").fullmatch(key) is not None
     return key in exclude or any(key.endswith(f".{name}") for name in exclude)
 
 
@@ -78,7 +93,57 @@ def _layer_selected(layers: Sequence[int] | None, layers_pattern: Sequence[str] 
         match = re.match(r".*?\.[^.]*\.(?P<idx>\d+)\.", key)
     else:
         for pattern in layers_pattern:
-            match = re.match(rf"(?:^|.*?\.){pattern}\.(?P<idx>\d+)\.", key)
+            match = layer_regex(pattern).match(key)
             if match is not None:
                 break
     return match is not None and int(match.group("idx")) in layers
+
+
+def target_regex(pattern: str, field: str) -> Any:
+    """A target_modules / exclude_modules regex string, full-matched against module names (PEFT's)."""
+    return _compile(pattern, pattern, field)
+
+
+def suffix_regex(pattern: str, field: str) -> Any:
+    """A rank_pattern / alpha_pattern key as PEFT matches it: the pattern on a dotted suffix of the key."""
+    return _compile(rf"(.*\.)?({pattern})$", pattern, field)
+
+
+def layer_regex(pattern: str) -> Any:
+    """A layers_pattern entry as PEFT matches it: the layer index follows `<pattern>.` in the key."""
+    return _compile(rf"(?:^|.*?\.){pattern}\.(?P<idx>\d+)\.", pattern, "layers_pattern")
+
+
+@functools.lru_cache(maxsize=4096)
+def _compile(source: str, pattern: str, field: str) -> Any:
+    """`source` (a PEFT wrapping of the user's `pattern`) compiled with RE2; AdapterLoadError(field)
+    when it is too long, too large, or uses what RE2 cannot run in linear time."""
+    if len(pattern) > MAX_PATTERN_LENGTH:
+        raise AdapterLoadError(
+            f"{field} pattern of {len(pattern)} characters is too long; the limit is {MAX_PATTERN_LENGTH}",
+            field=field,
+        )
+    try:
+        compiled = re2.compile(source, _options())
+    except re2.error as exc:
+        reason = exc.args[0].decode(errors="replace") if isinstance(exc.args[0], bytes) else exc.args[0]
+        raise AdapterLoadError(
+            f"{field} pattern {pattern[:200]!r} is refused: {reason} (patterns run on RE2, which has no "
+            "backreferences or lookarounds and bounds their size)",
+            field=field,
+        ) from exc
+    if compiled.programsize > MAX_PROGRAM_SIZE:
+        raise AdapterLoadError(
+            f"{field} pattern {pattern[:200]!r} is too complex ({compiled.programsize} RE2 instructions; "
+            f"the limit is {MAX_PROGRAM_SIZE}): list the module names instead",
+            field=field,
+        )
+    return compiled
+
+
+@functools.cache
+def _options() -> Any:
+    options = re2.Options()
+    options.log_errors = False  # a refused pattern is the caller's error, reported through the exception
+    options.max_mem = _RE2_MAX_MEM
+    return options

@@ -10,14 +10,25 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from loraplane.adapter_format.errors import AdapterLoadError
-from loraplane.adapter_format.files import CONFIG_FILE, adapter_files, adapter_version, check_weights_file
-from loraplane.adapter_format.matching import check_target_module_exists, get_pattern_key
+from loraplane.adapter_format.files import (
+    CONFIG_FILE,
+    adapter_files,
+    adapter_version,
+    check_weights_file,
+    contained_file,
+)
+from loraplane.adapter_format.matching import (
+    check_target_module_exists,
+    get_pattern_key,
+    layer_regex,
+    suffix_regex,
+    target_regex,
+)
 from loraplane.adapter_format.modules import (
     DEFAULT_TARGET_MODULES,
     SUPPORTED_MODULES,
@@ -47,6 +58,9 @@ _REJECTED_IF_SET = {
     "megatron_config": "Megatron-sharded LoRA is not supported",
 }
 _PROBE_LAYERS = 128  # layers considered when checking target patterns without a model at hand
+# rank_pattern / alpha_pattern entries: PEFT writes at most one per module (a 128-layer model has 896);
+# every projection is matched against each of them, so the count bounds the work a config can ask for.
+MAX_PATTERN_ENTRIES = 4096
 
 
 @dataclass(frozen=True)
@@ -109,9 +123,10 @@ def load_peft_config(
     adapter_dir: str | Path, max_lora_rank: int | None = None, num_layers: int | None = None
 ) -> PeftLoRAConfig:
     """Read and validate `adapter_dir/adapter_config.json` (see `parse_peft_config`)."""
-    path = Path(adapter_dir).expanduser() / CONFIG_FILE
+    directory = Path(adapter_dir).expanduser()
+    path = directory / CONFIG_FILE
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(contained_file(directory, CONFIG_FILE, "adapter_config").read_text())
     except FileNotFoundError as exc:
         raise AdapterLoadError(f"{path} does not exist", field="adapter_config") from exc
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -129,7 +144,7 @@ def validate_adapter_dir(
     directory = Path(adapter_dir).expanduser()
     _, weights = adapter_files(directory)
     config = load_peft_config(directory, max_lora_rank, num_layers)
-    check_weights_file(weights)
+    check_weights_file(*weights)
     return config, adapter_version(directory)
 
 
@@ -148,7 +163,7 @@ def parse_peft_config(
         alpha_pattern=_patterns(raw.get("alpha_pattern"), "alpha_pattern", _number),
         exclude_modules=_names_or_regex(raw.get("exclude_modules"), "exclude_modules"),
         layers_to_transform=_layers(raw.get("layers_to_transform")),
-        layers_pattern=_names(raw.get("layers_pattern"), "layers_pattern"),
+        layers_pattern=_layers_pattern(raw.get("layers_pattern")),
         fan_in_fan_out=bool(raw.get("fan_in_fan_out", False)),
         base_model_name_or_path=raw.get("base_model_name_or_path"),
     )
@@ -204,7 +219,7 @@ def _target_modules(value: Any) -> tuple[str, ...] | str:
     if value == "all-linear":  # PEFT expands it to every linear layer but the output head
         return SUPPORTED_MODULES
     if isinstance(value, str):
-        _compile(value, "target_modules")
+        target_regex(value, "target_modules")
         return value
     names = _names(value, "target_modules")
     if not names:
@@ -214,9 +229,16 @@ def _target_modules(value: Any) -> tuple[str, ...] | str:
 
 def _names_or_regex(value: Any, field: str) -> tuple[str, ...] | str | None:
     if isinstance(value, str):
-        _compile(value, field)
+        target_regex(value, field)
         return value
     return _names(value, field)
+
+
+def _layers_pattern(value: Any) -> tuple[str, ...] | None:
+    names = _names(value, "layers_pattern")
+    for name in names or ():
+        layer_regex(name)
+    return names
 
 
 def _names(value: Any, field: str) -> tuple[str, ...] | None:
@@ -245,18 +267,13 @@ def _patterns(value: Any, field: str, convert: Any) -> tuple[tuple[str, Any], ..
         return ()
     if not isinstance(value, dict):
         raise AdapterLoadError(f"{field} must map module patterns to values, got {value!r}", field=field)
-    for pattern in value:
-        _compile(pattern, field)
-    return tuple((pattern, convert(v, field)) for pattern, v in value.items())
-
-
-def _compile(pattern: str, field: str) -> None:
-    try:
-        re.compile(pattern)
-    except re.error as exc:
+    if len(value) > MAX_PATTERN_ENTRIES:
         raise AdapterLoadError(
-            f"{field} pattern {pattern!r} is not a valid regex: {exc}", field=field
-        ) from exc
+            f"{field} has {len(value)} entries; the limit is {MAX_PATTERN_ENTRIES}", field=field
+        )
+    for pattern in value:
+        suffix_regex(pattern, field)
+    return tuple((pattern, convert(v, field)) for pattern, v in value.items())
 
 
 def _positive_int(value: Any, field: str) -> int:

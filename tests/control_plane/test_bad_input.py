@@ -9,7 +9,8 @@ import pytest
 from test_registry import create_request
 
 from loraplane.registry.v1 import registry_pb2 as reg
-from tests.control_plane.conftest import ADMIN
+from tests.control_plane.conftest import ADMIN, BASE_MODEL
+from tests.loraplane.adapter_format.bad_files import MALFORMED_HEADERS, WEIGHTS, link_outside
 
 
 def _not_peft(root):
@@ -34,6 +35,30 @@ def _symlink_out(root):
     return link
 
 
+def _json_array_header(root):
+    from adapter_files import write_adapter
+
+    (write_adapter(root / "array-header") / WEIGHTS).write_bytes(MALFORMED_HEADERS["json-array"])
+    return "array-header"
+
+
+def _linked_out(name):
+    def build(root):
+        from adapter_files import write_adapter
+
+        link_outside(write_adapter(root / f"linked-{name}"), name, root.parent / "outside-files")
+        return f"linked-{name}"
+
+    return build
+
+
+def _regex_bomb(root):
+    from adapter_files import write_adapter
+
+    write_adapter(root / "bomb", target_modules="(.|.)*Z")  # hours of backtracking under Python's re
+    return "bomb"
+
+
 CASES = [
     # (adapter name, source path builder, code, words in the message)
     ("dup", lambda root: root / "good", grpc.StatusCode.ALREADY_EXISTS, "already exists"),
@@ -49,6 +74,11 @@ CASES = [
     ("dots", lambda root: f"{root}/../../etc", grpc.StatusCode.INVALID_ARGUMENT, "outside the allowed"),
     ("reldots", lambda root: "good/../../..", grpc.StatusCode.INVALID_ARGUMENT, "outside the allowed"),
     ("symlink", _symlink_out, grpc.StatusCode.INVALID_ARGUMENT, "outside the allowed"),
+    ("json-array", _json_array_header, grpc.StatusCode.INVALID_ARGUMENT, "not a valid safetensors file"),
+    ("link-config", _linked_out("adapter_config.json"), grpc.StatusCode.INVALID_ARGUMENT, "is a link"),
+    ("link-weights", _linked_out(WEIGHTS), grpc.StatusCode.INVALID_ARGUMENT, "is a link"),
+    ("bomb", _regex_bomb, grpc.StatusCode.INVALID_ARGUMENT, "target_modules"),
+    (BASE_MODEL, lambda root: "good", grpc.StatusCode.INVALID_ARGUMENT, "name of a served base model"),
     ("", lambda root: root / "good", grpc.StatusCode.INVALID_ARGUMENT, "empty"),
     ("has space", lambda root: root / "good", grpc.StatusCode.INVALID_ARGUMENT, "no spaces or slashes"),
     ("has/slash", lambda root: root / "good", grpc.StatusCode.INVALID_ARGUMENT, "no spaces or slashes"),
@@ -57,6 +87,7 @@ CASES = [
 ]
 
 
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     ("name", "source", "code", "words"), CASES, ids=[c[0][:12] or "empty" for c in CASES]
 )
@@ -65,11 +96,23 @@ async def test_bad_create(registry, workers, make_adapter, adapter_root, name, s
     good = make_adapter("good")
     await registry.CreateAdapter(create_request("dup", good), metadata=ADMIN)
     before = await registry.ListAdapters(reg.ListAdaptersRequest())
+    path = source(adapter_root)
     with pytest.raises(grpc.aio.AioRpcError) as info:
-        await registry.CreateAdapter(create_request(name, source(adapter_root)), metadata=ADMIN)
+        await registry.CreateAdapter(create_request(name, path), metadata=ADMIN)
     assert info.value.code() == code and words in info.value.details()
     assert len(info.value.details()) < 1000
+    if not str(path).startswith("/"):  # a relative source: the absolute roots are never echoed
+        assert str(adapter_root.parent) not in info.value.details()
     assert await registry.ListAdapters(reg.ListAdaptersRequest()) == before  # store unchanged, still serving
+
+
+async def test_adapter_named_like_a_connected_workers_base_model_is_refused(registry, workers, make_adapter):
+    await workers("w0", base_model="served-model")
+    request = create_request("served-model", make_adapter("good"), base="")  # no base model given
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await registry.CreateAdapter(request, metadata=ADMIN)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "name of a served base model" in info.value.details()
 
 
 async def test_ten_megabyte_name_is_refused_by_size(registry, make_adapter):

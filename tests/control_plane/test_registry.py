@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+
 import grpc
 import pytest
 
@@ -174,3 +177,30 @@ async def test_list_workers(registry, workers):
         ("w0", reg.WORKER_STATE_READY, BASE_MODEL)
     ]
     assert listed.workers[0].max_loras == 4
+
+
+@pytest.mark.timeout(30)
+async def test_a_slow_validation_blocks_no_read_and_a_cancelled_create_frees_its_name(
+    registry, make_adapter, monkeypatch
+):
+    from loraplane.control_plane import sources
+
+    release, started = threading.Event(), threading.Event()
+    check = sources.check_adapter_dir
+
+    def slow_check(*args):
+        started.set()
+        release.wait(20)
+        return check(*args)
+
+    monkeypatch.setattr(sources, "check_adapter_dir", slow_check)
+    call = registry.CreateAdapter(create_request("slow", make_adapter("slow")), metadata=ADMIN)
+    task = asyncio.ensure_future(call)
+    await asyncio.to_thread(started.wait, 10)
+    assert (await registry.ListAdapters(reg.ListAdaptersRequest(), timeout=5)).total_size == 0
+    call.cancel()  # the caller gives up: the name's lock is released while the check still runs
+    delete = reg.DeleteAdapterRequest(name="slow", allow_missing=True)
+    assert not (await registry.DeleteAdapter(delete, metadata=ADMIN, timeout=5)).HasField("adapter")
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task

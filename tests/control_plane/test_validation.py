@@ -52,7 +52,7 @@ def test_sources_stay_under_roots(tmp_path):
 
 
 def test_adapter_dir_checks(tmp_path):
-    checked = check_adapter_dir(write_adapter(tmp_path / "ok", r=4, target_modules="all-linear"))
+    checked = check_adapter_dir(write_adapter(tmp_path / "ok", r=4, target_modules="all-linear"), "ok")
     assert checked.rank == 4 and len(checked.version) == 64
     assert checked.target_modules == (
         "q_proj",
@@ -64,9 +64,9 @@ def test_adapter_dir_checks(tmp_path):
         "down_proj",
     )
     with pytest.raises(InvalidArgumentError, match="lm_head"):
-        check_adapter_dir(write_adapter(tmp_path / "head", target_modules=["lm_head"]))
+        check_adapter_dir(write_adapter(tmp_path / "head", target_modules=["lm_head"]), "head")
     truncated = write_adapter(tmp_path / "cut")
     weights = truncated / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-10])
     with pytest.raises(InvalidArgumentError, match="safetensors"):
-        check_adapter_dir(truncated)
+        check_adapter_dir(truncated, "cut")

@@ -43,3 +43,11 @@ async def test_unload_stops_resolving_and_removes_from_the_engine(served):
         models.resolve("sql")
     with pytest.raises(errors.AdapterNotFoundError):
         await models.unload("sql")
+
+
+async def test_an_adapter_named_like_the_base_model_is_refused(served):
+    engine, models = served
+    with pytest.raises(errors.AdapterLoadError, match="base model name") as caught:
+        await models.load(AdapterTarget(engine.model_name, "/adapters/sql"))
+    assert caught.value.field == "name" and not engine.adapters
+    assert models.resolve(engine.model_name) is None  # the name still reaches the base model

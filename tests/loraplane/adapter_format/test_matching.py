@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from loraplane.adapter_format import matching, parse_peft_config
+from loraplane.adapter_format import AdapterLoadError, matching, parse_peft_config
 from tests.inference_worker.lora.conftest import tiny_llama_config
 
 NUM_LAYERS = 3
@@ -117,3 +117,51 @@ def test_pattern_semantics(rank_pattern, alpha_pattern, key, rank, alpha):
     raw = {"r": 8, "lora_alpha": 16, "rank_pattern": rank_pattern, "alpha_pattern": alpha_pattern}
     config = parse_peft_config(raw)
     assert (config.rank_for(key), config.alpha_for(key)) == (rank, alpha)
+
+
+# A config is untrusted input: "(.|.)*Z" backtracks exponentially in the key length under Python's re
+# (hours per module name); it must be answered at once, accepted or refused.
+CATASTROPHIC = "(.|.)*Z"
+CATASTROPHIC_CONFIGS = {
+    "target_modules": {"target_modules": CATASTROPHIC},
+    "exclude_modules": {"target_modules": ["q_proj"], "exclude_modules": CATASTROPHIC},
+    "rank_pattern": {"target_modules": ["q_proj"], "rank_pattern": {CATASTROPHIC: 2}},
+    "alpha_pattern": {"target_modules": ["q_proj"], "alpha_pattern": {CATASTROPHIC: 2}},
+    "layers_pattern": {
+        "target_modules": ["q_proj"],
+        "layers_to_transform": [1],
+        "layers_pattern": CATASTROPHIC,
+    },
+}
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("field, raw", CATASTROPHIC_CONFIGS.items(), ids=CATASTROPHIC_CONFIGS.keys())
+def test_catastrophic_pattern_is_answered_without_hanging(field, raw):
+    key = "model.layers.1.self_attn.q_proj"
+    try:
+        config = parse_peft_config({"r": 4, **raw})
+    except AdapterLoadError as exc:
+        assert exc.field == field
+        return
+    config.targets(key), config.rank_for(key), config.alpha_for(key)
+
+
+REFUSED_PATTERNS = {
+    "backreference": r"(q)\1_proj",
+    "lookahead": r"(?!k)q_proj",
+    "lookbehind": r"(?<=self_attn\.)q_proj",
+    "too-long": "|".join(["q_proj"] * 200),
+    "too-large-program": r"\w{1000}" * 4 + "|q_proj",
+}
+
+
+@pytest.mark.parametrize("pattern", REFUSED_PATTERNS.values(), ids=REFUSED_PATTERNS.keys())
+@pytest.mark.parametrize("field", ["target_modules", "exclude_modules", "rank_pattern", "alpha_pattern"])
+def test_patterns_re2_cannot_run_are_refused_naming_the_field(field, pattern):
+    raw = {"target_modules": ["q_proj"], field: pattern}
+    if field.endswith("_pattern"):
+        raw[field] = {pattern: 2}
+    with pytest.raises(AdapterLoadError, match=field) as caught:
+        parse_peft_config(raw)
+    assert caught.value.field == field
