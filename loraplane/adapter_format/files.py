@@ -102,14 +102,20 @@ def is_safetensors(name: str) -> bool:
 def check_weights_file(name: str, path: Path) -> None:
     """Cheap integrity check of the weight file `name` (resolved to `path`), no tensor read: a
     safetensors header that safetensors itself accepts (a JSON object of tensor entries whose offsets
-    exactly cover the file; truncated, oversized or non-object headers are refused), or a non-empty .bin.
+    exactly cover the file; truncated, oversized or non-object headers are refused) whose tensors all
+    have a floating dtype, or a non-empty .bin. Values (NaN, Inf) are checked where they are read.
     Raises AdapterLoadError(field="weights")."""
     if not is_safetensors(name):
         if path.stat().st_size == 0:
             raise AdapterLoadError(f"{name} is empty", field="weights")
         return
     try:
-        with safe_open(path, framework="numpy"):
-            pass
+        with safe_open(path, framework="numpy") as weights:
+            dtypes = {key: weights.get_slice(key).get_dtype() for key in weights.keys()}  # noqa: SIM118 (not a dict)
     except (SafetensorError, OSError) as exc:
         raise AdapterLoadError(f"{name} is not a valid safetensors file: {exc}", field="weights") from exc
+    for key, dtype in dtypes.items():
+        if not dtype.startswith(("F", "BF")):  # F16, F32, F64, BF16, F8_*: LoRA factors are floating point
+            raise AdapterLoadError(
+                f"tensor {key!r} has dtype {dtype}; LoRA factors must be floating point", field="weights"
+            )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 
 import pytest
+import torch
 
 from loraplane.adapter_format import AdapterLoadError, adapter_version, load_peft_config, validate_adapter_dir
 from loraplane.adapter_format.files import CONFIG_FILE
@@ -66,3 +68,15 @@ def test_links_inside_the_directory_and_the_hub_cache_layout_are_followed(make_a
         shutil.copy(adapter / name, repo / "blobs" / f"blob{index}")
         os.symlink(f"../../blobs/blob{index}", snapshot / name)
     assert validate_adapter_dir(snapshot)[1] == plain
+
+
+def test_integer_weights_are_refused_from_the_header(make_adapter):
+    from safetensors.torch import load_file, save_file
+
+    adapter = make_adapter()
+    tensors = load_file(adapter / WEIGHTS)
+    key = sorted(tensors)[0]
+    tensors[key] = tensors[key].to(torch.int32)
+    save_file(tensors, adapter / WEIGHTS)
+    with pytest.raises(AdapterLoadError, match=f"tensor '{re.escape(key)}' has dtype I32"):
+        validate_adapter_dir(adapter)
