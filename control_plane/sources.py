@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 from loraplane.control_plane.config import ControlPlaneConfig
 from loraplane.control_plane.errors import InvalidArgumentError, SourceNotFoundError
@@ -16,24 +20,28 @@ from loraplane.control_plane.validation import (
 
 from loraplane.adapter_format import AdapterSourceNotFoundError, resolve_adapter_path
 
+T = TypeVar("T")
+
 
 async def resolve_source(
     source: AdapterSourceRef, config: ControlPlaneConfig
 ) -> tuple[AdapterSourceRef, CheckedAdapter]:
     """The stored form of `source` (a resolved local path, or the hub id) and what its files hold.
 
-    Hashing and hub downloads run in a thread so the event loop keeps serving.
+    Hashing, validation and hub downloads run off the event loop (`_off_loop`), so reads keep being
+    served, a cancelled create stops waiting at once (releasing the name's lock) and a stop is never
+    held up by a check still running.
     """
     if source.path and source.hub_id:
         raise InvalidArgumentError("give either a source path or a hub id, not both")
     if source.path:
         directory = resolve_local_source(source.path, config.adapter_roots)
         label = source.path[:300]
-        checked = await asyncio.to_thread(check_adapter_dir, directory, label, config.adapter_roots)
+        checked = await _off_loop(check_adapter_dir, directory, label, config.adapter_roots)
         return AdapterSourceRef(path=str(directory)), checked
     if source.hub_id:
         hub_id = check_hub_id(source.hub_id, config.allow_hub_sources)
-        checked = await asyncio.to_thread(_check_hub, hub_id, source.revision)
+        checked = await _off_loop(_check_hub, hub_id, source.revision)
         return AdapterSourceRef(hub_id=hub_id, revision=source.revision), checked
     raise InvalidArgumentError("the adapter has no source; give a local directory path (or a hub id)")
 
@@ -44,3 +52,30 @@ def _check_hub(hub_id: str, revision: str) -> CheckedAdapter:
     except AdapterSourceNotFoundError as exc:
         raise SourceNotFoundError(str(exc)) from exc
     return check_adapter_dir(directory, hub_id)
+
+
+async def _off_loop(check: Callable[..., T], *args: object) -> T:
+    """`check(*args)` in a daemon thread. Unlike `asyncio.to_thread`, whose pool threads the interpreter
+    joins at exit, an abandoned check (the caller cancelled, the server is stopping) cannot delay a
+    SIGTERM; the work itself is bounded (linear-time patterns, one pass over the files)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():  # cancelled meanwhile: nobody waits for this answer
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        try:
+            outcome: tuple[T | None, BaseException | None] = (check(*args), None)
+        except BaseException as exc:  # handed to the awaiting coroutine, which re-raises it
+            outcome = (None, exc)
+        with contextlib.suppress(RuntimeError):  # the loop closed while the check ran: no reader left
+            loop.call_soon_threadsafe(settle, *outcome)
+
+    threading.Thread(target=run, name="adapter-check", daemon=True).start()
+    return await future

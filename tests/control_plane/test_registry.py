@@ -180,15 +180,16 @@ async def test_list_workers(registry, workers):
 
 
 @pytest.mark.timeout(30)
-async def test_a_slow_validation_blocks_no_read_and_a_cancelled_create_frees_its_name(
+async def test_a_slow_validation_blocks_no_read_nor_exit_and_a_cancelled_create_frees_its_name(
     registry, make_adapter, monkeypatch
 ):
     from loraplane.control_plane import sources
 
-    release, started = threading.Event(), threading.Event()
+    release, started, daemon = threading.Event(), threading.Event(), []
     check = sources.check_adapter_dir
 
     def slow_check(*args):
+        daemon.append(threading.current_thread().daemon)  # an abandoned check cannot hold up an exit
         started.set()
         release.wait(20)
         return check(*args)
@@ -204,3 +205,4 @@ async def test_a_slow_validation_blocks_no_read_and_a_cancelled_create_frees_its
     release.set()
     with pytest.raises(asyncio.CancelledError):
         await task
+    assert daemon == [True]
