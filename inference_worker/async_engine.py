@@ -1,6 +1,9 @@
 """AsyncLLMEngine: the engine behind an asyncio API, for the worker's gRPC server.
 
-The step loop runs in its own thread, so the event loop never blocks on a forward. Requests and aborts
+The step loop runs in its own thread, so the event loop never blocks on a forward. A request whose
+outputs fail to process ends its stream with RequestFailedError and the loop goes on; any other error
+in a step stops the loop for good: every stream ends with EngineDeadError and `is_running` turns False
+(the worker service then exits so that a supervisor restarts it). Requests and aborts
 go to the loop thread through a command queue; outputs come back with `call_soon_threadsafe` into one
 asyncio queue per request. A consumer that falls behind gets the latest snapshot with the deltas
 since the previous one it saw (text deltas never split a UTF-8 character).
@@ -32,6 +35,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _IDLE_WAIT_S = 0.05
+# The cause is in the worker's log only; the worker exits so that it is restarted (see service.server).
+_DEAD = "the engine loop stopped on an internal error; the worker is restarting, retry on another worker"
 _ABORTED = object()  # queued to a stream by abort(): the stream ends without another snapshot
 
 
@@ -88,7 +93,7 @@ class AsyncLLMEngine:
 
     def _require(self) -> LLMEngine:
         if self._dead is not None:
-            raise EngineDeadError(f"the engine loop stopped: {self._dead}")
+            raise EngineDeadError(_DEAD)
         if self.engine is None:
             raise EngineDeadError("the engine is not started; await engine.start() first")
         return self.engine
@@ -176,11 +181,13 @@ class AsyncLLMEngine:
                     continue
                 for out in engine.step():
                     self._deliver(out.request_id, out)
+                for failure in engine.take_failures():  # failed alone; the loop goes on
+                    self._deliver(failure.request_id, failure.error)
                 self._stats = engine.stats()
         except BaseException as exc:  # noqa: BLE001 - any failure kills the loop; callers must hear of it
             logger.exception("engine step loop died")
             self._dead = exc
-            self._fail_all(EngineDeadError(f"the engine loop stopped: {exc}"))
+            self._fail_all(EngineDeadError(_DEAD))
 
     def _apply_commands(self, engine: LLMEngine) -> None:
         while True:

@@ -25,6 +25,7 @@ __all__ = [
     "InvalidRequestError",
     "ModelLoadError",
     "ModelNotFoundError",
+    "RequestFailedError",
 ]
 
 
@@ -58,6 +59,11 @@ class ModelLoadError(EngineError):
 
 class EngineOverloadedError(EngineError):
     """The request queue is full; the caller should retry later."""
+
+
+class RequestFailedError(EngineError):
+    """Processing one request's outputs failed (a stop check, detokenization, logprobs): that request
+    ends with this error, the engine and every other request go on. The cause is in the worker's log."""
 
 
 class EngineDeadError(EngineError):

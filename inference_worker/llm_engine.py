@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING
 
 from loraplane.inference_worker.block_manager import BlockManager
 from loraplane.inference_worker.config import EngineConfig
-from loraplane.inference_worker.detokenizer import IncrementalDetokenizer
 from loraplane.inference_worker.errors import AdapterNotFoundError, InvalidRequestError
 from loraplane.inference_worker.model_loader import LoadedModel, load_model
 from loraplane.inference_worker.model_runner import InFlightStep, ModelRunner
 from loraplane.inference_worker.output_processor import OutputProcessor
 from loraplane.inference_worker.outputs import EngineStats, RequestOutput
-from loraplane.inference_worker.request_state import RequestState
+from loraplane.inference_worker.request_state import RequestFailure, RequestState
+from loraplane.inference_worker.request_validation import ModelLimits, validated_prompt
 from loraplane.inference_worker.sampling_params import SamplingParams
-from loraplane.inference_worker.scheduler import ScheduledBatch, Scheduler, SchedulerConfig
+from loraplane.inference_worker.scheduler import Scheduler, SchedulerConfig
 from loraplane.inference_worker.sequence import Sequence
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+_FAILED = object()  # what `_guard` returns for work that raised
 LORA_DISABLED = "LoRA is not enabled on this engine: start it with enable_lora=True (--enable-lora)"
 
 
@@ -77,6 +78,8 @@ class LLMEngine:
         ready = self.lora_manager.is_ready if self.lora_manager is not None else (lambda version: True)
         self.scheduler = Scheduler(sched_config, self.block_manager, ready)
         self.requests: dict[str, RequestState] = {}
+        self.limits = ModelLimits(self.hf_config.vocab_size, self.max_model_len, config.max_num_seqs)
+        self._failures: list[RequestFailure] = []
         self.output_processor = OutputProcessor(self.tokenizer, self.eos_token_ids, self.max_model_len)
         self.async_scheduling = config.uses_async_scheduling(self.device.type)
         self._in_flight: InFlightStep | None = None
@@ -114,19 +117,13 @@ class LLMEngine:
         params: SamplingParams | None = None,
         lora_request: LoRARequest | None = None,
     ) -> RequestState:
-        """Validate a request and build its state without touching the queues (safe from any thread)."""
+        """Validate a request against the model (`request_validation`) and build its state without
+        touching the queues (safe from any thread)."""
         params = params or SamplingParams()
-        prompt_text, prompt_ids = self._tokenize(prompt)
+        text, ids = validated_prompt(prompt, params, self.tokenizer, self.limits)
         version = None if lora_request is None else self.require_lora().version_of(lora_request)
         return RequestState.create(
-            request_id,
-            prompt_text,
-            prompt_ids,
-            params,
-            lora_request,
-            version,
-            self.config.block_size,
-            self.tokenizer,
+            request_id, text, ids, params, lora_request, version, self.config.block_size, self.tokenizer
         )
 
     def enqueue(self, state: RequestState) -> None:
@@ -137,26 +134,6 @@ class LLMEngine:
         self.requests[state.request_id] = state
         for seq in state.seqs:
             self.scheduler.add(seq)
-
-    def _tokenize(self, prompt: str | list[int]) -> tuple[str | None, list[int]]:
-        if isinstance(prompt, str):
-            if self.tokenizer is None:
-                raise InvalidRequestError("skip_tokenizer_init is set: send token ids", param="prompt")
-            text, ids = prompt, self.tokenizer.encode(prompt)
-        else:
-            text, ids = None, [int(t) for t in prompt]
-        if not ids:
-            raise InvalidRequestError("prompt is empty", param="prompt")
-        if len(ids) >= self.max_model_len:
-            raise InvalidRequestError(
-                f"prompt has {len(ids)} tokens but max_model_len is {self.max_model_len} "
-                "(at least one token must fit after it); shorten the prompt",
-                param="prompt",
-            )
-        vocab = self.hf_config.vocab_size
-        if min(ids) < 0 or max(ids) >= vocab:
-            raise InvalidRequestError(f"prompt token ids must be in [0, {vocab})", param="prompt")
-        return text, ids
 
     def abort(self, request_id: str) -> bool:
         """Drop a request and free its KV blocks at once; False when it is unknown or already done."""
@@ -170,6 +147,12 @@ class LLMEngine:
     def _release(self, seq: Sequence) -> None:
         self.scheduler.finish(seq)
         self.runner.release(seq)
+
+    def take_failures(self) -> list[RequestFailure]:
+        """The requests that failed while their outputs were processed since the last call; each was
+        already dropped and its KV blocks freed (see `_process`)."""
+        failures, self._failures = self._failures, []
+        return failures
 
     def has_unfinished_requests(self) -> bool:
         return bool(self.requests) or self._in_flight is not None
@@ -228,62 +211,72 @@ class LLMEngine:
                 return []
             step = self.runner.launch(batch)
         if self.async_scheduling:
-            follow = self._lookahead(step.batch)
+            follow = self.scheduler.lookahead(step.batch, self.max_model_len)
             if follow is not None:
                 self._in_flight = self.runner.launch(follow, prev=step)
         return self._process(step, finished_only)
-
-    def _lookahead(self, batch: ScheduledBatch) -> ScheduledBatch | None:
-        """The decode step after `batch` for its sequences that cannot finish by length there, if the
-        sampling of every one of them needs nothing from the host (no penalties, no pending min_tokens)."""
-        if not batch.is_decode:
-            return None
-        rows = []
-        for i, seq in enumerate(batch.seqs):
-            params = seq.params
-            if seq.is_finished:
-                continue
-            if params.needs_penalties or params.min_tokens > seq.num_output_tokens:
-                return None
-            limit = params.max_tokens or self.max_model_len
-            if seq.num_output_tokens + 1 < limit and len(seq) + 1 < self.max_model_len:
-                rows.append(i)
-        return self.scheduler.schedule_lookahead(batch, rows)
 
     def _process(self, step: InFlightStep, finished_only: bool) -> list[RequestOutput]:
         batch = step.batch
         sampled, result, prompt_logprobs = self.runner.finish(step)
         for scored in prompt_logprobs:
-            entries = self.requests[scored.seq.request_id].prompt_logprobs
-            for offset, top in enumerate(scored.entries):
-                entries[scored.first_token + offset] = self.output_processor.logprobs(top)
+            state = self.requests[scored.seq.request_id]
+            self._guard(state.request_id, state.store_prompt_logprobs, scored, self.output_processor)
         # A lookahead row of a sequence that finished (or was aborted) meanwhile is dropped.
         live = {seq for seq in batch.seqs if not seq.is_finished}
         for seq, num_new in zip(batch.seqs, batch.num_new_tokens, strict=False):
             if seq in live:
                 seq.num_computed_tokens += num_new
-        touched: dict[str, RequestState] = {}
+        touched: set[str] = set()
         for i, seq in enumerate(sampled):
-            if seq in live:
-                self.output_processor.append(seq, self._detokenizer(seq), result, i)
-                touched[seq.request_id] = self.requests[seq.request_id]
-        queued = set(self._in_flight.batch.seqs) if self._in_flight is not None else set()
+            if seq in live and seq.request_id in self.requests:  # not failed in this loop
+                detok = self.requests[seq.request_id].detokenizers[seq.index]
+                append = self.output_processor.append
+                if self._guard(seq.request_id, append, seq, detok, result, i) is not _FAILED:
+                    touched.add(seq.request_id)
+        queued = self._queued()
         for seq in batch.seqs:
-            if seq in live:
+            if seq in live and seq.request_id in self.requests:
                 self.block_manager.cache_blocks(seq)
             if seq.is_finished and seq not in queued:  # the queued step still writes its KV blocks
                 self._release(seq)
-        states = touched.values()
+        states = [self.requests[rid] for rid in touched if rid in self.requests]
         if finished_only:
             states = [state for state in states if state.finished]
-        outputs = [state.snapshot() for state in states]
+        snapshots = [self._guard(state.request_id, state.snapshot) for state in states]
+        outputs = [out for out in snapshots if out is not _FAILED]
         for out in outputs:
             if out.finished:
                 del self.requests[out.request_id]
         return outputs
 
-    def _detokenizer(self, seq: Sequence) -> IncrementalDetokenizer | None:
-        return self.requests[seq.request_id].detokenizers[seq.index]
+    def _guard(self, request_id: str, work, *args):
+        """`work(*args)` for one request; if it raises, that request alone fails (see `_fail`) and the
+        result is _FAILED. Only output processing is guarded: a failure in the batch's forward or sampling
+        cannot be laid at one request's door and still stops the engine."""
+        try:
+            result = work(*args)
+        except Exception as exc:  # noqa: BLE001 - any failure here is this request's alone
+            self._fail(request_id, exc)
+            return _FAILED
+        return result
+
+    def _fail(self, request_id: str, exc: Exception) -> None:
+        """Drop a request whose outputs could not be processed: its sequences finish ("abort") and free
+        their KV blocks (those a queued step still writes, once that step is done); its caller hears of
+        it through `take_failures`."""
+        logger.error("request %s failed while its outputs were processed", request_id, exc_info=exc)
+        state = self.requests.pop(request_id, None)
+        if state is None:
+            return
+        queued = self._queued()
+        for seq in state.finish_aborted():
+            if seq not in queued:
+                self._release(seq)
+        self._failures.append(RequestFailure.of(request_id))
+
+    def _queued(self) -> set[Sequence]:
+        return set(self._in_flight.batch.seqs) if self._in_flight is not None else set()
 
     def stats(self) -> EngineStats:
         bm = self.block_manager

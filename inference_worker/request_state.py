@@ -6,12 +6,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from loraplane.inference_worker.detokenizer import IncrementalDetokenizer
+from loraplane.inference_worker.errors import RequestFailedError
 from loraplane.inference_worker.outputs import CompletionOutput, Logprob, RequestOutput
 from loraplane.inference_worker.sampling_params import SamplingParams
-from loraplane.inference_worker.sequence import Sequence
+from loraplane.inference_worker.sequence import Sequence, SequenceStatus
 
 if TYPE_CHECKING:
     from loraplane.inference_worker.lora.request import LoRARequest
+    from loraplane.inference_worker.output_processor import OutputProcessor
+    from loraplane.inference_worker.prompt_logprobs import PromptLogprobs
     from transformers import PreTrainedTokenizerBase
 
 
@@ -65,6 +68,17 @@ class RequestState:
             state.detokenizers.append(detok)
         return state
 
+    def store_prompt_logprobs(self, scored: PromptLogprobs, processor: OutputProcessor) -> None:
+        """Record one step's prompt logprobs (a chunk of prompt positions) of one of this request's rows."""
+        for offset, top in enumerate(scored.entries):
+            self.prompt_logprobs[scored.first_token + offset] = processor.logprobs(top)
+
+    def finish_aborted(self) -> list[Sequence]:
+        """Finish every sequence (reason "abort"), e.g. after a failure; returns them for release."""
+        for seq in self.seqs:
+            seq.finish_reason, seq.status = "abort", SequenceStatus.FINISHED
+        return self.seqs
+
     @property
     def finished(self) -> bool:
         return all(s.is_finished for s in self.seqs)
@@ -96,3 +110,17 @@ class RequestState:
             lora_request=self.lora_request,
             prompt_logprobs=None if self.prompt_logprobs is None else list(self.prompt_logprobs),
         )
+
+
+@dataclass(frozen=True)
+class RequestFailure:
+    """A request that failed while its outputs were processed (see `LLMEngine.take_failures`)."""
+
+    request_id: str
+    error: RequestFailedError
+
+    @classmethod
+    def of(cls, request_id: str) -> RequestFailure:
+        """The failure as its caller sees it: the cause stays in the worker's log, not in the message."""
+        message = f"request {request_id!r} failed while its output was processed; see the worker's log"
+        return cls(request_id, RequestFailedError(message))

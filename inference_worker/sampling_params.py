@@ -9,6 +9,14 @@ from loraplane.inference_worker.errors import InvalidRequestError
 MAX_LOGPROBS = 20
 
 
+_INT_FIELDS = ("n", "max_tokens", "top_k", "min_tokens", "seed", "logprobs", "prompt_logprobs")
+_OPTIONAL_INT_FIELDS = frozenset({"max_tokens", "seed", "logprobs", "prompt_logprobs"})
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check(ok: bool, param: str, message: str) -> None:
     if not ok:
         raise InvalidRequestError(f"{param}: {message}", param=param)
@@ -53,7 +61,8 @@ class SamplingParams:
     def __post_init__(self) -> None:
         self.stop_strings = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         self.stop_token_ids = list(self.stop_token_ids or [])
-        _check(isinstance(self.n, int) and self.n >= 1, "n", f"must be an integer >= 1, got {self.n!r}")
+        self._check_types()
+        _check(self.n >= 1, "n", f"must be an integer >= 1, got {self.n!r}")
         _check(
             self.max_tokens is None or (isinstance(self.max_tokens, int) and self.max_tokens >= 1),
             "max_tokens",
@@ -83,6 +92,25 @@ class SamplingParams:
         )
         _check(self.min_tokens >= 0, "min_tokens", f"must be >= 0, got {self.min_tokens}")
         _check(all(s for s in self.stop_strings), "stop", "stop strings must not be empty")
+
+    def _check_types(self) -> None:
+        """Integer fields hold integers (not bools, floats or strings) and stop strings are strings, so
+        nothing of the wrong type reaches the step loop (where it would fail every request in the batch).
+        Ranges that depend on the model are checked by `loraplane.inference_worker.request_validation`."""
+        for name in _INT_FIELDS:
+            value = getattr(self, name)
+            optional = name in _OPTIONAL_INT_FIELDS
+            _check(_is_int(value) or (optional and value is None), name, f"must be an integer, got {value!r}")
+        _check(
+            all(_is_int(t) for t in self.stop_token_ids),
+            "stop_token_ids",
+            "must be a list of integer token ids",
+        )
+        _check(
+            all(isinstance(s, str) for s in self.stop_strings),
+            "stop",
+            "must be a string or a list of strings",
+        )
 
     @property
     def is_greedy(self) -> bool:

@@ -118,6 +118,23 @@ class Scheduler:
             self._schedule_waiting(batch, budget)
         return batch
 
+    def lookahead(self, batch: ScheduledBatch, max_model_len: int) -> ScheduledBatch | None:
+        """The decode step after `batch` for its sequences that cannot finish by length there, if the
+        sampling of every one of them needs nothing from the host (no penalties, no pending min_tokens)."""
+        if not batch.is_decode:
+            return None
+        rows = []
+        for i, seq in enumerate(batch.seqs):
+            params = seq.params
+            if seq.is_finished:
+                continue
+            if params.needs_penalties or params.min_tokens > seq.num_output_tokens:
+                return None
+            limit = params.max_tokens or max_model_len
+            if seq.num_output_tokens + 1 < limit and len(seq) + 1 < max_model_len:
+                rows.append(i)
+        return self.schedule_lookahead(batch, rows)
+
     def schedule_lookahead(self, prev: ScheduledBatch, rows: list[int]) -> ScheduledBatch | None:
         """The decode step after `prev` for `prev.seqs[i]`, i in `rows`, scheduled before `prev`'s tokens
         are known; None when that is not the next step the policy would run (requests are waiting, a

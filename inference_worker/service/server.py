@@ -5,6 +5,11 @@ loads), then the engine starts, `--lora-modules` load, health turns SERVING and 
 connects. On SIGTERM/SIGINT: health NOT_SERVING, a draining heartbeat, then new
 Generates are refused with UNAVAILABLE by the servicer while in-flight streams get `shutdown_grace_s` to
 finish; then the gRPC server and the engine stop.
+
+If the engine loop dies (an error in a step that no single request can be blamed for), the worker stops
+itself: health turns NOT_SERVING at once, the control-plane stream ends (so the control plane marks the
+worker down instead of routing to it), in-flight streams have already failed with UNAVAILABLE, and
+`serve` returns EXIT_ENGINE_DEAD, so the process exits non-zero and its supervisor restarts it.
 """
 
 from __future__ import annotations
@@ -33,6 +38,9 @@ from loraplane.inference.v1 import inference_pb2_grpc
 
 logger = logging.getLogger(__name__)
 
+EXIT_ENGINE_DEAD = 3
+ENGINE_WATCH_INTERVAL_S = 0.2
+
 
 def build_engine(config: EngineConfig) -> EngineClient:
     """Construct the async engine (imports torch and the model code; call it off the event loop)."""
@@ -60,14 +68,16 @@ class WorkerServer:
             interceptors=[error_interceptor()], options=server_options(config.max_receive_bytes)
         )
         self.health = health.aio.HealthServicer()
-        self.servicer = InferenceServicer(config.max_in_flight)
+        self.servicer = InferenceServicer(config.max_in_flight, max_n=config.engine.max_num_seqs)
         self.engine: EngineClient | None = None
         self.models: ServedModels | None = None
         self.control: ControlPlaneClient | None = None
         self.port = 0
         self.draining = False
+        self.exit_code = 0
         self._stop_requested = asyncio.Event()
         self._control_task: asyncio.Task | None = None
+        self._watch_task: asyncio.Task | None = None
         inference_pb2_grpc.add_InferenceServicer_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -103,6 +113,17 @@ class WorkerServer:
         )
         if self.config.control_plane:
             self._start_control_client(enable_lora)
+        self._watch_task = asyncio.create_task(self._watch_engine(), name="engine-watch")
+
+    async def _watch_engine(self) -> None:
+        """Stop the worker, to exit with EXIT_ENGINE_DEAD, once the engine loop has died (module doc)."""
+        while self.engine.is_running:
+            await asyncio.sleep(ENGINE_WATCH_INTERVAL_S)
+        logger.critical("the engine loop died; stopping the worker so that its supervisor restarts it")
+        self.exit_code = EXIT_ENGINE_DEAD
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self._stop_control_client()
+        self.request_stop()
 
     def _start_control_client(self, enable_lora: bool) -> None:
         engine_config = self.config.engine
@@ -146,6 +167,8 @@ class WorkerServer:
 
     async def stop(self) -> None:
         """Drain and stop: NOT_SERVING, refuse new calls, give in-flight streams the grace period."""
+        if self._watch_task is not None and self._watch_task is not asyncio.current_task():
+            self._watch_task.cancel()
         self.draining = True
         self.servicer.start_draining()
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -165,13 +188,18 @@ class WorkerServer:
                 grace,
             )
         await self.server.stop(max(0.0, grace - (time.monotonic() - start)))
-        if self._control_task is not None:
-            self._control_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._control_task
+        await self._stop_control_client()
         if self.engine is not None:
             await self.engine.shutdown()
         logger.info("worker stopped")
+
+    async def _stop_control_client(self) -> None:
+        """End the control-plane stream for good (the control plane marks the worker down)."""
+        task, self._control_task = self._control_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def _set_health(self, status: int) -> None:
         for service in ("", SERVICE_NAME):
@@ -179,8 +207,8 @@ class WorkerServer:
 
 
 async def serve(config: WorkerServiceConfig, on_ready: Callable[[WorkerServer], None] | None = None) -> int:
-    """Run a worker until SIGTERM/SIGINT; `on_ready(server)` is called once it serves. Returns an exit
-    code (0 after a clean drain)."""
+    """Run a worker until SIGTERM/SIGINT or its engine dies; `on_ready(server)` is called once it serves.
+    Returns an exit code: 0 after a clean drain, EXIT_ENGINE_DEAD after the engine loop died."""
     worker = WorkerServer(config)
     worker.install_signal_handlers()
     startup = asyncio.create_task(worker.start())
@@ -201,4 +229,4 @@ async def serve(config: WorkerServiceConfig, on_ready: Callable[[WorkerServer], 
     await worker.stop()
     if failure is not None:
         raise failure
-    return 0
+    return worker.exit_code

@@ -21,6 +21,7 @@ from loraplane.inference_worker.engine_client import EngineClient
 from loraplane.inference_worker.errors import EngineDeadError, EngineOverloadedError
 from loraplane.inference_worker.lora import LoRARequest
 from loraplane.inference_worker.outputs import RequestOutput
+from loraplane.inference_worker.request_validation import check_n
 from loraplane.inference_worker.sampling_params import SamplingParams
 from loraplane.inference_worker.service.convert import (
     check_fits,
@@ -53,21 +54,25 @@ class WorkerDrainingError(EngineDeadError):
 class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     """Generate, ListModels and Tokenize for one engine and its served models.
 
-    Semantics: at most `max_in_flight` Generate calls are admitted at once; the next one fails at once
-    with EngineOverloadedError (RESOURCE_EXHAUSTED). An admitted call's prompt is tokenized in a pool of
-    `tokenizer_threads` threads (queued calls wait there, counted as in flight); so is Tokenize's input.
-    A call that is cancelled, or whose deadline passes, aborts its engine request, which frees its KV
-    blocks at once. After `start_draining()` every new Generate fails with WorkerDrainingError
-    (UNAVAILABLE, so clients retry elsewhere) while admitted streams run on; `wait_drained()` returns
-    when none is left.
+    Semantics: at most `max_in_flight` sequences are admitted at once, a call counting its `n`; the next
+    call that does not fit fails at once with EngineOverloadedError (RESOURCE_EXHAUSTED), and a call with
+    `n` above `max_n` (the engine's max_num_seqs) with InvalidRequestError (INVALID_ARGUMENT). An
+    admitted call's prompt is tokenized in a pool of `tokenizer_threads` threads (queued calls wait
+    there, counted as in flight); so is Tokenize's input. A call that is cancelled, or whose deadline
+    passes, aborts its engine request, which frees its KV blocks at once. After `start_draining()` every
+    new Generate fails with WorkerDrainingError (UNAVAILABLE, so clients retry elsewhere) while admitted
+    streams run on; `wait_drained()` returns when none is left.
     """
 
-    def __init__(self, max_in_flight: int, tokenizer_threads: int = TOKENIZER_THREADS) -> None:
+    def __init__(
+        self, max_in_flight: int, tokenizer_threads: int = TOKENIZER_THREADS, max_n: int | None = None
+    ) -> None:
         self.engine: EngineClient | None = None
         self.models: ServedModels | None = None
         self.max_in_flight = max_in_flight
+        self.max_n = max_n or max_in_flight
         self._tokenizer_pool = ThreadPoolExecutor(tokenizer_threads, thread_name_prefix="worker-tokenize")
-        self._in_flight: set[str] = set()
+        self._in_flight: dict[str, int] = {}  # request id -> its sequences (n)
         self._draining = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -106,19 +111,16 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     ) -> AsyncIterator[pb.GenerateResponse]:
         if self._draining:
             raise WorkerDrainingError("the worker is shutting down; send the request to another worker")
-        self._ready().resolve(request.model)  # an unknown model fails before its prompt is tokenized
+        lora_request = self._ready().resolve(request.model)
         params = sampling_params_from_proto(request.sampling_params)
-        request_id = self._admit(request.request_id)
+        request_id = self._admit(request.request_id, params.n)
         try:
             prompt = await self._off_loop(engine_prompt, request, self.engine.tokenizer)
-            # Resolved again: the adapter may have been unloaded or replaced while the prompt was
-            # tokenized, and the engine must never get a request for an adapter it no longer holds.
-            lora_request = self.models.resolve(request.model)
             check_fits(prompt, params, int(self.engine.max_model_len))
             async for response in self._stream(request, prompt, params, request_id, lora_request):
                 yield response
         finally:
-            self._in_flight.discard(request_id)
+            self._in_flight.pop(request_id, None)
             if not self._in_flight:
                 self._idle.set()
 
@@ -178,15 +180,17 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
         except Exception:
             logger.warning("abort of request %s failed", request_id, exc_info=True)
 
-    def _admit(self, request_id: str) -> str:
-        if len(self._in_flight) >= self.max_in_flight:
+    def _admit(self, request_id: str, num_seqs: int) -> str:
+        check_n(num_seqs, self.max_n)
+        in_flight = sum(self._in_flight.values())
+        if in_flight + num_seqs > self.max_in_flight:
             raise EngineOverloadedError(
-                f"the worker's queue is full ({len(self._in_flight)} requests in flight); retry later "
-                "or on another worker"
+                f"the worker's queue is full ({in_flight} of {self.max_in_flight} sequences in flight); "
+                "retry later or on another worker"
             )
         if not request_id or request_id in self._in_flight:
             request_id = f"{request_id or 'gen'}-{uuid.uuid4().hex[:12]}"
-        self._in_flight.add(request_id)
+        self._in_flight[request_id] = num_seqs
         self._idle.clear()
         return request_id
 

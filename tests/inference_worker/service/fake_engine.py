@@ -3,20 +3,30 @@
 `generate` streams `script` (each snapshot stamped with the request id); `gate`, when set, holds every
 stream before its first snapshot; `failure` is raised by the next `generate`. Every stream that ends,
 and every `abort`, appends its request id to `aborted`. Adapters are bookkeeping only: `add_lora`
-registers the request under a version derived from its path, on the "host" tier.
+registers the request under a version derived from its path, on the "host" tier. `serving` runs a
+servicer over a fake engine on a loopback gRPC server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 
+import grpc
 from loraplane.inference_worker.errors import AdapterAlreadyLoadedError, AdapterNotFoundError
 from loraplane.inference_worker.lora import AdapterInfo, LoRARequest
 from loraplane.inference_worker.outputs import EngineStats, RequestOutput
 from loraplane.inference_worker.sampling_params import SamplingParams
+from loraplane.inference_worker.service.interceptors import error_interceptor
+from loraplane.inference_worker.service.served_models import ServedModels
+from loraplane.inference_worker.service.servicer import InferenceServicer
+
+from loraplane.grpc_options import client_options
+from loraplane.inference.v1 import inference_pb2_grpc
+from loraplane.inference.v1.inference_pb2_grpc import InferenceStub
 
 
 class FakeEngine:
@@ -89,3 +99,19 @@ class FakeEngine:
 
     def list_loras(self) -> list[AdapterInfo]:
         return list(self.adapters.values())
+
+
+@contextlib.asynccontextmanager
+async def serving(engine: FakeEngine, servicer: InferenceServicer) -> AsyncIterator[InferenceStub]:
+    """`servicer` over `engine` on a real grpc.aio server on loopback, with the worker's error mapping;
+    yields a stub connected to it."""
+    servicer.attach(engine, ServedModels(engine, engine.model_name, "/models/fake", enable_lora=False))
+    server = grpc.aio.server(interceptors=[error_interceptor()])
+    inference_pb2_grpc.add_InferenceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=client_options()) as channel:
+            yield inference_pb2_grpc.InferenceStub(channel)
+    finally:
+        await server.stop(0)

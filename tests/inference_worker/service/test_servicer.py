@@ -19,15 +19,13 @@ from loraplane.inference_worker.service.convert import (
     prompt_logprobs_to_proto,
     sampling_params_from_proto,
 )
-from loraplane.inference_worker.service.interceptors import error_interceptor, status_for
-from loraplane.inference_worker.service.served_models import ServedModels
+from loraplane.inference_worker.service.interceptors import status_for
 from loraplane.inference_worker.service.servicer import InferenceServicer
-from worker_process import collect, generate_request, inference_stub
+from worker_process import collect, generate_request
 
 from loraplane.inference.v1 import inference_pb2 as pb
-from loraplane.inference.v1 import inference_pb2_grpc
 from loraplane.worker.v1 import worker_pb2 as wk
-from tests.inference_worker.service.fake_engine import FakeEngine
+from tests.inference_worker.service.fake_engine import FakeEngine, serving
 
 
 def completion(
@@ -44,15 +42,8 @@ def completion(
 async def served():
     engine = FakeEngine()
     servicer = InferenceServicer(max_in_flight=2)
-    servicer.attach(engine, ServedModels(engine, engine.model_name, "/models/fake", enable_lora=False))
-    server = grpc.aio.server(interceptors=[error_interceptor()])
-    inference_pb2_grpc.add_InferenceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    channel, stub = inference_stub(f"127.0.0.1:{port}")
-    async with channel:
+    async with serving(engine, servicer) as stub:
         yield engine, servicer, stub
-    await server.stop(0)
 
 
 def test_unset_sampling_fields_keep_engine_defaults():
