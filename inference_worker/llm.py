@@ -52,7 +52,8 @@ class LLM:
         lora_request: LoRARequest | list[LoRARequest | None] | None = None,
         use_tqdm: bool = False,
     ) -> list[RequestOutput]:
-        """One RequestOutput per prompt, in order. A bad request raises before anything runs."""
+        """One RequestOutput per prompt, in order. A bad request raises (InvalidRequestError) before anything
+        runs; a request whose outputs fail to process raises RequestFailedError and the rest are aborted."""
         if isinstance(prompts, str) or (
             isinstance(prompts, list) and prompts and isinstance(prompts[0], int)
         ):
@@ -85,6 +86,9 @@ class LLM:
                         done[out.request_id] = out
                         if progress is not None:
                             progress.update(1)
+                for failure in self.engine.take_failures():
+                    if failure.request_id in wanted:  # the engine goes on; this call cannot complete
+                        raise failure.error
         except BaseException:
             for request_id in ids:
                 self.engine.abort(request_id)

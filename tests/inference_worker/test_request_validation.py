@@ -103,3 +103,21 @@ async def test_a_failed_request_ends_its_stream_with_an_error_and_others_continu
         assert outs[-1].finished and engine.is_running
     finally:
         await engine.shutdown()
+
+
+def test_offline_generate_raises_a_failed_request_and_the_engine_serves_on(tiny_llama_llm, monkeypatch):
+    engine = tiny_llama_llm.engine
+    real_append = engine.output_processor.append
+
+    def append(seq, detok, result, i):
+        if seq.num_output_tokens == 2:
+            raise RuntimeError("stop check exploded")
+        real_append(seq, detok, result, i)
+
+    monkeypatch.setattr(engine.output_processor, "append", append)
+    with pytest.raises(RequestFailedError):
+        tiny_llama_llm.generate(["Hello", "Hi"], SamplingParams(**GREEDY))
+    monkeypatch.undo()
+    assert not engine.has_unfinished_requests()
+    assert engine.block_manager.num_free_blocks == engine.block_manager.num_blocks
+    assert len(tiny_llama_llm.generate(["Hello"], SamplingParams(**GREEDY))[0].outputs[0].token_ids) == 4

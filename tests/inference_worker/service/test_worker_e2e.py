@@ -215,6 +215,12 @@ INVALID = [
         "maximum context length is 512 tokens",
     ),
     (dict(token_ids=pb.TokenIds(ids=[10**7])), grpc.StatusCode.INVALID_ARGUMENT, "token ids"),
+    (  # an IndexError in the step loop killed the engine for good
+        dict(sampling_params=pb.SamplingParams(stop_token_ids=[49152], min_tokens=1, max_tokens=2)),
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "stop_token_ids must be in [0, 49152)",
+    ),
+    (dict(sampling_params=pb.SamplingParams(n=20000)), grpc.StatusCode.INVALID_ARGUMENT, "max_num_seqs"),
 ]
 
 
