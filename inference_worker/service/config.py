@@ -90,14 +90,15 @@ class WorkerServiceConfig:
     """Everything the worker service needs, the engine's configuration (`engine`) included.
 
     Semantics: `engine` is the validated `EngineConfig` the worker starts its engine with; the service
-    reads its capacity (`max_num_seqs`, the LoRA limits) from there. `max_queue_len` bounds the
-    Generate requests admitted beyond `engine.max_num_seqs`: past `max_num_seqs + max_queue_len` requests in
-    flight, Generate fails at once with RESOURCE_EXHAUSTED. `worker_token`, when set, is sent to the
-    control plane as `authorization: Bearer <token>`. `advertise_endpoint` is what the control plane
-    hands to gateways; by default it is the listen address with the bound port (the host's name when
-    listening on every interface). `max_receive_bytes` is the largest gRPC message the server accepts;
-    grpc core refuses a larger one with RESOURCE_EXHAUSTED ("Received message larger than max"), which
-    the gateway answers with 413.
+    reads its capacity (`max_num_seqs`, the LoRA limits) from there. `max_queue_len` bounds the sequences
+    admitted beyond `engine.max_num_seqs`, a Generate call counting its `n`: a call that would take the
+    sequences in flight past `max_num_seqs + max_queue_len` fails at once with RESOURCE_EXHAUSTED, and one
+    with `n` above `max_num_seqs` with INVALID_ARGUMENT. `worker_token`, when set, is sent to the control
+    plane as `authorization: Bearer <token>`. `advertise_endpoint` is what the control plane hands to
+    gateways; by default it is the listen address with the bound port (the host's name when listening on
+    every interface). `max_receive_bytes` is the largest gRPC message the server accepts; grpc core
+    refuses a larger one with RESOURCE_EXHAUSTED ("Received message larger than max"), which the gateway
+    answers with 413.
     """
 
     listen: str = DEFAULT_LISTEN
@@ -135,7 +136,7 @@ class WorkerServiceConfig:
 
     @property
     def max_in_flight(self) -> int:
-        """The most Generate requests admitted at once (running plus queued)."""
+        """The most sequences admitted at once (running plus queued; a Generate call counts its `n`)."""
         return self.engine.max_num_seqs + self.max_queue_len
 
     def endpoint_for(self, bound_port: int) -> str:
