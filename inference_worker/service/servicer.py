@@ -111,11 +111,14 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     ) -> AsyncIterator[pb.GenerateResponse]:
         if self._draining:
             raise WorkerDrainingError("the worker is shutting down; send the request to another worker")
-        lora_request = self._ready().resolve(request.model)
+        self._ready().resolve(request.model)  # an unknown model fails before its prompt is tokenized
         params = sampling_params_from_proto(request.sampling_params)
         request_id = self._admit(request.request_id, params.n)
         try:
             prompt = await self._off_loop(engine_prompt, request, self.engine.tokenizer)
+            # Resolved again: the adapter may have been unloaded or replaced while the prompt was
+            # tokenized, and the engine must never get a request for an adapter it no longer holds.
+            lora_request = self.models.resolve(request.model)
             check_fits(prompt, params, int(self.engine.max_model_len))
             async for response in self._stream(request, prompt, params, request_id, lora_request):
                 yield response
