@@ -28,6 +28,7 @@ class FakeControlPlane(worker_pb2_grpc.WorkerControlServicer):
         self.hellos: list[wk.Hello] = []
         self.heartbeats: list[wk.Heartbeat] = []
         self.results: dict[str, wk.CommandResult] = {}
+        self.streams_ended = 0  # Connect streams that ended (the worker closed it or went away)
         self.port = 0
         self._ids = itertools.count(1)
         self._outbox: asyncio.Queue | None = None
@@ -64,6 +65,7 @@ class FakeControlPlane(worker_pb2_grpc.WorkerControlServicer):
                 yield await outbox.get()
         finally:
             reader.cancel()
+            self.streams_ended += 1
 
     async def _read(self, request_iterator) -> None:
         with contextlib.suppress(grpc.aio.AioRpcError, asyncio.CancelledError):

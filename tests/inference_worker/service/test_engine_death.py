@@ -8,12 +8,19 @@ import asyncio
 from pathlib import Path
 
 import grpc
+from fake_control_plane import FakeControlPlane
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from loraplane.inference_worker.config import EngineConfig
+from loraplane.inference_worker.service import server as server_module
+from loraplane.inference_worker.service.config import WorkerServiceConfig
 from loraplane.inference_worker.service.server import EXIT_ENGINE_DEAD
 from worker_process import WorkerProcess, collect, engine_flags, generate_request, inference_stub
 
+from tests.inference_worker.service.fake_engine import FakeEngine
+
 CRASHING_WORKER = Path(__file__).with_name("crashing_worker.py")
 SERVICE = "loraplane.inference.v1.Inference"
+WAIT_S = 30
 
 
 async def test_a_dead_engine_turns_health_not_serving_and_the_process_exits_non_zero(tmp_path):
@@ -38,3 +45,29 @@ async def test_a_dead_engine_turns_health_not_serving_and_the_process_exits_non_
         assert "forced step failure" in worker.log()
     finally:
         await worker.stop()
+
+
+async def test_the_control_stream_ends_when_the_engine_dies(monkeypatch):
+    """In process (the fake engine's loop 'dies'): the worker ends its control-plane stream, so the
+    control plane marks it down, and `serve` returns EXIT_ENGINE_DEAD."""
+    engine = FakeEngine()
+    monkeypatch.setattr(server_module, "build_engine", lambda config: engine)
+    cp = FakeControlPlane()
+    await cp.start()
+    config = WorkerServiceConfig(
+        listen="127.0.0.1:0", control_plane=cp.target, engine=EngineConfig(model="/models/fake")
+    )
+    ready: asyncio.Future = asyncio.get_running_loop().create_future()
+    serving = asyncio.create_task(server_module.serve(config, on_ready=ready.set_result))
+    try:
+        worker = await asyncio.wait_for(ready, 30)
+        await cp.wait_hello()
+        engine.running = False  # as AsyncLLMEngine.is_running after its step loop died
+        assert await asyncio.wait_for(serving, WAIT_S) == EXIT_ENGINE_DEAD
+        assert worker.draining
+        async with asyncio.timeout(10):  # the control plane's end of the stream hears of it
+            while cp.streams_ended < 1:
+                await asyncio.sleep(0.05)
+    finally:
+        serving.cancel()
+        await cp.stop()
