@@ -98,11 +98,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-queue-len",
         type=int,
         default=None,
-        help=f"Generate calls admitted beyond max-num-seqs before RESOURCE_EXHAUSTED "
-        f"(default: {QUEUE_LEN_PER_SEQ} x max-num-seqs)",
-    )
-    service.add_argument(
-        "--shutdown-grace-s", type=float, default=30.0, help="seconds in-flight streams get on SIGTERM"
+        help=f"sequences admitted beyond max-num-seqs before RESOURCE_EXHAUSTED; a Generate call counts "
+        f"its n (default: {QUEUE_LEN_PER_SEQ} x max-num-seqs)",
     )
     service.add_argument(
         "--max-receive-bytes",
@@ -110,6 +107,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=MAX_MESSAGE_BYTES,
         help="largest gRPC request accepted; a larger one gets RESOURCE_EXHAUSTED, which the gateway "
         f"answers with 413 (default: {MAX_MESSAGE_BYTES}, 16 MiB)",
+    )
+    service.add_argument(
+        "--shutdown-grace-s", type=float, default=30.0, help="seconds in-flight streams get on SIGTERM"
     )
     service.add_argument(
         "--lora-modules",

@@ -33,6 +33,7 @@ from loraplane.inference_worker.service.interceptors import error_interceptor
 from loraplane.inference_worker.service.served_models import AdapterTarget, ServedModels
 from loraplane.inference_worker.service.servicer import SERVICE_NAME, InferenceServicer
 
+from loraplane.grpc_errors import DecodeInterceptor
 from loraplane.grpc_options import server_options
 from loraplane.inference.v1 import inference_pb2_grpc
 
@@ -65,7 +66,8 @@ class WorkerServer:
     def __init__(self, config: WorkerServiceConfig) -> None:
         self.config = config
         self.server = grpc.aio.server(
-            interceptors=[error_interceptor()], options=server_options(config.max_receive_bytes)
+            interceptors=[DecodeInterceptor(), error_interceptor()],
+            options=server_options(config.max_receive_bytes),
         )
         self.health = health.aio.HealthServicer()
         self.servicer = InferenceServicer(config.max_in_flight, max_n=config.engine.max_num_seqs)

@@ -1,5 +1,6 @@
 """The worker's gRPC server refuses messages over `--max-receive-bytes` (RESOURCE_EXHAUSTED from grpc
-core, before any handler runs), and the gateway answers such a refusal with 413, not 429 or 500.
+core, before any handler runs), and the gateway answers such a refusal with 413, not 429 or 500; bytes
+that are not the method's message get INVALID_ARGUMENT, not UNKNOWN.
 
 The worker is the real `WorkerServer` with its real server options; only the engine is the scripted fake
 (the model is not loaded), so the limit under test is exactly the one `loraplane worker` serves with.
@@ -52,6 +53,18 @@ async def test_a_message_over_the_limit_gets_resource_exhausted(worker):
             await collect(stub.Generate(generate_request("x" * (LIMIT + 1))))
         assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         assert await stub.ListModels(pb.ListModelsRequest())  # the server serves on
+
+
+@pytest.mark.parametrize(
+    "method",
+    ["/loraplane.inference.v1.Inference/Tokenize", "/loraplane.inference.v1.Inference/Generate"],
+)
+async def test_undecodable_request_bytes_are_invalid_argument(worker, method):
+    async with grpc.aio.insecure_channel(worker.endpoint) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await channel.unary_unary(method)(b"\xff\xff\xff")
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "could not be parsed" in info.value.details()
 
 
 async def test_the_gateway_answers_a_prompt_over_the_workers_limit_with_413(worker):
