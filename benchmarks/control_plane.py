@@ -32,9 +32,9 @@ sys.path.insert(0, str(ROOT / "tests" / "control_plane"))
 
 from adapter_files import write_adapter  # noqa: E402
 from fake_worker import FakeWorker  # noqa: E402
+
 from loraplane.control_plane.config import ControlPlaneConfig  # noqa: E402
 from loraplane.control_plane.server import ControlPlaneServer  # noqa: E402
-
 from loraplane.registry.v1 import registry_pb2 as reg  # noqa: E402
 from loraplane.registry.v1 import registry_pb2_grpc  # noqa: E402
 

@@ -18,9 +18,9 @@ import json
 import torch
 import torch.nn.functional as F
 import triton
-from loraplane.kernels import triton_gemm
 
 from benchmarks.common import environment, format_table, measure_ceilings
+from loraplane.kernels import triton_gemm
 
 SHAPES = {"qkv": (4096, 12288), "o": (4096, 4096), "gate_up": (4096, 22016), "down": (11008, 4096)}
 COPIES = 8

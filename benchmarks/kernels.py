@@ -14,10 +14,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from loraplane.kernels import triton_lora_decode, triton_lora_expand, triton_lora_fused, triton_lora_shrink
-from loraplane.kernels.lora_meta import LoRAKernelMeta
-from loraplane.kernels.lora_ops import add_lora, lora_expand, lora_shrink
-from loraplane.kernels.testing import POPULARITIES, make_lora_weights, make_token_slots
 
 from benchmarks.common import (
     bench_sequence_us,
@@ -28,6 +24,10 @@ from benchmarks.common import (
     read_us,
 )
 from benchmarks.kernels_attention import attention_rows, decode_row
+from loraplane.kernels import triton_lora_decode, triton_lora_expand, triton_lora_fused, triton_lora_shrink
+from loraplane.kernels.lora_meta import LoRAKernelMeta
+from loraplane.kernels.lora_ops import add_lora, lora_expand, lora_shrink
+from loraplane.kernels.testing import POPULARITIES, make_lora_weights, make_token_slots
 
 log = logging.getLogger("benchmarks.kernels")
 SEQUENCE_LAYERS = 8  # layers' worth of distinct weights captured back to back for the *_seq_us columns

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-from loraplane.kernels import attention, triton_attention_decode
 
 from benchmarks.common import bench_us
+from loraplane.kernels import attention, triton_attention_decode
 
 HEAD_DIM, HEADS, KV_HEADS, BLOCK_SIZE = 128, 32, 8, 16
 

@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 import torch
+
+from benchmarks.common import environment, format_table
 from loraplane.kernels.lora_meta import LoRAKernelMeta
 from loraplane.kernels.lora_ops import add_lora
 from loraplane.kernels.testing import make_lora_weights
-
-from benchmarks.common import environment, format_table
 
 log = logging.getLogger("benchmarks.kernels_cpu_lora")
 HIDDEN, KV_WIDTH, LAYERS, MAX_RANK, MAX_LORAS = 576, 192, 30, 16, 4

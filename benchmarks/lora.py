@@ -25,11 +25,11 @@ import time
 from pathlib import Path
 
 import torch
+
+from benchmarks.common import environment
 from loraplane.inference_worker import LLM, SamplingParams
 from loraplane.inference_worker.lora import LoRARequest
 from loraplane.inference_worker.testing import LLAMA2_7B
-
-from benchmarks.common import environment
 
 logger = logging.getLogger("bench_lora")
 

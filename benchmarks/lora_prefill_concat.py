@@ -15,11 +15,11 @@ import logging
 from pathlib import Path
 
 import torch
+
+from benchmarks.common import bench_us, environment, format_table
 from loraplane.kernels.lora_meta import LoRAKernelMeta
 from loraplane.kernels.lora_ops import add_lora
 from loraplane.kernels.testing import make_lora_weights, make_token_slots
-
-from benchmarks.common import bench_us, environment, format_table
 
 log = logging.getLogger("benchmarks.lora_prefill_concat")
 

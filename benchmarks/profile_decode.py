@@ -19,13 +19,13 @@ from collections import defaultdict
 from pathlib import Path
 
 import torch
-from loraplane.inference_worker import LLM, SamplingParams
-from loraplane.inference_worker.lora import LoRARequest
-from loraplane.inference_worker.testing import LLAMA2_7B
 from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.common import environment, format_table
 from benchmarks.lora import SMOKE, TARGETS, prompts, write_adapters, write_model_dir
+from loraplane.inference_worker import LLM, SamplingParams
+from loraplane.inference_worker.lora import LoRARequest
+from loraplane.inference_worker.testing import LLAMA2_7B
 
 
 class PhaseTimer:

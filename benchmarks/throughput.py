@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from loraplane.inference_worker import LLM, SamplingParams
 from loraplane.inference_worker.testing import LLAMA2_7B, SMALL_LLAMA, write_random_model
 
@@ -138,8 +139,9 @@ def run_hf(model, tok, prompts: list[str], output_len: int) -> dict:
 def cpu_rounds(args, dtype: str) -> dict:
     """Both systems in `dtype` alternate for `--rounds` rounds (the machine may be shared); the best
     round of each is reported, and every round is kept."""
-    from loraplane.inference_worker.demo import demo_model_path
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from loraplane.inference_worker.demo import demo_model_path
 
     path = demo_model_path()
     prompts = CPU_PROMPTS[: args.cpu_batch]

@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 
 from google.protobuf.timestamp_pb2 import Timestamp
+
+from loraplane.common.v1 import residency_pb2
 from loraplane.control_plane.commands import (
     AdapterFailure,
     Capacity,
@@ -21,8 +23,6 @@ from loraplane.control_plane.commands import (
 from loraplane.control_plane.errors import InvalidArgumentError
 from loraplane.control_plane.records import AdapterSourceRef, Residency, ResidencyState, WorkerRecord
 from loraplane.control_plane.registry import AdapterView, CreateRequest
-
-from loraplane.common.v1 import residency_pb2
 from loraplane.registry.v1 import registry_pb2 as reg
 from loraplane.worker.v1 import worker_pb2 as wk
 

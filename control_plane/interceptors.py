@@ -21,9 +21,9 @@ from typing import Any
 
 import grpc
 from grpc_interceptor import AsyncServerInterceptor
+
 from loraplane.control_plane import errors
 from loraplane.control_plane.fleet import WorkerIdInUseError
-
 from loraplane.grpc_errors import ErrorInterceptor
 
 REGISTRY_SERVICE = "loraplane.registry.v1.AdapterRegistry"

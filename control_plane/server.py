@@ -9,6 +9,7 @@ import logging
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from loraplane.control_plane.config import ControlPlaneConfig
 from loraplane.control_plane.fleet import Fleet
 from loraplane.control_plane.interceptors import (
@@ -22,7 +23,6 @@ from loraplane.control_plane.servicers import AdapterRegistryServicer, WorkerCon
 from loraplane.control_plane.sqlite_store import SQLiteStore
 from loraplane.control_plane.store import RegistryStore
 from loraplane.control_plane.workers import WorkerHub
-
 from loraplane.grpc_errors import DecodeInterceptor
 from loraplane.grpc_options import server_options
 from loraplane.registry.v1 import registry_pb2, registry_pb2_grpc

@@ -8,13 +8,13 @@ import dataclasses
 import logging
 
 import grpc
+
 from loraplane.control_plane import convert
 from loraplane.control_plane.errors import InvalidArgumentError
 from loraplane.control_plane.fleet import WorkerSession
 from loraplane.control_plane.registry import AdapterService
 from loraplane.control_plane.validation import check_base_model_name, check_name
 from loraplane.control_plane.workers import WorkerHub
-
 from loraplane.registry.v1 import registry_pb2 as reg
 from loraplane.registry.v1 import registry_pb2_grpc
 from loraplane.worker.v1 import worker_pb2_grpc

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+from loraplane.adapter_format import AdapterSourceNotFoundError, resolve_adapter_path
 from loraplane.control_plane.config import ControlPlaneConfig
 from loraplane.control_plane.errors import InvalidArgumentError, SourceNotFoundError
 from loraplane.control_plane.records import AdapterSourceRef
@@ -17,8 +18,6 @@ from loraplane.control_plane.validation import (
     check_hub_id,
     resolve_local_source,
 )
-
-from loraplane.adapter_format import AdapterSourceNotFoundError, resolve_adapter_path
 
 T = TypeVar("T")
 

@@ -12,10 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from loraplane.control_plane.errors import InvalidArgumentError, SourceNotFoundError
-
 from loraplane.adapter_format import AdapterLoadError, is_hub_id, validate_adapter_dir
 from loraplane.adapter_format.files import adapter_files
+from loraplane.control_plane.errors import InvalidArgumentError, SourceNotFoundError
 
 MAX_NAME_LENGTH = 128
 MAX_BASE_MODEL_LENGTH = 256

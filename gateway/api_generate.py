@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+
 from loraplane.gateway.convert import chat_request, completion_prompts, completion_requests, new_request_id
 from loraplane.gateway.errors import OpenAIError, bad_request
 from loraplane.gateway.generation import GenerationStream, merged, open_streams

@@ -16,6 +16,7 @@ from __future__ import annotations
 import grpc
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse
+
 from loraplane.gateway.errors import OpenAIError, from_grpc
 from loraplane.gateway.protocol import LoadLoRAAdapterRequest, UnloadLoRAAdapterRequest
 

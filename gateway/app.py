@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
 from loraplane.gateway import api_generate, api_lora
 from loraplane.gateway.body_limit import BodyLimit
 from loraplane.gateway.config import ENV_RUNTIME_LORA, GatewayConfig
@@ -25,7 +27,6 @@ from loraplane.gateway.errors import GENERIC_INTERNAL, OpenAIError, request_too_
 from loraplane.gateway.metrics import GatewayMetrics
 from loraplane.gateway.registry_client import RegistryClient
 from loraplane.gateway.workers import WorkerPool
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
 RUNTIME_LORA_PATHS = frozenset({"/v1/load_lora_adapter", "/v1/unload_lora_adapter"})

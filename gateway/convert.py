@@ -16,7 +16,6 @@ from loraplane.gateway.protocol import (
     ContentPart,
     SamplingFields,
 )
-
 from loraplane.inference.v1 import inference_pb2 as pb
 
 PromptInput = str | list[int]

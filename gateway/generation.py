@@ -17,10 +17,10 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 
 import grpc
+
 from loraplane.gateway.errors import GENERIC_INTERNAL, OpenAIError, from_grpc, model_not_found, no_worker
 from loraplane.gateway.routing import Miss, choose
 from loraplane.gateway.workers import WorkerHandle, WorkerPool
-
 from loraplane.inference.v1 import inference_pb2 as pb
 
 log = logging.getLogger(__name__)

@@ -6,6 +6,7 @@ import asyncio
 import logging
 
 import uvicorn
+
 from loraplane.gateway.app import create_app
 from loraplane.gateway.config import GatewayConfig
 from loraplane.gateway.workers import WorkerPool

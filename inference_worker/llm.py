@@ -13,8 +13,9 @@ from loraplane.inference_worker.outputs import RequestOutput
 from loraplane.inference_worker.sampling_params import SamplingParams
 
 if TYPE_CHECKING:
-    from loraplane.inference_worker.lora import AdapterInfo, LoRARequest
     from transformers import PreTrainedTokenizerBase
+
+    from loraplane.inference_worker.lora import AdapterInfo, LoRARequest
 
 logger = logging.getLogger(__name__)
 

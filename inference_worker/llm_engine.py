@@ -25,8 +25,9 @@ from loraplane.inference_worker.scheduler import Scheduler, SchedulerConfig
 from loraplane.inference_worker.sequence import Sequence
 
 if TYPE_CHECKING:
-    from loraplane.inference_worker.lora import AdapterInfo, LoRAManager, LoRARequest
     from torch import nn
+
+    from loraplane.inference_worker.lora import AdapterInfo, LoRAManager, LoRARequest
 
 logger = logging.getLogger(__name__)
 

@@ -14,10 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from loraplane.inference_worker.config import DTYPE_ALIASES, EngineConfig
-from loraplane.inference_worker.errors import ModelLoadError
-from loraplane.inference_worker.layers.cpu_layout import pack_linear_weights
-from loraplane.inference_worker.models import model_class_for
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -28,6 +24,10 @@ from transformers import (
 )
 
 from loraplane.cache import cache_root
+from loraplane.inference_worker.config import DTYPE_ALIASES, EngineConfig
+from loraplane.inference_worker.errors import ModelLoadError
+from loraplane.inference_worker.layers.cpu_layout import pack_linear_weights
+from loraplane.inference_worker.models import model_class_for
 
 logger = logging.getLogger(__name__)
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
+from torch import nn
+
 from loraplane.inference_worker.config import EngineConfig
 from loraplane.inference_worker.context import Context, set_context
 from loraplane.inference_worker.cuda_graphs import CudaGraphRunner
@@ -26,12 +28,12 @@ from loraplane.inference_worker.prompt_logprobs import (
 )
 from loraplane.inference_worker.scheduler import ScheduledBatch
 from loraplane.inference_worker.sequence import Sequence
-from torch import nn
 
 if TYPE_CHECKING:
+    from transformers import PretrainedConfig
+
     from loraplane.inference_worker.lora import LoRAManager
     from loraplane.kernels.lora_meta import LoRAKernelMeta
-    from transformers import PretrainedConfig
 
 logger = logging.getLogger(__name__)
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import nn
+
 from loraplane.inference_worker.layers.sampler import gather_logprobs
 from loraplane.inference_worker.sequence import Sequence
-from torch import nn
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,11 @@ from loraplane.inference_worker.sampling_params import SamplingParams
 from loraplane.inference_worker.sequence import Sequence, SequenceStatus
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
     from loraplane.inference_worker.lora.request import LoRARequest
     from loraplane.inference_worker.output_processor import OutputProcessor
     from loraplane.inference_worker.prompt_logprobs import PromptLogprobs
-    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
 from loraplane.kernels import fused_ops
 from loraplane.kernels.dispatch import use_triton
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+
 from loraplane.kernels.cpu_ops import huge_empty
 from loraplane.kernels.native import Extension, load_extension
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 
 import torch
+
 from loraplane.kernels.native import Extension, load_extension
 
 # No FMA contraction: RoPE and the residual add then round exactly as the references do.

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
 from loraplane.kernels import cpu_ops
 from loraplane.kernels.dispatch import use_triton
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+
 from loraplane.kernels.dispatch import use_triton
 
 SKINNY_MAX_ROWS = 64

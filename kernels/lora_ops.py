@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+
 from loraplane.kernels.dispatch import use_triton
 from loraplane.kernels.lora_meta import LoRAKernelMeta
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+
 from loraplane.kernels.dispatch import dot_precision
 from loraplane.kernels.triton_attention_common import LOG2E, cache_offsets, online_softmax_step
 

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import torch
 import triton
 import triton.language as tl
+
 from loraplane.kernels.lora_meta import LoRAKernelMeta
 
 

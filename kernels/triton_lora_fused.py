@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 import triton
+
 from loraplane.kernels.lora_meta import (
     COOP_MAX_TOKENS,
     COOP_PARTIALS,

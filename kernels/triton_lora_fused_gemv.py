@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
+
 from loraplane.kernels.triton_lora_common import rank_masks
 
 

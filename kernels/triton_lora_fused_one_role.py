@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import triton
 import triton.language as tl
+
 from loraplane.kernels.triton_lora_common import slice_columns, slice_ptr
 from loraplane.kernels.triton_lora_fused_gemv import expand_first_tiles, expand_range, shrink_range
 

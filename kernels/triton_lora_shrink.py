@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 import triton
 import triton.language as tl
+
 from loraplane.kernels.dispatch import dot_precision
 from loraplane.kernels.lora_meta import MAX_SLICES_PER_LAUNCH, LoRAKernelMeta
 from loraplane.kernels.triton_lora_common import (

@@ -183,9 +183,10 @@ def make_dataset(num: int, held_out: bool, seed: int) -> list[Example]:
 
 def train(out_dir: Path, steps: int, batch_size: int, rank: int, seed: int) -> None:
     import torch
-    from loraplane.inference_worker.demo import demo_model_path
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from loraplane.inference_worker.demo import demo_model_path
 
     torch.set_num_threads(2)
     torch.manual_seed(seed)
@@ -240,9 +241,10 @@ def _collate(tokenizer, batch: list[Example]):
 def evaluate(adapter_dir: Path, num: int) -> dict[str, float]:
     """Greedy exact match on held-out tables with HF + peft: base model vs the adapter."""
     import torch
-    from loraplane.inference_worker.demo import demo_model_path
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from loraplane.inference_worker.demo import demo_model_path
 
     torch.set_num_threads(2)
     path = demo_model_path()

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from loraplane.inference_worker.context import Context, get_context
 from loraplane.kernels import attention as attn_ops
 from loraplane.kernels import fused_ops
-from torch import nn
 
 
 class Attention(nn.Module):

@@ -19,6 +19,8 @@ import functools
 import logging
 
 import torch
+from torch import nn
+
 from loraplane.kernels.cpu_gemm import (
     PanelWeight,
     pack_panels,
@@ -26,7 +28,6 @@ from loraplane.kernels.cpu_gemm import (
     panel_kernels,
     panel_linear,
 )
-from torch import nn
 
 logger = logging.getLogger(__name__)
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from loraplane.inference_worker.layers.cpu_layout import packed_linear
 from loraplane.kernels import gemm
-from torch import nn
 
 
 class VocabEmbedding(nn.Module):

@@ -8,9 +8,10 @@ Contract for LoRA (inference_worker/lora wraps these): every projection a LoRA m
 from __future__ import annotations
 
 import torch
+from torch import nn
+
 from loraplane.inference_worker.layers.cpu_layout import packed_linear
 from loraplane.kernels import gemm
-from torch import nn
 
 
 class FusedLinear(nn.Module):

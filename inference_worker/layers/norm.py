@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
-from loraplane.kernels import fused_ops
 from torch import nn
+
+from loraplane.kernels import fused_ops
 
 
 class RMSNorm(nn.Module):

@@ -6,8 +6,9 @@ from collections import Counter
 from dataclasses import dataclass
 
 import torch
-from loraplane.inference_worker.sequence import Sequence
 from torch import nn
+
+from loraplane.inference_worker.sequence import Sequence
 
 _EPS = 1e-5
 

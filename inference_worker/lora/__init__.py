@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from loraplane.adapter_format.files import adapter_version
 from loraplane.inference_worker.lora.config import LoRAConfig
 from loraplane.inference_worker.lora.request import LoRARequest
-
-from loraplane.adapter_format.files import adapter_version
 
 if TYPE_CHECKING:
     from loraplane.inference_worker.lora.manager import AdapterInfo, LoRAManager

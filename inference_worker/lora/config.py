@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from loraplane.inference_worker.errors import InvalidRequestError
-
 from loraplane.adapter_format.modules import SUPPORTED_MODULES
+from loraplane.inference_worker.errors import InvalidRequestError
 
 LORA_DTYPES = ("auto", "float16", "bfloat16", "float32")
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import torch
+from torch import nn
+
 from loraplane.inference_worker.context import get_context
 from loraplane.kernels.lora_ops import add_lora
-from torch import nn
 
 
 class LoRALinear(nn.Module):

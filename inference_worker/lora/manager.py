@@ -15,13 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from loraplane.inference_worker.errors import AdapterAlreadyLoadedError, AdapterNotFoundError
-from loraplane.inference_worker.lora.cache import AdapterCache
-from loraplane.inference_worker.lora.config import LoRAConfig
-from loraplane.inference_worker.lora.request import LoRARequest
-from loraplane.inference_worker.lora.slot_weights import SlotWeights
-from loraplane.inference_worker.lora.slots import SlotTable
-from loraplane.inference_worker.lora.weights import AdapterWeights
 from torch import nn
 
 from loraplane.adapter_format import (
@@ -31,6 +24,13 @@ from loraplane.adapter_format import (
     load_peft_config,
     resolve_adapter_path,
 )
+from loraplane.inference_worker.errors import AdapterAlreadyLoadedError, AdapterNotFoundError
+from loraplane.inference_worker.lora.cache import AdapterCache
+from loraplane.inference_worker.lora.config import LoRAConfig
+from loraplane.inference_worker.lora.request import LoRARequest
+from loraplane.inference_worker.lora.slot_weights import SlotWeights
+from loraplane.inference_worker.lora.slots import SlotTable
+from loraplane.inference_worker.lora.weights import AdapterWeights
 
 logger = logging.getLogger(__name__)
 _LOADER_THREADS = 4

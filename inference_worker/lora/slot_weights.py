@@ -12,13 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
+
+from loraplane.adapter_format import PeftLoRAConfig
 from loraplane.inference_worker.lora.config import LoRAConfig
 from loraplane.inference_worker.lora.layers import LoRALinear, wrap_lora_layers
 from loraplane.inference_worker.lora.weights import AdapterWeights, BaseModelShapes, load_adapter_weights
 from loraplane.kernels.lora_meta import LoRAKernelMeta
-from torch import nn
-
-from loraplane.adapter_format import PeftLoRAConfig
 
 
 class SlotWeights:

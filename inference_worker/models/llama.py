@@ -8,13 +8,14 @@ attention is exact).
 from __future__ import annotations
 
 import torch
+from torch import nn
+
 from loraplane.inference_worker.layers.attention import Attention
 from loraplane.inference_worker.layers.embedding import LMHead, VocabEmbedding
 from loraplane.inference_worker.layers.linear import gate_up_linear, qkv_linear, single_linear
 from loraplane.inference_worker.layers.norm import RMSNorm
 from loraplane.inference_worker.layers.rotary import RotaryEmbedding
 from loraplane.kernels.fused_ops import silu_and_mul
-from torch import nn
 
 # HF checkpoint name fragment -> (our fused module fragment, shard name)
 STACKED_PARAMS = [

@@ -16,6 +16,7 @@ import socket
 import sys
 from typing import Any
 
+from loraplane.grpc_options import MAX_MESSAGE_BYTES
 from loraplane.inference_worker.config import EngineConfig
 from loraplane.inference_worker.service.config import (
     DEFAULT_LISTEN,
@@ -28,8 +29,6 @@ from loraplane.inference_worker.service.config import (
     parse_lora_modules,
     split_host_port,
 )
-
-from loraplane.grpc_options import MAX_MESSAGE_BYTES
 
 logger = logging.getLogger(__name__)
 

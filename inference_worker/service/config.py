@@ -14,9 +14,8 @@ import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from loraplane.inference_worker.config import EngineConfig
-
 from loraplane.grpc_options import MAX_MESSAGE_BYTES
+from loraplane.inference_worker.config import EngineConfig
 
 ENV_CONTROL_PLANE = "LORAPLANE_CONTROL_PLANE"
 ENV_WORKER_ID = "LORAPLANE_WORKER_ID"

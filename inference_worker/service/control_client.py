@@ -17,12 +17,12 @@ from typing import Any
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
-from loraplane.inference_worker import errors
-from loraplane.inference_worker.service.served_models import AdapterTarget, ServedModels
 
 from loraplane import __version__
 from loraplane.common.v1 import residency_pb2
 from loraplane.grpc_options import client_options
+from loraplane.inference_worker import errors
+from loraplane.inference_worker.service.served_models import AdapterTarget, ServedModels
 from loraplane.worker.v1 import worker_pb2 as pb
 from loraplane.worker.v1 import worker_pb2_grpc
 

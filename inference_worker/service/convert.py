@@ -14,10 +14,9 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
+from loraplane.inference.v1 import inference_pb2 as pb
 from loraplane.inference_worker.errors import InvalidRequestError
 from loraplane.inference_worker.sampling_params import SamplingParams
-
-from loraplane.inference.v1 import inference_pb2 as pb
 
 FINISH_REASONS = {
     "stop": pb.FINISH_REASON_STOP,

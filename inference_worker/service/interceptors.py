@@ -9,9 +9,9 @@ message, so no traceback or internal text reaches a client.
 from __future__ import annotations
 
 import grpc
-from loraplane.inference_worker import errors
 
 from loraplane import grpc_errors
+from loraplane.inference_worker import errors
 
 LOG_NAME = "the worker's log"
 

@@ -24,6 +24,10 @@ from collections.abc import Callable
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
+from loraplane.grpc_errors import DecodeInterceptor
+from loraplane.grpc_options import server_options
+from loraplane.inference.v1 import inference_pb2_grpc
 from loraplane.inference_worker.config import EngineConfig
 from loraplane.inference_worker.engine_client import EngineClient
 from loraplane.inference_worker.outputs import EngineStats
@@ -32,10 +36,6 @@ from loraplane.inference_worker.service.control_client import ControlPlaneClient
 from loraplane.inference_worker.service.interceptors import error_interceptor
 from loraplane.inference_worker.service.served_models import AdapterTarget, ServedModels
 from loraplane.inference_worker.service.servicer import SERVICE_NAME, InferenceServicer
-
-from loraplane.grpc_errors import DecodeInterceptor
-from loraplane.grpc_options import server_options
-from loraplane.inference.v1 import inference_pb2_grpc
 
 logger = logging.getLogger(__name__)
 

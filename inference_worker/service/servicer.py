@@ -17,6 +17,9 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import grpc
+
+from loraplane.inference.v1 import inference_pb2 as pb
+from loraplane.inference.v1 import inference_pb2_grpc
 from loraplane.inference_worker.engine_client import EngineClient
 from loraplane.inference_worker.errors import EngineDeadError, EngineOverloadedError
 from loraplane.inference_worker.lora import LoRARequest
@@ -33,9 +36,6 @@ from loraplane.inference_worker.service.convert import (
     usage_from_output,
 )
 from loraplane.inference_worker.service.served_models import ServedModels
-
-from loraplane.inference.v1 import inference_pb2 as pb
-from loraplane.inference.v1 import inference_pb2_grpc
 
 logger = logging.getLogger(__name__)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+
 from loraplane.control_plane.records import (
     AdapterRecord,
     AdapterSourceRef,

@@ -6,6 +6,7 @@ import os
 
 import pytest
 from adapter_files import write_adapter
+
 from loraplane.control_plane.errors import InvalidArgumentError, SourceNotFoundError
 from loraplane.control_plane.validation import (
     check_adapter_dir,

@@ -9,8 +9,8 @@ import pytest
 from fake_worker import FakeWorker
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from loraplane.control_plane.server import ControlPlaneServer
 
+from loraplane.control_plane.server import ControlPlaneServer
 from loraplane.registry.v1 import registry_pb2 as reg
 from loraplane.worker.v1 import worker_pb2 as wk
 from loraplane.worker.v1 import worker_pb2_grpc

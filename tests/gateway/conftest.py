@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 import pytest_asyncio
+
 from loraplane.gateway.config import GatewayConfig
 from loraplane.gateway.server import BackgroundGateway
 from loraplane.gateway.testing import FakeInference, start_fake_worker

@@ -7,6 +7,7 @@ import json
 import httpx
 import pytest
 import pytest_asyncio
+
 from loraplane.gateway.config import DEFAULT_MAX_REQUEST_BYTES, GatewayConfig
 from loraplane.gateway.server import BackgroundGateway
 from loraplane.gateway.testing import start_fake_worker

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from loraplane.gateway.envoy_config import (
     COMPOSE_CONFIG,
     DESCRIPTOR_SET,

@@ -18,8 +18,8 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
-from loraplane.gateway.envoy_config import EdgeConfig, envoy_binary, render_edge_config
 
+from loraplane.gateway.envoy_config import EdgeConfig, envoy_binary, render_edge_config
 from loraplane.registry.v1 import registry_pb2 as reg
 from loraplane.registry.v1 import registry_pb2_grpc
 from loraplane.supervisor import free_port

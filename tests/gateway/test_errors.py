@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 import httpx
 import pytest
+
 from loraplane.gateway.errors import OpenAIError, from_grpc
 
 

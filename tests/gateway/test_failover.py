@@ -9,6 +9,7 @@ import httpx
 import openai
 import pytest
 import pytest_asyncio
+
 from loraplane.gateway.config import GatewayConfig
 from loraplane.gateway.server import BackgroundGateway
 from loraplane.gateway.testing import start_fake_worker

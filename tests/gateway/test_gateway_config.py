@@ -6,6 +6,7 @@ import argparse
 from unittest import mock
 
 import pytest
+
 from loraplane.gateway import cli
 from loraplane.gateway.config import DEFAULT_MAX_N, DEFAULT_MAX_REQUEST_BYTES, GatewayConfig
 

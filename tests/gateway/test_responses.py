@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 from loraplane.gateway.responses import completion_logprobs
-
 from loraplane.inference.v1 import inference_pb2 as pb
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from loraplane.gateway.routing import Miss, WorkerView, choose, rendezvous_order
 
 

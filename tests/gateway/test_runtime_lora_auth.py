@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 import pytest_asyncio
+
 from loraplane.control_plane.config import ControlPlaneConfig
 from loraplane.control_plane.server import ControlPlaneServer
 from loraplane.gateway.config import GatewayConfig

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from loraplane.inference_worker.testing import write_random_model
 
 TINY = dict(

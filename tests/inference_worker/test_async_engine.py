@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from loraplane.inference_worker import AsyncLLMEngine, SamplingParams
 from loraplane.inference_worker.engine_client import EngineClient
 from loraplane.inference_worker.errors import InvalidRequestError

@@ -4,8 +4,8 @@ the same outputs as the synchronous engine, every KV block returned, aborts and 
 from __future__ import annotations
 
 import pytest
-from loraplane.inference_worker import SamplingParams
 
+from loraplane.inference_worker import SamplingParams
 from tests.inference_worker.conftest import PROMPTS, make_llm
 
 

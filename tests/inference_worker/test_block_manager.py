@@ -1,4 +1,5 @@
 import pytest
+
 from loraplane.inference_worker.block_manager import BlockManager
 from loraplane.inference_worker.sampling_params import SamplingParams
 from loraplane.inference_worker.sequence import Sequence

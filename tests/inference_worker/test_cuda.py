@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from loraplane.inference_worker import LLM, SamplingParams
 from loraplane.inference_worker.testing import SMALL_LLAMA, write_random_model
 

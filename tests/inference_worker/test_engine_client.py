@@ -9,9 +9,9 @@ from __future__ import annotations
 import inspect
 
 import pytest
+
 from loraplane.inference_worker.async_engine import AsyncLLMEngine
 from loraplane.inference_worker.engine_client import EngineClient
-
 from tests.inference_worker.service.fake_engine import FakeEngine
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from loraplane.inference_worker import LLM, SamplingParams
 from loraplane.inference_worker.errors import InvalidRequestError, ModelLoadError
-
 from tests.inference_worker.conftest import make_llm
 
 GREEDY = SamplingParams(temperature=0.0, max_tokens=8)

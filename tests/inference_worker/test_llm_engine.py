@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+
 from loraplane.inference_worker.errors import AdapterNotFoundError, InvalidRequestError
 from loraplane.inference_worker.llm_engine import LORA_DISABLED
 from loraplane.inference_worker.lora import LoRARequest
-
 from tests.inference_worker.conftest import make_llm
 from tests.inference_worker.lora.conftest import write_peft_adapter
 

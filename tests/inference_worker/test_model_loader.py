@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from transformers import LlamaConfig
+
 from loraplane.inference_worker.config import DTYPE_ALIASES, EngineConfig
 from loraplane.inference_worker.errors import ModelLoadError
 from loraplane.inference_worker.llm_engine import LLMEngine
@@ -13,7 +15,6 @@ from loraplane.inference_worker.model_loader import (
     resolve_dtype,
     resolve_max_model_len,
 )
-from transformers import LlamaConfig
 
 
 def test_every_dtype_name_is_a_torch_dtype():

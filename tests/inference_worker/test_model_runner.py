@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from loraplane.inference_worker import SamplingParams
 
 

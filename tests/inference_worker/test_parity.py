@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from loraplane.inference_worker import SamplingParams
 
+from loraplane.inference_worker import SamplingParams
 from tests.inference_worker.conftest import PROMPTS, make_llm
 
 MAX_TOKENS = 12

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from loraplane.inference_worker import SamplingParams
 from loraplane.inference_worker.errors import InvalidRequestError
-
 from tests.inference_worker.conftest import make_llm
 
 PROMPT = "The quick brown fox jumps over the lazy dog, and then it runs far away into the dark forest tonight"

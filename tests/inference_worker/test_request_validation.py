@@ -4,6 +4,7 @@ error while one request's outputs are processed fails that request alone."""
 from __future__ import annotations
 
 import pytest
+
 from loraplane.inference_worker import AsyncLLMEngine, SamplingParams
 from loraplane.inference_worker.errors import InvalidRequestError, RequestFailedError
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from loraplane.inference_worker.layers.sampler import Sampler, apply_penalties, greedy_tokens
 from loraplane.inference_worker.sampling_params import SamplingParams
 from loraplane.inference_worker.sequence import Sequence

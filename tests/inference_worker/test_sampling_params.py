@@ -1,4 +1,5 @@
 import pytest
+
 from loraplane.inference_worker import SamplingParams
 from loraplane.inference_worker.errors import InvalidRequestError
 

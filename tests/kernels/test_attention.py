@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+
 from loraplane.kernels import attention
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+
 from loraplane.kernels import cpu_gemm, native
 from loraplane.kernels.cpu_gemm import (
     MAX_ROWS,

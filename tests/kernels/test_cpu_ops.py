@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from loraplane.kernels import cpu_ops, fused_ops
 
 needs_native = pytest.mark.skipif(cpu_ops.native_ops() is None, reason="needs the AVX-512 extension")

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from loraplane.kernels import fused_ops
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

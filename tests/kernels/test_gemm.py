@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from loraplane.kernels import gemm, triton_gemm
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

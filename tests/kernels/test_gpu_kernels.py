@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from loraplane.kernels import attention, lora_ops
 from loraplane.kernels.lora_meta import LoRAKernelMeta
 from loraplane.kernels.testing import POPULARITIES, make_lora_weights, make_slot_ranks, make_token_slots

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from loraplane.kernels.lora_meta import LoRAKernelMeta
 
 

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from loraplane.kernels import (
     lora_ops,
     triton_lora_decode,

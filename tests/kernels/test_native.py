@@ -11,6 +11,7 @@ import textwrap
 
 import pytest
 import torch
+
 from loraplane.kernels import cpu_gemm, cpu_ops, fused_ops, native
 
 needs_native = pytest.mark.skipif(cpu_ops.native_ops() is None, reason="needs the AVX-512 extension")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+
 from loraplane.inference_worker import SamplingParams
 from loraplane.inference_worker.layers import cpu_layout
 from loraplane.inference_worker.layers.cpu_layout import (
@@ -19,7 +20,6 @@ from loraplane.inference_worker.layers.embedding import LMHead
 from loraplane.inference_worker.layers.linear import FusedLinear, qkv_linear
 from loraplane.kernels.cpu_gemm import PanelWeight
 from loraplane.kernels.native import avx512_supported
-
 from tests.inference_worker.conftest import PROMPTS, make_llm
 
 pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")

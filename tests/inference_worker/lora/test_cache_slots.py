@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from loraplane.inference_worker.lora.cache import AdapterCache
 from loraplane.inference_worker.lora.slots import SlotTable
 from loraplane.inference_worker.lora.weights import AdapterWeights

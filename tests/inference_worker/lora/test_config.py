@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from loraplane.inference_worker.errors import InvalidRequestError
 from loraplane.inference_worker.lora import LoRAConfig, LoRARequest
 

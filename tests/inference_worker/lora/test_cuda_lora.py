@@ -6,10 +6,10 @@ import copy
 
 import pytest
 import torch
+
 from loraplane.inference_worker import LLM, SamplingParams
 from loraplane.inference_worker.lora import LoRARequest
 from loraplane.inference_worker.testing import SMALL_LLAMA, write_random_model
-
 from tests.inference_worker.lora.conftest import ADAPTER_SPECS, write_peft_adapter
 
 pytestmark = pytest.mark.gpu

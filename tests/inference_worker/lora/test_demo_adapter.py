@@ -7,10 +7,9 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from loraplane.adapter_format import validate_adapter_dir
 from loraplane.inference_worker import SamplingParams
 from loraplane.inference_worker.lora import LoRARequest
-
-from loraplane.adapter_format import validate_adapter_dir
 from tests.inference_worker.conftest import make_llm
 
 ROOT = Path(__file__).resolve().parents[3]

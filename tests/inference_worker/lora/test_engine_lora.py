@@ -8,10 +8,10 @@ import shutil
 
 import pytest
 import torch
+
 from loraplane.inference_worker import SamplingParams
 from loraplane.inference_worker.errors import AdapterLoadError
 from loraplane.inference_worker.lora import LoRARequest
-
 from tests.inference_worker.conftest import make_llm
 from tests.inference_worker.lora.conftest import ADAPTER_SPECS, edit_config, write_peft_adapter
 

@@ -7,6 +7,8 @@ import time
 
 import pytest
 import torch
+from torch import nn
+
 from loraplane.inference_worker.context import Context, set_context
 from loraplane.inference_worker.errors import (
     AdapterAlreadyLoadedError,
@@ -14,8 +16,6 @@ from loraplane.inference_worker.errors import (
     AdapterNotFoundError,
 )
 from loraplane.inference_worker.lora import LoRAConfig, LoRAManager, LoRARequest
-from torch import nn
-
 from tests.inference_worker.lora.conftest import (
     ADAPTER_SPECS,
     edit_config,

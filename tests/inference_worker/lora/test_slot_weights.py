@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from loraplane.inference_worker.lora import LoRAConfig
-from loraplane.inference_worker.lora.slot_weights import SlotWeights
 from safetensors.torch import load_file, save_file
 
 from loraplane.adapter_format import AdapterLoadError, load_peft_config
+from loraplane.inference_worker.lora import LoRAConfig
+from loraplane.inference_worker.lora.slot_weights import SlotWeights
 from tests.inference_worker.lora.test_manager import fused_model
 from tests.loraplane.adapter_format.bad_files import MALFORMED_HEADERS, WEIGHTS, link_outside
 

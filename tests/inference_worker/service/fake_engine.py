@@ -16,6 +16,10 @@ import hashlib
 from collections.abc import AsyncGenerator, AsyncIterator
 
 import grpc
+
+from loraplane.grpc_options import client_options
+from loraplane.inference.v1 import inference_pb2_grpc
+from loraplane.inference.v1.inference_pb2_grpc import InferenceStub
 from loraplane.inference_worker.errors import AdapterAlreadyLoadedError, AdapterNotFoundError
 from loraplane.inference_worker.lora import AdapterInfo, LoRARequest
 from loraplane.inference_worker.outputs import EngineStats, RequestOutput
@@ -23,10 +27,6 @@ from loraplane.inference_worker.sampling_params import SamplingParams
 from loraplane.inference_worker.service.interceptors import error_interceptor
 from loraplane.inference_worker.service.served_models import ServedModels
 from loraplane.inference_worker.service.servicer import InferenceServicer
-
-from loraplane.grpc_options import client_options
-from loraplane.inference.v1 import inference_pb2_grpc
-from loraplane.inference.v1.inference_pb2_grpc import InferenceStub
 
 
 class FakeEngine:

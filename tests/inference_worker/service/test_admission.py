@@ -7,10 +7,10 @@ import asyncio
 
 import grpc
 import pytest
-from loraplane.inference_worker.outputs import CompletionOutput, RequestOutput
-from loraplane.inference_worker.service.servicer import InferenceServicer
 from worker_process import collect, generate_request
 
+from loraplane.inference_worker.outputs import CompletionOutput, RequestOutput
+from loraplane.inference_worker.service.servicer import InferenceServicer
 from tests.inference_worker.service.fake_engine import FakeEngine, serving
 
 MAX_SEQS, MAX_N = 4, 2

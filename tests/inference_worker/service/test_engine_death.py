@@ -10,12 +10,12 @@ from pathlib import Path
 import grpc
 from fake_control_plane import FakeControlPlane
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from worker_process import WorkerProcess, collect, engine_flags, generate_request, inference_stub
+
 from loraplane.inference_worker.config import EngineConfig
 from loraplane.inference_worker.service import server as server_module
 from loraplane.inference_worker.service.config import WorkerServiceConfig
 from loraplane.inference_worker.service.server import EXIT_ENGINE_DEAD
-from worker_process import WorkerProcess, collect, engine_flags, generate_request, inference_stub
-
 from tests.inference_worker.service.fake_engine import FakeEngine
 
 CRASHING_WORKER = Path(__file__).with_name("crashing_worker.py")

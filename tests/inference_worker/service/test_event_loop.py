@@ -17,15 +17,15 @@ from dataclasses import dataclass
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from loraplane.inference_worker.service.control_client import ControlPlaneClient, WorkerIdentity
-from loraplane.inference_worker.service.interceptors import error_interceptor
-from loraplane.inference_worker.service.served_models import AdapterTarget, ServedModels
-from loraplane.inference_worker.service.servicer import InferenceServicer
 from worker_process import collect, inference_stub
 
 from loraplane.grpc_options import server_options
 from loraplane.inference.v1 import inference_pb2 as pb
 from loraplane.inference.v1 import inference_pb2_grpc
+from loraplane.inference_worker.service.control_client import ControlPlaneClient, WorkerIdentity
+from loraplane.inference_worker.service.interceptors import error_interceptor
+from loraplane.inference_worker.service.served_models import AdapterTarget, ServedModels
+from loraplane.inference_worker.service.servicer import InferenceServicer
 from tests.inference_worker.service.fake_engine import FakeEngine
 
 BIG_PROMPT = "The quick brown fox jumps over the lazy dog, again and again. " * 32_000  # 2 MB, 450k tokens

@@ -14,16 +14,16 @@ import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2
+from worker_process import collect, generate_request, inference_stub
+
 from loraplane.gateway.config import GatewayConfig
 from loraplane.gateway.server import BackgroundGateway
+from loraplane.grpc_options import MAX_MESSAGE_BYTES
+from loraplane.inference.v1 import inference_pb2 as pb
 from loraplane.inference_worker.service import cli
 from loraplane.inference_worker.service.config import WorkerServiceConfig
 from loraplane.inference_worker.service.served_models import ServedModels
 from loraplane.inference_worker.service.server import WorkerServer
-from worker_process import collect, generate_request, inference_stub
-
-from loraplane.grpc_options import MAX_MESSAGE_BYTES
-from loraplane.inference.v1 import inference_pb2 as pb
 from tests.inference_worker.service.fake_engine import FakeEngine
 
 LIMIT = 64 * 1024

@@ -4,9 +4,9 @@ engine through the protocol's coroutines, and requests resolve to the active ver
 from __future__ import annotations
 
 import pytest
+
 from loraplane.inference_worker import errors
 from loraplane.inference_worker.service.served_models import AdapterTarget, Residency, ServedModels
-
 from tests.inference_worker.service.fake_engine import FakeEngine
 
 

@@ -9,6 +9,9 @@ import math
 
 import grpc
 import pytest
+from worker_process import collect, generate_request
+
+from loraplane.inference.v1 import inference_pb2 as pb
 from loraplane.inference_worker import errors
 from loraplane.inference_worker.outputs import CompletionOutput, Logprob, RequestOutput
 from loraplane.inference_worker.sampling_params import SamplingParams
@@ -21,9 +24,6 @@ from loraplane.inference_worker.service.convert import (
 )
 from loraplane.inference_worker.service.interceptors import status_for
 from loraplane.inference_worker.service.servicer import InferenceServicer
-from worker_process import collect, generate_request
-
-from loraplane.inference.v1 import inference_pb2 as pb
 from loraplane.worker.v1 import worker_pb2 as wk
 from tests.inference_worker.service.fake_engine import FakeEngine, serving
 

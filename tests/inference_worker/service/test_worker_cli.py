@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+
 from loraplane.inference_worker.config import EngineConfig
 from loraplane.inference_worker.service import cli
 from loraplane.inference_worker.service.config import LoRAModulePath, WorkerServiceConfig, parse_lora_modules

@@ -116,8 +116,9 @@ async def test_list_models_has_vllm_lineage(stub, demo_model_path, demo_adapters
 
 
 async def test_tokenize_text_and_chat(stub):
-    from loraplane.inference_worker.demo import demo_model_path
     from transformers import AutoTokenizer
+
+    from loraplane.inference_worker.demo import demo_model_path
 
     tokenizer = AutoTokenizer.from_pretrained(demo_model_path())
     reply = await stub.Tokenize(pb.TokenizeRequest(model=ADAPTER, text="Hello world"))

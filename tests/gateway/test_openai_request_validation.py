@@ -8,6 +8,7 @@ import json
 import httpx
 import openai
 import pytest
+
 from loraplane.gateway.config import DEFAULT_MAX_N
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
