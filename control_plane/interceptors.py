@@ -60,7 +60,7 @@ class AuthInterceptor(AsyncServerInterceptor):
 
     def _required(self, method: str) -> tuple[bytes, str]:
         if method in ADMIN_METHODS and self._admin:
-            return self._admin, "an admin token (--admin-token or LORAPLANE_ADMIN_TOKEN)"
+            return self._admin, "the admin token (LORAPLANE_ADMIN_TOKEN or the CLI's --admin-token-file)"
         if method.startswith(WORKER_PREFIX) and self._worker:
             return self._worker, "the worker token (LORAPLANE_WORKER_TOKEN in the worker's environment)"
         return b"", ""

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 EXIT_OK = 0
@@ -18,6 +19,16 @@ CONTROL_PLANE_ENV = "LORAPLANE_CONTROL_PLANE"
 ADMIN_TOKEN_ENV = "LORAPLANE_ADMIN_TOKEN"
 
 
+class _RefuseSecretArgument(argparse.Action):
+    """Refuses a secret passed as an argument (every local user sees arguments through `ps`)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        parser.error(
+            f"{option_string} is not accepted: a token on the command line is visible to every local user; "
+            f"set {ADMIN_TOKEN_ENV} or pass --admin-token-file"
+        )
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--control-plane",
@@ -25,7 +36,14 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help=f"control plane address (env {CONTROL_PLANE_ENV}, default {DEFAULT_CONTROL_PLANE})",
     )
-    parser.add_argument("--admin-token", default=None, help=f"admin token (default: env {ADMIN_TOKEN_ENV})")
+    parser.add_argument(
+        "--admin-token-file",
+        default=None,
+        metavar="PATH",
+        help=f"file holding the admin token (default: env {ADMIN_TOKEN_ENV}); never pass a secret as an "
+        "argument, which `ps` shows",
+    )
+    parser.add_argument("--admin-token", nargs="?", action=_RefuseSecretArgument, help=argparse.SUPPRESS)
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the answer (120)")
 
@@ -35,7 +53,13 @@ def target(args: argparse.Namespace) -> str:
 
 
 def metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
-    token = args.admin_token if args.admin_token is not None else os.environ.get(ADMIN_TOKEN_ENV, "")
+    if args.admin_token_file is not None:
+        try:
+            token = Path(args.admin_token_file).read_text().strip()
+        except OSError as exc:
+            sys.exit(f"loraplane: cannot read --admin-token-file: {exc.strerror} ({args.admin_token_file})")
+    else:
+        token = os.environ.get(ADMIN_TOKEN_ENV, "")
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 

@@ -86,3 +86,17 @@ def test_errors_and_exit_codes(control_plane, tmp_path):
     assert unreachable.returncode == 3 and "cannot reach" in unreachable.stderr
     workers = cli(cp, "workers", "list", "--all", "--json")
     assert workers.returncode == 0 and json.loads(workers.stdout) == []
+
+
+def test_the_admin_token_comes_from_the_environment_or_a_file_never_an_argument(control_plane, tmp_path):
+    """D16: a secret on the command line is visible to every local user through `ps`."""
+    cp, _ = control_plane
+    as_argument = cli(cp, "adapters", "rm", "x", "--admin-token", ADMIN_TOKEN, token=None)
+    assert as_argument.returncode == 2 and "not accepted" in as_argument.stderr
+    assert ADMIN_TOKEN not in as_argument.stderr
+    token_file = tmp_path / "admin-token"
+    token_file.write_text(ADMIN_TOKEN + "\n")
+    from_file = cli(cp, "adapters", "rm", "x", "--admin-token-file", str(token_file), token=None)
+    assert from_file.returncode == 1 and "NOT_FOUND" in from_file.stderr  # authenticated, no such adapter
+    unreadable = cli(cp, "adapters", "rm", "x", "--admin-token-file", str(tmp_path / "nope"), token=None)
+    assert unreadable.returncode == 1 and "cannot read --admin-token-file" in unreadable.stderr
