@@ -30,6 +30,8 @@ DTYPE_ALIASES = {
 LOAD_FORMATS = ("auto", "safetensors", "pt", "dummy")
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
+CPU_LONG_PREFILL_TOKENS = 128  # default prefill chunk cap on CPU (EngineConfig.prefill_cap)
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -38,7 +40,10 @@ class EngineConfig:
     `model=None` serves the demo model. `num_kv_blocks` overrides KV sizing (tests use it to force
     preemption); otherwise CUDA sizes the cache from `gpu_memory_utilization` after a warm-up forward and
     CPU uses `cpu_kv_cache_gb`. `async_scheduling` queues a decode step's successor on the device before
-    reading the step's tokens (default: on for CUDA). With `enable_lora` the LoRA capacity settings are
+    reading the step's tokens (default: on for CUDA). `long_prefill_token_threshold` caps one prompt's
+    prefill chunk per step so short requests start while a long prompt prefills (vLLM's option; default:
+    128 tokens on CPU, where a step of thousands of prompt tokens takes seconds, no cap on CUDA; 0: no
+    cap). With `enable_lora` the LoRA capacity settings are
     checked here too (`lora_config()`). Every bad value raises ValueError naming the option.
     """
 
@@ -67,6 +72,7 @@ class EngineConfig:
     lora_dtype: str = "auto"
     lora_target_modules: tuple[str, ...] | None = None
     lora_starvation_steps: int = 32
+    long_prefill_token_threshold: int | None = None
 
     def __post_init__(self) -> None:
         self._check_choices()
@@ -75,6 +81,8 @@ class EngineConfig:
         for name in ("max_model_len", "max_num_batched_tokens", "num_kv_blocks"):
             if getattr(self, name) is not None:
                 _require_positive_int(name, getattr(self, name))
+        if self.long_prefill_token_threshold is not None:
+            _require_int("long_prefill_token_threshold", self.long_prefill_token_threshold, minimum=0)
         if not 0.0 < self.gpu_memory_utilization <= 1.0:
             raise ValueError(
                 f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization} "
@@ -130,11 +138,22 @@ class EngineConfig:
             target_modules=self.lora_target_modules,
         )
 
+    def prefill_cap(self, device_type: str) -> int:
+        """The per-step prefill chunk cap (0: none). On CPU a step of thousands of prompt tokens takes
+        seconds, so by default a short request's first token does not wait behind a long prompt."""
+        if self.long_prefill_token_threshold is not None:
+            return self.long_prefill_token_threshold
+        return CPU_LONG_PREFILL_TOKENS if device_type == "cpu" else 0
+
     def uses_async_scheduling(self, device_type: str) -> bool:
         """`async_scheduling=None` (auto): on for CUDA, where host work can overlap the GPU; off on CPU."""
         return device_type == "cuda" if self.async_scheduling is None else self.async_scheduling
 
 
 def _require_positive_int(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    _require_int(name, value, minimum=1)
+
+
+def _require_int(name: str, value: object, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")

@@ -75,6 +75,7 @@ class LLMEngine:
             max_tokens,
             config.max_loras if config.enable_lora else 0,
             config.lora_starvation_steps,
+            config.prefill_cap(self.device.type),
         )
         ready = self.lora_manager.is_ready if self.lora_manager is not None else (lambda version: True)
         self.scheduler = Scheduler(sched_config, self.block_manager, ready)

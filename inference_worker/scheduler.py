@@ -2,8 +2,10 @@
 
 Policy (vLLM v1's shape): running sequences first, in admission order — decodes take one token,
 partially prefilled ones take a chunk of what the token budget leaves — then waiting sequences in
-first-come order. When a decode cannot get a KV block, the most recently admitted running sequence is
-preempted by recompute (its blocks freed, back to the front of the queue).
+first-come order. A prefill chunk is at most `long_prefill_token_threshold` tokens (0: no cap), so a
+long prompt leaves budget to the requests behind it and prefills over several steps while they start.
+When a decode cannot get a KV block, the most recently admitted running sequence is preempted by
+recompute (its blocks freed, back to the front of the queue).
 
 LoRA-aware admission: at most `max_loras` distinct adapter versions run at once, base requests always
 mix in; a request whose adapter is still loading is skipped without holding a slot or blocking others.
@@ -27,12 +29,17 @@ class SchedulerConfig:
     max_num_batched_tokens: int = 8192
     max_loras: int = 0
     lora_starvation_steps: int = 32
+    long_prefill_token_threshold: int = 0
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1:
             raise ValueError(f"max_num_seqs must be >= 1, got {self.max_num_seqs}")
         if self.max_num_batched_tokens < 1:
             raise ValueError(f"max_num_batched_tokens must be >= 1, got {self.max_num_batched_tokens}")
+        if self.long_prefill_token_threshold < 0:
+            raise ValueError(
+                f"long_prefill_token_threshold must be >= 0, got {self.long_prefill_token_threshold}"
+            )
 
 
 @dataclass
@@ -155,13 +162,18 @@ class Scheduler:
         i = 0
         while i < len(self.running) and budget > 0:
             seq = self.running[i]
-            num_new = min(seq.num_uncomputed_tokens, budget)
+            num_new = self._chunk(seq, budget)
             if not self._make_room(seq, batch):
                 break  # the sequence preempted itself
             batch.add(seq, num_new)
             budget -= num_new
             i += 1
         return budget
+
+    def _chunk(self, seq: Sequence, budget: int) -> int:
+        """Tokens `seq` computes this step: all it has left, within the budget and the prefill cap."""
+        cap = self.config.long_prefill_token_threshold or budget
+        return min(seq.num_uncomputed_tokens, budget, cap)
 
     def _make_room(self, seq: Sequence, batch: ScheduledBatch) -> bool:
         """Get blocks for all of `seq`'s tokens, preempting the newest running sequences if needed."""
@@ -193,7 +205,7 @@ class Scheduler:
             if not self.block_manager.can_allocate(seq):
                 break  # first-come order: nobody overtakes a request that only waits for KV blocks
             self.block_manager.allocate(seq)
-            num_new = min(seq.num_uncomputed_tokens, budget)
+            num_new = self._chunk(seq, budget)
             budget -= num_new
             seq.status = SequenceStatus.RUNNING
             self.running.append(seq)

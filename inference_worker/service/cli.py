@@ -42,6 +42,12 @@ ENGINE_OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ("--max-num-seqs", "max_num_seqs", int, f"most sequences per batch (default: {DEFAULT_MAX_NUM_SEQS})"),
     ("--max-model-len", "max_model_len", int, "context length (default: the model's)"),
     ("--max-num-batched-tokens", "max_num_batched_tokens", int, "most tokens per step"),
+    (
+        "--long-prefill-token-threshold",
+        "long_prefill_token_threshold",
+        int,
+        "most prompt tokens one request prefills per step (default: 128 on CPU, no cap on CUDA; 0: no cap)",
+    ),
     ("--gpu-memory-utilization", "gpu_memory_utilization", float, "GPU memory fraction (default: 0.9)"),
     ("--cpu-kv-cache-gb", "cpu_kv_cache_gb", float, "KV cache size on CPU in GiB (default: 1)"),
     ("--num-gpu-blocks-override", "num_kv_blocks", int, "KV cache blocks, overriding the sizing"),

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from loraplane.inference_worker.config import EngineConfig
+from loraplane.inference_worker.config import CPU_LONG_PREFILL_TOKENS, EngineConfig
 
 
 def test_importing_the_config_does_not_import_torch():
@@ -66,3 +66,12 @@ def test_from_kwargs_rejects_unknown_options():
 def test_async_scheduling_defaults_to_cuda_only(async_scheduling, device_type, expected):
     config = EngineConfig(async_scheduling=async_scheduling)
     assert config.uses_async_scheduling(device_type) is expected
+
+
+def test_prefill_cap_defaults_by_device_and_can_be_set_or_turned_off():
+    assert EngineConfig().prefill_cap("cpu") == CPU_LONG_PREFILL_TOKENS
+    assert EngineConfig().prefill_cap("cuda") == 0
+    assert EngineConfig(long_prefill_token_threshold=0).prefill_cap("cpu") == 0
+    assert EngineConfig(long_prefill_token_threshold=512).prefill_cap("cuda") == 512
+    with pytest.raises(ValueError, match="long_prefill_token_threshold"):
+        EngineConfig(long_prefill_token_threshold=-1)

@@ -143,3 +143,20 @@ def test_starving_adapter_gets_a_slot_when_busy_ones_drain():
     sched.finish(busy)
     run_step(sched)
     assert starving in sched.running and late_a in sched.waiting
+
+
+def test_a_long_prefill_leaves_budget_to_a_short_request_behind_it():
+    """D13: with the per-step prefill cap, a short request starts while a long prompt still prefills;
+    without it, the long prompt takes the whole budget until its prefill ends."""
+    for cap, short_starts_at_step in ((8, 2), (0, 5)):
+        sched = make(num_blocks=128, max_num_batched_tokens=16, long_prefill_token_threshold=cap)
+        long, short = seq(72), seq(3)
+        sched.add(long)
+        run_step(sched)
+        sched.add(short)
+        steps = 1
+        while short.num_computed_tokens == 0:
+            batch = run_step(sched)
+            steps += 1
+            assert all(n <= (cap or 16) for n in batch.num_new_tokens)
+        assert steps == short_starts_at_step, cap
