@@ -62,6 +62,12 @@ Prompt = Annotated[
 ]
 
 
+def _refuse_logit_bias(bias: dict[int, float] | None) -> dict[int, float] | None:
+    if bias:
+        raise ValueError("logit_bias is not supported by this server yet; send the request without it")
+    return bias
+
+
 class StreamOptions(BaseModel):
     model_config = ConfigDict(extra="allow")
     include_usage: bool = False
@@ -70,8 +76,8 @@ class StreamOptions(BaseModel):
 class SamplingFields(BaseModel):
     """Fields shared by completions and chat completions; names follow vLLM's SamplingParams.
 
-    `logit_bias` is range-checked (token id keys, OpenAI's [-100, 100] values) but not applied yet:
-    the worker's SamplingParams has no field for it."""
+    `logit_bias` is range-checked (token id keys, OpenAI's [-100, 100] values), and a non-empty one is
+    refused by name: the engine cannot apply it yet, and a bias silently dropped would change outputs."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -88,7 +94,10 @@ class SamplingFields(BaseModel):
     presence_penalty: Float32 | None = None
     frequency_penalty: Float32 | None = None
     repetition_penalty: Float32 | None = None
-    logit_bias: dict[TokenId, Annotated[float, Field(allow_inf_nan=False, ge=-100, le=100)]] | None = None
+    logit_bias: Annotated[
+        dict[TokenId, Annotated[float, Field(allow_inf_nan=False, ge=-100, le=100)]] | None,
+        AfterValidator(_refuse_logit_bias),
+    ] = None
     ignore_eos: bool | None = None
     skip_special_tokens: bool | None = None
     include_stop_str_in_output: bool | None = None

@@ -95,9 +95,16 @@ async def test_in_range_extremes_still_convert(openai_client):
         max_tokens=2,
         seed=2**63 - 1,
         extra_body={"stop_token_ids": [2**31 - 1], "min_tokens": 0, "top_k": 2**31 - 1},
-        logit_bias={"7": -100},
     )
     assert reply.usage.completion_tokens == 2
+
+
+async def test_a_logit_bias_is_refused_by_name_not_ignored(stack):
+    body = {"model": "fake-base", "prompt": "p", "logit_bias": {"7": -100}}
+    error = assert_bad_request(await post(stack, "/v1/completions", json.dumps(body).encode()), "logit_bias")
+    assert "not supported" in error["message"]
+    empty = {"model": "fake-base", "prompt": "p", "max_tokens": 1, "logit_bias": {}}
+    assert (await post(stack, "/v1/completions", json.dumps(empty).encode())).status_code == 200
 
 
 @pytest.mark.parametrize("endpoint", ["completions", "chat"])
