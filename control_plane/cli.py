@@ -16,6 +16,7 @@ from loraplane.control_plane.config import (
     DEFAULT_WORKER_TOKEN_ENV,
     ControlPlaneConfig,
 )
+from loraplane.tls import add_tls_arguments, tls_from_args
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_RECEIVE_BYTES,
         help="largest request accepted (4 MiB)",
     )
+    add_tls_arguments(parser, "its gRPC port")
 
 
 def build_config(args: argparse.Namespace) -> ControlPlaneConfig:
@@ -80,6 +82,7 @@ def build_config(args: argparse.Namespace) -> ControlPlaneConfig:
         heartbeat_interval_s=args.heartbeat_interval,
         heartbeat_timeout_s=args.heartbeat_timeout,
         max_receive_bytes=args.max_receive_bytes,
+        tls=tls_from_args(args),
     )
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from loraplane.grpc_options import MAX_MESSAGE_BYTES
+from loraplane.tls import PLAINTEXT, TLSConfig
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_ADMIN_TOKEN_ENV = "LORAPLANE_ADMIN_TOKEN"
@@ -21,10 +22,11 @@ class ControlPlaneConfig:
 
     Semantics: `adapter_roots` are resolved (symlinks followed) once here; local adapter sources must lie
     under one of them. Tokens are secrets: they are never logged and `repr` hides them. An empty
-    `admin_token` leaves the registry's mutating calls open. Joining the fleet is closed by default: a
-    `listen` address beyond loopback needs a `worker_token` (ValueError otherwise), since whoever
-    registers as a worker receives users' prompts; on loopback an empty `worker_token` leaves
-    WorkerControl open to local processes (the server logs a warning).
+    `admin_token` leaves the registry's mutating calls open, which only loopback allows. Closed by
+    default: a `listen` address beyond loopback needs a `worker_token` and an `admin_token` (ValueError
+    otherwise), since whoever registers as a worker receives users' prompts and whoever writes the
+    registry chooses what they are served; on loopback empty tokens leave WorkerControl and the writes
+    open to local processes (the server logs a warning). `tls` secures the port (loraplane.tls).
     """
 
     listen: str = DEFAULT_LISTEN
@@ -38,6 +40,7 @@ class ControlPlaneConfig:
     heartbeat_timeout_s: float = 15.0
     max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES
     shutdown_grace_s: float = 2.0
+    tls: TLSConfig = PLAINTEXT
 
     def __post_init__(self) -> None:
         roots = tuple(Path(os.path.realpath(os.path.expanduser(root))) for root in self.adapter_roots)
@@ -51,6 +54,12 @@ class ControlPlaneConfig:
                 "reaches the port can register as a worker and receive users' prompts: set "
                 f"{DEFAULT_WORKER_TOKEN_ENV} (e.g. to the output of `python -c 'import secrets; "
                 "print(secrets.token_urlsafe(32))'`) for the control plane and every worker"
+            )
+        if not self.admin_token and not self.loopback:
+            raise ValueError(
+                f"listening on {self.listen} (beyond loopback) needs an admin token, or anyone who reaches "
+                f"the port can create and delete adapters: set {DEFAULT_ADMIN_TOKEN_ENV} (the admin CLI and "
+                "REST callers send it as 'Authorization: Bearer <token>')"
             )
         if self.rollout_timeout_s <= 0:
             raise ValueError(f"rollout timeout must be > 0 s, got {self.rollout_timeout_s}")

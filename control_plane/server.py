@@ -26,6 +26,7 @@ from loraplane.control_plane.workers import WorkerHub
 from loraplane.grpc_errors import DecodeInterceptor
 from loraplane.grpc_options import server_options
 from loraplane.registry.v1 import registry_pb2, registry_pb2_grpc
+from loraplane.tls import add_port
 from loraplane.worker.v1 import worker_pb2, worker_pb2_grpc
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ class ControlPlaneServer:
             reflection.SERVICE_NAME,
         )
         reflection.enable_server_reflection(names, server)
-        self.port = server.add_insecure_port(self.config.listen)
+        self.port = add_port(server, self.config.listen, self.config.tls)
         if self.port == 0:
             raise RuntimeError(f"cannot bind {self.config.listen}")
         await server.start()

@@ -146,7 +146,7 @@ def create_app(config: GatewayConfig, pool: WorkerPool | None = None) -> FastAPI
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        registry = RegistryClient(config.control_plane) if config.control_plane else None
+        registry = RegistryClient(config.control_plane, tls=config.tls) if config.control_plane else None
         own_pool = pool is None
         worker_pool = pool or WorkerPool(config, registry)
         if own_pool:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from loraplane.gateway.config import DEFAULT_MAX_N, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_PORT
+from loraplane.tls import add_tls_arguments
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default: 0.0.0.0)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: 127.0.0.1; 0.0.0.0 publishes it on every interface)",
+    )
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"HTTP port (default: {DEFAULT_PORT})")
     parser.add_argument(
         "--control-plane",
@@ -47,21 +53,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"most choices per prompt (`n`) a request may ask for; more gets 400 (default: {DEFAULT_MAX_N}, "
         "OpenAI's maximum)",
     )
+    add_tls_arguments(parser, "its gRPC channels to workers and the control plane (client certificate)")
 
 
 def run(args: argparse.Namespace) -> int:
     from loraplane.gateway.config import GatewayConfig
     from loraplane.gateway.server import serve
+    from loraplane.tls import tls_from_args
 
-    config = GatewayConfig.from_env(
-        host=args.host,
-        port=args.port,
-        control_plane=args.control_plane,
-        workers=tuple(args.worker or ()),
-        refresh_interval_s=args.refresh_interval,
-        allow_runtime_lora_updating=args.allow_runtime_lora_updating,
-        max_request_bytes=args.max_request_bytes,
-        max_n=args.max_n,
-    )
+    try:
+        config = GatewayConfig.from_env(
+            tls=tls_from_args(args),
+            host=args.host,
+            port=args.port,
+            control_plane=args.control_plane,
+            workers=tuple(args.worker or ()),
+            refresh_interval_s=args.refresh_interval,
+            allow_runtime_lora_updating=args.allow_runtime_lora_updating,
+            max_request_bytes=args.max_request_bytes,
+            max_n=args.max_n,
+        )
+    except ValueError as exc:
+        print(f"loraplane gateway: {exc}", file=sys.stderr)
+        return 2
     serve(config)
     return 0

@@ -8,6 +8,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from loraplane.tls import PLAINTEXT, TLSConfig
+
 ENV_CONTROL_PLANE = "LORAPLANE_CONTROL_PLANE"
 ENV_RUNTIME_LORA = "LORAPLANE_ALLOW_RUNTIME_LORA_UPDATING"
 ENV_WORKERS = "LORAPLANE_WORKERS"
@@ -43,9 +45,10 @@ class GatewayConfig:
     `affinity_slack` requests. At most `max_adapter_labels` adapter names get their own metrics label.
     A request body over `max_request_bytes` is refused with 413 before it is parsed; `n` over `max_n`
     with 400. The gateway holds no admin token: the runtime LoRA routes forward the caller's own.
+    `tls` secures its gRPC channels to the workers and the control plane (loraplane.tls).
     """
 
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     control_plane: str | None = None
     workers: tuple[str, ...] = ()
@@ -58,6 +61,7 @@ class GatewayConfig:
     served_by_header: bool = True
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_n: int = DEFAULT_MAX_N
+    tls: TLSConfig = PLAINTEXT
 
     def __post_init__(self) -> None:
         if not self.control_plane and not self.workers:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import grpc
-
 from loraplane.common.v1 import residency_pb2 as residency
 from loraplane.grpc_options import client_options
 from loraplane.registry.v1 import registry_pb2 as pb
 from loraplane.registry.v1 import registry_pb2_grpc
+from loraplane.tls import PLAINTEXT, TLSConfig, aio_channel
 
 # The residency states of an adapter a worker can serve, by display name ("device", "host", ...).
 _SERVING_STATES = frozenset(
@@ -57,10 +56,17 @@ class RegistryClient:
     """Calls AdapterRegistry over one channel.
 
     Create and delete send `authorization: Bearer <token>`: the call's `token` when given (the gateway
-    forwards its caller's), else the client's `admin_token` (the CLI's own); none when both are unset."""
+    forwards its caller's), else the client's `admin_token` (the CLI's own); none when both are unset.
+    The channel speaks TLS when `tls` is enabled (loraplane.tls)."""
 
-    def __init__(self, address: str, admin_token: str | None = None, timeout_s: float = 10.0) -> None:
-        self._channel = grpc.aio.insecure_channel(address, options=client_options())
+    def __init__(
+        self,
+        address: str,
+        admin_token: str | None = None,
+        timeout_s: float = 10.0,
+        tls: TLSConfig = PLAINTEXT,
+    ) -> None:
+        self._channel = aio_channel(address, tls, client_options())
         self._stub = registry_pb2_grpc.AdapterRegistryStub(self._channel)
         self._admin_token = admin_token
         self._timeout_s = timeout_s

@@ -23,6 +23,7 @@ from loraplane.gateway.routing import WorkerView
 from loraplane.grpc_options import client_options
 from loraplane.inference.v1 import inference_pb2 as pb
 from loraplane.inference.v1 import inference_pb2_grpc
+from loraplane.tls import aio_channel
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +122,7 @@ class WorkerPool:
             return worker
         if worker is not None:
             asyncio.get_running_loop().create_task(worker.channel.close(grace=60.0))
-        channel = grpc.aio.insecure_channel(endpoint, options=client_options())
+        channel = aio_channel(endpoint, self.config.tls, client_options())
         worker = WorkerHandle(worker_id, endpoint, channel, inference_pb2_grpc.InferenceStub(channel))
         self.workers[worker_id] = worker
         log.info("worker %s at %s joined the pool", worker_id, endpoint)

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from loraplane.tls import add_tls_arguments
+
 EXIT_OK = 0
 EXIT_SERVER_ERROR = 1
 EXIT_USAGE = 2
@@ -44,6 +46,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
         "argument, which `ps` shows",
     )
     parser.add_argument("--admin-token", nargs="?", action=_RefuseSecretArgument, help=argparse.SUPPRESS)
+    add_tls_arguments(parser, "mutual TLS with the control plane (the client certificate)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the answer (120)")
 
@@ -70,10 +73,17 @@ def call(
     import grpc
 
     from loraplane.grpc_options import client_options
+    from loraplane.tls import channel as open_channel
+    from loraplane.tls import tls_from_args
 
     address = target(args)
     try:
-        with grpc.insecure_channel(address, options=client_options()) as channel:
+        tls = tls_from_args(args)
+    except ValueError as exc:
+        print(f"loraplane: {exc}", file=sys.stderr)
+        return EXIT_USAGE, None
+    try:
+        with open_channel(address, tls, client_options()) as channel:
             grpc.channel_ready_future(channel).result(timeout=min(args.timeout, 5.0))
             return EXIT_OK, fn(stub_factory(channel), metadata(args))
     except grpc.FutureTimeoutError:

@@ -29,6 +29,7 @@ from loraplane.inference_worker.service.config import (
     parse_lora_modules,
     split_host_port,
 )
+from loraplane.tls import add_tls_arguments, tls_from_args
 
 logger = logging.getLogger(__name__)
 
@@ -122,6 +123,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help='static adapters: name=path or JSON {"name", "path", "base_model_name"} (needs --enable-lora)',
     )
+    add_tls_arguments(service, "its gRPC server and its control-plane stream (client certificate)")
     engine = parser.add_argument_group("engine (vLLM names)")
     for flag, dest, kind, text in ENGINE_OPTIONS:
         engine.add_argument(flag, dest=dest, type=kind, default=None, help=text)
@@ -176,6 +178,7 @@ def config_from_args(args: argparse.Namespace) -> WorkerServiceConfig:
         max_receive_bytes=args.max_receive_bytes,
         lora_modules=parse_lora_modules(args.lora_modules),
         worker_token=env_worker_token(),
+        tls=tls_from_args(args),
         engine=engine,
     )
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from loraplane.grpc_options import MAX_MESSAGE_BYTES
 from loraplane.inference_worker.config import EngineConfig
+from loraplane.tls import PLAINTEXT, TLSConfig
 
 ENV_CONTROL_PLANE = "LORAPLANE_CONTROL_PLANE"
 ENV_WORKER_ID = "LORAPLANE_WORKER_ID"
@@ -109,6 +110,7 @@ class WorkerServiceConfig:
     heartbeat_interval_s: float = 5.0
     lora_modules: tuple[LoRAModulePath, ...] = ()
     worker_token: str = field(default="", repr=False)
+    tls: TLSConfig = PLAINTEXT  # the server's port and the control-plane channel (loraplane.tls)
     max_receive_bytes: int = MAX_MESSAGE_BYTES
     engine: EngineConfig = field(default_factory=EngineConfig)
 

@@ -23,6 +23,7 @@ from loraplane.common.v1 import residency_pb2
 from loraplane.grpc_options import client_options
 from loraplane.inference_worker import errors
 from loraplane.inference_worker.service.served_models import AdapterTarget, ServedModels
+from loraplane.tls import PLAINTEXT, TLSConfig, aio_channel
 from loraplane.worker.v1 import worker_pb2 as pb
 from loraplane.worker.v1 import worker_pb2_grpc
 
@@ -125,6 +126,7 @@ class ControlPlaneClient:
         heartbeat_interval_s: float = 5.0,
         backoff: Backoff | None = None,
         token: str = "",
+        tls: TLSConfig = PLAINTEXT,
     ) -> None:
         self.target = target
         self.identity = identity
@@ -133,6 +135,7 @@ class ControlPlaneClient:
         self.draining = draining
         self.heartbeat_interval_s = heartbeat_interval_s
         self.backoff = backoff or Backoff()
+        self.tls = tls
         self.metadata = (("authorization", f"Bearer {token}"),) if token else None
         self.connected = asyncio.Event()
         self._wake = asyncio.Event()
@@ -162,7 +165,7 @@ class ControlPlaneClient:
 
     async def _session(self) -> bool:
         """One stream's life; returns whether any message arrived (a healthy session)."""
-        async with grpc.aio.insecure_channel(self.target, options=client_options()) as channel:
+        async with aio_channel(self.target, self.tls, client_options()) as channel:
             call = worker_pb2_grpc.WorkerControlStub(channel).Connect(
                 metadata=self.metadata, wait_for_ready=True
             )

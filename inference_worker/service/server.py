@@ -36,6 +36,7 @@ from loraplane.inference_worker.service.control_client import ControlPlaneClient
 from loraplane.inference_worker.service.interceptors import error_interceptor
 from loraplane.inference_worker.service.served_models import AdapterTarget, ServedModels
 from loraplane.inference_worker.service.servicer import SERVICE_NAME, InferenceServicer
+from loraplane.tls import add_port
 
 logger = logging.getLogger(__name__)
 
@@ -92,7 +93,7 @@ class WorkerServer:
 
     async def start(self) -> None:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
-        self.port = self.server.add_insecure_port(self.config.listen)
+        self.port = add_port(self.server, self.config.listen, self.config.tls)
         await self.server.start()
         logger.info(
             "worker listening on %s (endpoint %s); loading the model", self.config.listen, self.endpoint
@@ -148,6 +149,7 @@ class WorkerServer:
             draining=lambda: self.draining,
             heartbeat_interval_s=self.config.heartbeat_interval_s,
             token=self.config.worker_token,
+            tls=self.config.tls,
         )
         self._control_task = asyncio.create_task(self.control.run(), name="control-plane-client")
 
