@@ -26,9 +26,9 @@ def run(args: argparse.Namespace) -> int:
     def start(sup) -> list[str]:
         control_plane = topology.start_control_plane(sup, args, modules)
         worker = topology.start_worker(sup, args, 0, control_plane.address)
-        topology.wait_workers(sup, [worker])
-        topology.register_modules(control_plane.address, modules)
-        gateway = topology.start_gateway(sup, args.host, args.port, control_plane.address)
+        topology.wait_workers(sup, [worker], args.tls)
+        topology.register_modules(control_plane.address, modules, args.tls)
+        gateway = topology.start_gateway(sup, args.host, args.port, control_plane.address, tls=args.tls)
         hint = topology.admin_hint(control_plane.address)
         return [
             f"control plane on {control_plane.address} (pid {control_plane.proc.pid}; {hint})",

@@ -46,12 +46,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def grpc_healthy(address: str, service: str = "", timeout_s: float = 1.0) -> bool:
-    """True when the gRPC server at `address` answers SERVING for `service`."""
+def grpc_healthy(address: str, service: str = "", timeout_s: float = 1.0, tls=None) -> bool:
+    """True when the gRPC server at `address` answers SERVING for `service` (over TLS when `tls`, a
+    loraplane.tls.TLSConfig, is enabled)."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(address) as channel:
+    from loraplane.tls import PLAINTEXT
+    from loraplane.tls import channel as open_channel
+
+    with open_channel(address, tls or PLAINTEXT) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout_s

@@ -8,7 +8,9 @@ stored and reach every worker), after the first worker is up; their paths become
 
 Only the fleet joins the fleet: the control plane and the workers share a worker token, through the
 environment (`LORAPLANE_WORKER_TOKEN`, inherited by every child; never an argument, which `ps` shows).
-When the caller sets none, `prepare` makes a random one for this run.
+When the caller sets none, `prepare` makes a random one for this run; beyond loopback (a non-loopback
+`--host`, or `--expose-admin`) both tokens are required and kept in the data dir (loraplane.tokens).
+`--tls-cert/--tls-key/--tls-ca` go to every gRPC server and client started here and to the edge.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ import argparse
 import asyncio
 import logging
 import os
-import secrets
 import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from loraplane.supervisor import Child, StartupInterrupted, Supervisor, free_port, grpc_healthy, http_ok
+from loraplane.tls import add_tls_arguments, tls_from_args
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +61,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
     for flag, kind in WORKER_OPTIONS:
         parser.add_argument(flag, type=kind, default=None, help="passed to each worker (vLLM's meaning)")
-    parser.add_argument("--host", default="0.0.0.0", help="address of the OpenAI API (default: 0.0.0.0)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address of the OpenAI API (default: 127.0.0.1; any other, e.g. 0.0.0.0, turns on the admin and "
+        "worker tokens, kept in --data-dir)",
+    )
     parser.add_argument("--port", type=int, default=8000, help="port of the OpenAI API (default: 8000)")
     parser.add_argument("--data-dir", default="loraplane-data", help="control plane state (SQLite) folder")
     parser.add_argument(
@@ -76,6 +83,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder under which adapters may be loaded at run time (repeatable; the --lora-modules paths "
         "are always allowed)",
     )
+    add_tls_arguments(parser, "every gRPC server and client started, and the edge Envoy's listener")
 
 
 def parse_modules(values) -> list[tuple[str, str, str | None]]:
@@ -93,23 +101,20 @@ def prepare(args: argparse.Namespace, command: str) -> list[tuple[str, str, str 
     under the current folder, as the quick start does.
     """
     from loraplane.gateway.config import ENV_RUNTIME_LORA, env_flag
+    from loraplane.tokens import ensure_tokens
 
     try:
         modules = parse_modules(args.lora_modules)
-    except ValueError as exc:
+        args.tls = tls_from_args(args)
+        lines = ensure_tokens(Path(args.data_dir), args.host, getattr(args, "expose_admin", False))
+    except (ValueError, RuntimeError, OSError) as exc:
         print(f"loraplane {command}: {exc}", file=sys.stderr)
         return None
     if env_flag(ENV_RUNTIME_LORA) and not args.adapter_root:
         args.adapter_root = [os.getcwd()]
-    ensure_worker_token()
+    for line in lines:
+        print(f"loraplane: {line}", flush=True)
     return modules
-
-
-def ensure_worker_token() -> None:
-    """Set a random `LORAPLANE_WORKER_TOKEN` for this run's children unless the caller set one (to let
-    workers started elsewhere join, set it yourself)."""
-    if not os.environ.get(WORKER_TOKEN_ENV):
-        os.environ[WORKER_TOKEN_ENV] = secrets.token_urlsafe(32)
 
 
 def run_supervised(command: str, start: Callable[[Supervisor], list[str]]) -> int:
@@ -175,8 +180,8 @@ def start_control_plane(sup: Supervisor, args: argparse.Namespace, modules) -> C
     argv = ["control-plane", "--listen", address, "--data-dir", str(Path(args.data_dir).expanduser())]
     for root in roots:
         argv += ["--adapter-root", root]
-    child = sup.python_module("control plane", argv, address=address)
-    sup.wait_until(child, lambda: grpc_healthy(address), 60.0, "healthy")
+    child = sup.python_module("control plane", argv + args.tls.argv(), address=address)
+    sup.wait_until(child, lambda: grpc_healthy(address, tls=args.tls), 60.0, "healthy")
     return child
 
 
@@ -186,24 +191,25 @@ def start_worker(
     """Worker `worker-<index>`; with `critical=False` the topology outlives it while another worker lives."""
     address = f"127.0.0.1:{free_port()}"
     argv = ["worker", "--listen", address, "--control-plane", control_plane, "--worker-id", f"worker-{index}"]
-    return sup.python_module(f"worker-{index}", argv + worker_args(args), address=address, critical=critical)
+    argv += worker_args(args) + args.tls.argv()
+    return sup.python_module(f"worker-{index}", argv, address=address, critical=critical)
 
 
-def wait_workers(sup: Supervisor, workers: list[Child]) -> None:
+def wait_workers(sup: Supervisor, workers: list[Child], tls=None) -> None:
     for child in workers:
-        sup.wait_until(
-            child, lambda c=child: grpc_healthy(c.address, INFERENCE_SERVICE), STARTUP_TIMEOUT_S, "healthy"
-        )
+        healthy = lambda c=child: grpc_healthy(c.address, INFERENCE_SERVICE, tls=tls)
+        sup.wait_until(child, healthy, STARTUP_TIMEOUT_S, "healthy")
 
 
-def register_modules(control_plane: str, modules) -> None:
+def register_modules(control_plane: str, modules, tls=None) -> None:
     """CreateAdapter for each --lora-modules item (replacing a stored one of the same name)."""
     import grpc
 
     from loraplane.gateway.registry_client import RegistryClient
+    from loraplane.tls import PLAINTEXT
 
     async def register() -> None:
-        client = RegistryClient(control_plane, os.environ.get("LORAPLANE_ADMIN_TOKEN"))
+        client = RegistryClient(control_plane, os.environ.get("LORAPLANE_ADMIN_TOKEN"), tls=tls or PLAINTEXT)
         try:
             for name, path, base in modules:
                 try:
@@ -217,8 +223,11 @@ def register_modules(control_plane: str, modules) -> None:
     asyncio.run(register())
 
 
-def start_gateway(sup: Supervisor, host: str, port: int, control_plane: str, name: str = "gateway") -> Child:
+def start_gateway(
+    sup: Supervisor, host: str, port: int, control_plane: str, name: str = "gateway", tls=None
+) -> Child:
     argv = ["gateway", "--host", host, "--port", str(port), "--control-plane", control_plane]
+    argv += tls.argv() if tls is not None else []
     argv += ["--refresh-interval", "1"]
     probe_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     child = sup.python_module(name, argv, address=f"http://{probe_host}:{port}")
@@ -230,6 +239,7 @@ def start_envoy(
     sup: Supervisor, args, gateways: list[int], workers: list[Child], control_plane: str
 ) -> Child:
     from loraplane.gateway.envoy_config import EdgeConfig, envoy_binary, render_edge_config
+    from loraplane.tls import TLSConfig
 
     binary = envoy_binary()
     if binary is None:
@@ -248,12 +258,17 @@ def start_envoy(
         admin_port=admin_port,
         listen_address=args.host,
         expose_admin=args.expose_admin,
+        tls=TLSConfig(cert=args.tls.cert, key=args.tls.key),
+        upstream_tls=args.tls,
     )
     path = Path(args.data_dir).expanduser() / "envoy.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_edge_config(config))
     argv = [binary, "-c", str(path), "--base-id", str(os.getpid() % 60000 + 1), "--log-level", "warn"]
-    child = sup.start("envoy", argv, address=f"http://127.0.0.1:{args.port}")
-    sup.wait_until(child, lambda: http_ok(f"{child.address}/health"), 60.0, "ready")
+    scheme = "https" if args.tls.serves_tls else "http"
+    child = sup.start("envoy", argv, address=f"{scheme}://127.0.0.1:{args.port}")
+    # Envoy's own readiness (its admin port, plain HTTP on loopback) when the edge speaks TLS.
+    probe = f"http://127.0.0.1:{admin_port}/ready" if args.tls.serves_tls else f"{child.address}/health"
+    sup.wait_until(child, lambda: http_ok(probe), 60.0, "ready")
     child.address += f" (admin http://127.0.0.1:{admin_port})"
     return child

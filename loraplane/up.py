@@ -3,7 +3,8 @@
 Control plane, N workers (worker-0 ... worker-N-1), one gateway and, with --envoy, the edge Envoy on
 --port (the gateway then listens on a loopback port behind it). The edge publishes the OpenAI routes,
 Inference gRPC and the registry's reads; `--expose-admin` also publishes the registry's writes and
-ListWorkers (it needs LORAPLANE_ADMIN_TOKEN); the worker stream is never published. Prints where
+ListWorkers behind the admin token (LORAPLANE_ADMIN_TOKEN, else the one kept in the data dir:
+loraplane.tokens); the worker stream is never published. Prints where
 everything listens, one line per process, then `ready`; stops everything on Ctrl-C / SIGTERM or when
 the control plane, the gateway or Envoy dies. A worker that dies is logged and routed around while
 another worker lives.
@@ -12,7 +13,6 @@ another worker lives.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from loraplane.topology import add_model_arguments
@@ -25,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--expose-admin",
         action="store_true",
-        help="with --envoy: also publish the registry's create/delete and ListWorkers on the edge "
-        "(needs LORAPLANE_ADMIN_TOKEN; default: reads only)",
+        help="with --envoy: also publish the registry's create/delete and ListWorkers on the edge, behind "
+        "the admin token (LORAPLANE_ADMIN_TOKEN, else made once and kept in --data-dir; default: reads only)",
     )
 
 
@@ -39,10 +39,10 @@ def _start(sup, args, modules) -> list[tuple[str, object]]:
         topology.start_worker(sup, args, i, control_plane.address, critical=args.workers == 1)
         for i in range(args.workers)
     ]
-    topology.wait_workers(sup, workers)
-    topology.register_modules(control_plane.address, modules)
+    topology.wait_workers(sup, workers, args.tls)
+    topology.register_modules(control_plane.address, modules, args.tls)
     gateway_host, gateway_port = ("127.0.0.1", free_port()) if args.envoy else (args.host, args.port)
-    gateway = topology.start_gateway(sup, gateway_host, gateway_port, control_plane.address)
+    gateway = topology.start_gateway(sup, gateway_host, gateway_port, control_plane.address, tls=args.tls)
     started = [
         ("control-plane", control_plane),
         *((w.name, w) for w in workers),
@@ -60,10 +60,9 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         print("loraplane up: --workers must be at least 1", file=sys.stderr)
         return 2
-    if args.expose_admin and not (args.envoy and os.environ.get("LORAPLANE_ADMIN_TOKEN")):
+    if args.expose_admin and not args.envoy:
         print(
-            "loraplane up: --expose-admin needs --envoy and an admin token in LORAPLANE_ADMIN_TOKEN "
-            "(it publishes adapter create/delete on the public port)",
+            "loraplane up: --expose-admin needs --envoy (it publishes the edge's admin routes)",
             file=sys.stderr,
         )
         return 2

@@ -67,7 +67,8 @@ async def test_kill9_after_acknowledged_create_loses_nothing(tmp_path, adapter_r
 
 def _control_plane_cli(tmp_path, listen: str, env: dict) -> subprocess.Popen:
     argv = [sys.executable, "-m", "loraplane.control_plane", "--listen", listen, "--data-dir", str(tmp_path)]
-    environ = {k: v for k, v in os.environ.items() if k != "LORAPLANE_WORKER_TOKEN"}
+    tokens = ("LORAPLANE_WORKER_TOKEN", "LORAPLANE_ADMIN_TOKEN")
+    environ = {k: v for k, v in os.environ.items() if k not in tokens}
     return subprocess.Popen(
         argv, env={**environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -79,8 +80,15 @@ def test_beyond_loopback_without_worker_token_refuses_to_start(tmp_path):
     assert proc.returncode == 2 and "needs a worker token" in err and "LORAPLANE_WORKER_TOKEN" in err
 
 
-async def test_beyond_loopback_with_worker_token_refuses_a_rogue_worker(tmp_path):
+def test_beyond_loopback_without_admin_token_refuses_to_start(tmp_path):
     proc = _control_plane_cli(tmp_path, "0.0.0.0:0", {"LORAPLANE_WORKER_TOKEN": "fleet-secret"})
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "needs an admin token" in err and "LORAPLANE_ADMIN_TOKEN" in err
+
+
+async def test_beyond_loopback_with_worker_token_refuses_a_rogue_worker(tmp_path):
+    tokens = {"LORAPLANE_WORKER_TOKEN": "fleet-secret", "LORAPLANE_ADMIN_TOKEN": "admin-secret"}
+    proc = _control_plane_cli(tmp_path, "0.0.0.0:0", tokens)
     try:
         port = re.search(r":(\d+)$", proc.stdout.readline().strip()).group(1)
         rogue = FakeWorker(f"127.0.0.1:{port}", "rogue")

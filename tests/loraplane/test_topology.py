@@ -1,10 +1,9 @@
-"""Where `loraplane serve/up` put the control plane (the admin CLI's default port when it is free), the
-worker token each run makes, and what `up --expose-admin` needs."""
+"""Where `loraplane serve/up` put the control plane (the admin CLI's default port when it is free), and
+what `up --expose-admin` needs (the tokens they run with: tests/security/test_tokens.py)."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import socket
 
 from loraplane import topology, up
@@ -32,24 +31,8 @@ def test_fallback_when_the_default_port_is_taken(monkeypatch):
     assert topology.control_plane_port(None) != topology.CONTROL_PLANE_PORT
 
 
-def test_each_run_gets_a_random_worker_token_unless_one_is_given(monkeypatch):
-    monkeypatch.delenv(topology.WORKER_TOKEN_ENV, raising=False)
-    topology.ensure_worker_token()
-    generated = os.environ[topology.WORKER_TOKEN_ENV]
-    assert len(generated) >= 32
-    monkeypatch.delenv(topology.WORKER_TOKEN_ENV)
-    topology.ensure_worker_token()
-    assert os.environ[topology.WORKER_TOKEN_ENV] != generated
-    monkeypatch.setenv(topology.WORKER_TOKEN_ENV, "operator-chosen")
-    topology.ensure_worker_token()
-    assert os.environ[topology.WORKER_TOKEN_ENV] == "operator-chosen"
-
-
-def test_expose_admin_needs_envoy_and_an_admin_token(monkeypatch, capsys):
+def test_expose_admin_needs_envoy(capsys):
     parser = argparse.ArgumentParser()
     up.add_arguments(parser)
-    monkeypatch.delenv("LORAPLANE_ADMIN_TOKEN", raising=False)
-    assert up.run(parser.parse_args(["--envoy", "--expose-admin"])) == 2
-    assert "LORAPLANE_ADMIN_TOKEN" in capsys.readouterr().err
-    monkeypatch.setenv("LORAPLANE_ADMIN_TOKEN", "secret")
     assert up.run(parser.parse_args(["--expose-admin"])) == 2
+    assert "--expose-admin needs --envoy" in capsys.readouterr().err
