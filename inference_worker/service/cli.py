@@ -123,6 +123,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help='static adapters: name=path or JSON {"name", "path", "base_model_name"} (needs --enable-lora)',
     )
+    service.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve Prometheus /metrics on this port of the --listen host (default: 0, off)",
+    )
     add_tls_arguments(service, "its gRPC server and its control-plane stream (client certificate)")
     engine = parser.add_argument_group("engine (vLLM names)")
     for flag, dest, kind, text in ENGINE_OPTIONS:
@@ -179,6 +185,7 @@ def config_from_args(args: argparse.Namespace) -> WorkerServiceConfig:
         lora_modules=parse_lora_modules(args.lora_modules),
         worker_token=env_worker_token(),
         tls=tls_from_args(args),
+        metrics_port=args.metrics_port,
         engine=engine,
     )
 
@@ -186,6 +193,8 @@ def config_from_args(args: argparse.Namespace) -> WorkerServiceConfig:
 def _announce(worker: Any) -> None:
     print(f"loraplane worker {worker.config.worker_id} serving on {worker.endpoint}", flush=True)
 
+    if worker.metrics_server is not None:  # after the ready line, which launchers read first
+        print(f"loraplane worker metrics on http://{worker.metrics_server.address}/metrics", flush=True)
 
 def run(args: argparse.Namespace) -> int:
     try:

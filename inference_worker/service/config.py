@@ -112,6 +112,7 @@ class WorkerServiceConfig:
     worker_token: str = field(default="", repr=False)
     tls: TLSConfig = PLAINTEXT  # the server's port and the control-plane channel (loraplane.tls)
     max_receive_bytes: int = MAX_MESSAGE_BYTES
+    metrics_port: int = 0  # Prometheus /metrics on the listen host; 0: off (loraplane.metrics)
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     def __post_init__(self) -> None:
@@ -132,6 +133,8 @@ class WorkerServiceConfig:
             raise ValueError(
                 f"max_receive_bytes must be in [1024, {4 * MAX_MESSAGE_BYTES}], got {self.max_receive_bytes}"
             )
+        if not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"--metrics-port must be in [0, 65535] (0: off), got {self.metrics_port}")
         if self.lora_modules and not self.engine.enable_lora:
             raise ValueError("--lora-modules needs --enable-lora")
 

@@ -10,6 +10,7 @@ convert their messages to these calls.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -86,6 +87,7 @@ class ServedModels:
         self._staged: dict[str, ServedAdapter] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._ids = itertools.count(1)
+        self.load_timer = contextlib.nullcontext  # times each engine load (the worker's metrics)
 
     def resolve(self, model: str) -> LoRARequest | None:
         if not model or model == self.base_name:
@@ -188,7 +190,8 @@ class ServedModels:
             f"{target.name}@{(target.version or str(next(self._ids)))[:16]}" if replacing else target.name
         )
         request = LoRARequest(internal, next(self._ids), target.source, target.base_model_name)
-        await self.engine.add_lora(request)
+        with self.load_timer():
+            await self.engine.add_lora(request)
         version = self._info(internal).version
         adapter = ServedAdapter(
             name=target.name,

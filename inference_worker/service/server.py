@@ -31,11 +31,13 @@ from loraplane.inference.v1 import inference_pb2_grpc
 from loraplane.inference_worker.config import EngineConfig
 from loraplane.inference_worker.engine_client import EngineClient
 from loraplane.inference_worker.outputs import EngineStats
-from loraplane.inference_worker.service.config import WorkerServiceConfig
+from loraplane.inference_worker.service.config import WorkerServiceConfig, split_host_port
 from loraplane.inference_worker.service.control_client import ControlPlaneClient, WorkerIdentity
 from loraplane.inference_worker.service.interceptors import error_interceptor
+from loraplane.inference_worker.service.metrics import WorkerMetrics
 from loraplane.inference_worker.service.served_models import AdapterTarget, ServedModels
 from loraplane.inference_worker.service.servicer import SERVICE_NAME, InferenceServicer
+from loraplane.metrics import MetricsServer
 from loraplane.tls import add_port
 
 logger = logging.getLogger(__name__)
@@ -66,8 +68,11 @@ class WorkerServer:
 
     def __init__(self, config: WorkerServiceConfig) -> None:
         self.config = config
+        engine_config = config.engine
+        self.metrics = WorkerMetrics(engine_config.max_loras if engine_config.enable_lora else 0)
+        self.metrics_server: MetricsServer | None = None
         self.server = grpc.aio.server(
-            interceptors=[DecodeInterceptor(), error_interceptor()],
+            interceptors=[DecodeInterceptor(), error_interceptor(), self.metrics.interceptor()],
             options=server_options(config.max_receive_bytes),
         )
         self.health = health.aio.HealthServicer()
@@ -95,6 +100,9 @@ class WorkerServer:
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
         self.port = add_port(self.server, self.config.listen, self.config.tls)
         await self.server.start()
+        if self.config.metrics_port:
+            host = split_host_port(self.config.listen)[0]
+            self.metrics_server = MetricsServer(self.metrics.registry, host, self.config.metrics_port)
         logger.info(
             "worker listening on %s (endpoint %s); loading the model", self.config.listen, self.endpoint
         )
@@ -104,6 +112,8 @@ class WorkerServer:
         root = await asyncio.to_thread(model_root, engine_config)
         enable_lora = engine_config.enable_lora
         self.models = ServedModels(self.engine, self.engine.model_name, root, enable_lora)
+        self.models.load_timer = self.metrics.time_load
+        self.metrics.attach(self.engine)
         for module in self.config.lora_modules:
             await self.models.load(
                 AdapterTarget(module.name, module.path, base_model_name=module.base_model_name)
@@ -198,6 +208,8 @@ class WorkerServer:
         logger.info("worker stopped")
 
     async def _stop_control_client(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.close()
         """End the control-plane stream for good (the control plane marks the worker down)."""
         task, self._control_task = self._control_task, None
         if task is not None:
