@@ -47,7 +47,9 @@ def create_request(request: reg.CreateAdapterRequest) -> CreateRequest:
         path=adapter.source.path, hub_id=adapter.source.hub_id, revision=adapter.source.revision
     )
     timeout_s = max(request.rollout_timeout_ms, 0) / 1000
-    return CreateRequest(adapter.name, source, adapter.base_model_name, request.replace, timeout_s)
+    return CreateRequest(
+        adapter.name, source, adapter.base_model_name, request.replace, timeout_s, request.request_id
+    )
 
 
 def adapter_pb(view: AdapterView) -> reg.Adapter:
@@ -111,6 +113,7 @@ def hello_info(hello: wk.Hello) -> HelloInfo:
             capacity.max_loras, capacity.max_lora_rank, capacity.max_cpu_loras, capacity.enable_lora
         ),
         resident=resident(hello.resident_adapters),
+        device=hello.device,
     )
 
 

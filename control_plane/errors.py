@@ -27,6 +27,10 @@ class AdapterExistsError(ControlPlaneError):
     """The adapter name is taken and replace was not asked for."""
 
 
+class RequestIdConflictError(ControlPlaneError):
+    """A create reused a client request id that belongs to a different adapter (a different request)."""
+
+
 class RolloutRejectedError(ControlPlaneError):
     """Every matching worker rejected the adapter (or, for a replace, some worker did)."""
 

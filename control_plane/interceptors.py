@@ -38,6 +38,7 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (errors.SourceNotFoundError, grpc.StatusCode.NOT_FOUND),
     (errors.AdapterExistsError, grpc.StatusCode.ALREADY_EXISTS),
     (WorkerIdInUseError, grpc.StatusCode.ALREADY_EXISTS),
+    (errors.RequestIdConflictError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.RolloutRejectedError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ServiceUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (errors.AuthenticationError, grpc.StatusCode.UNAUTHENTICATED),

@@ -42,7 +42,8 @@ class AdapterSourceRef:
 
 @dataclass(frozen=True)
 class AdapterRecord:
-    """A registered adapter. Times are seconds since the epoch."""
+    """A registered adapter. Times are seconds since the epoch. `request_id` is the client's id of the
+    create that stored this record ("" when it sent none): a retry carrying it gets this record back."""
 
     name: str
     source: AdapterSourceRef
@@ -52,6 +53,7 @@ class AdapterRecord:
     target_modules: tuple[str, ...]
     create_time: float
     update_time: float
+    request_id: str = ""
 
     def serves(self, base_model_name: str) -> bool:
         """Whether a worker of `base_model_name` should hold this adapter (empty = any base model)."""

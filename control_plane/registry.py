@@ -20,6 +20,7 @@ from loraplane.control_plane.errors import (
     AdapterExistsError,
     AdapterNotFoundError,
     InvalidArgumentError,
+    RequestIdConflictError,
     RolloutRejectedError,
 )
 from loraplane.control_plane.fleet import WorkerSession, broadcast
@@ -30,8 +31,13 @@ from loraplane.control_plane.records import (
     WorkerRecord,
     WorkerState,
 )
-from loraplane.control_plane.sources import resolve_source
-from loraplane.control_plane.validation import check_base_model_name, check_name, check_not_base_model
+from loraplane.control_plane.sources import resolve_source, stored_source
+from loraplane.control_plane.validation import (
+    check_base_model_name,
+    check_name,
+    check_not_base_model,
+    check_request_id,
+)
 from loraplane.control_plane.workers import WorkerHub, spec_for
 
 logger = logging.getLogger(__name__)
@@ -47,6 +53,7 @@ class CreateRequest:
     base_model_name: str = ""
     replace: bool = False
     rollout_timeout_s: float = 0.0  # 0 = the server's default
+    request_id: str = ""  # the client's idempotency key; "" = no deduplication
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,7 @@ class CreateResult:
     pending_workers: tuple[str, ...]
     message: str
     replaced: bool
+    deduplicated: bool = False
 
 
 @dataclass(frozen=True)
@@ -102,12 +110,18 @@ class AdapterService:
 
     async def create(self, request: CreateRequest) -> CreateResult:
         """Validate, persist, roll out. Semantics in the module docstring of control_plane.workers and
-        registry.v1.CreateAdapter: all matching workers rejecting -> rolled back, RolloutRejectedError."""
+        registry.v1.CreateAdapter: all matching workers rejecting -> rolled back, RolloutRejectedError.
+        A `request_id` already stored with a record makes this a retry: that record comes back unchanged
+        when the adapter asked for is the same, else RequestIdConflictError."""
         name = check_name(request.name)
         base = check_base_model_name(request.base_model_name)
+        request_id = check_request_id(request.request_id)
         check_not_base_model(name, {base} | {worker.base_model_name for worker in self.store.list_workers()})
         timeout = request.rollout_timeout_s or self.config.rollout_timeout_s
         async with self._locks[name]:
+            prior = self.store.get_adapter_by_request_id(request_id) if request_id else None
+            if prior is not None:
+                return self._retried(prior, request)
             existing = self.store.get_adapter(name)
             if existing is not None and not request.replace:
                 raise AdapterExistsError(
@@ -116,12 +130,24 @@ class AdapterService:
                 )
             source, checked = await resolve_source(request.source, self.config)
             now = time.time()
-            record = AdapterRecord(
-                name, source, base, checked.version, checked.rank, checked.target_modules, now, now
-            )
+            version, rank, modules = checked.version, checked.rank, checked.target_modules
+            record = AdapterRecord(name, source, base, version, rank, modules, now, now, request_id)
             if existing is None:
                 return await self._create_new(record, timeout)
             return await self._replace(existing, record, timeout)
+
+    def _retried(self, prior: AdapterRecord, request: CreateRequest) -> CreateResult:
+        """The answer to a create whose request id `prior` was stored with: `prior`, if it is the same
+        adapter (name, source, base model); a different adapter under a used id is a client bug."""
+        asked = (request.name, stored_source(request.source, self.config), request.base_model_name)
+        if asked != (prior.name, prior.source, prior.base_model_name):
+            raise RequestIdConflictError(
+                f"request_id {request.request_id!r} was already used to create adapter {prior.name!r} "
+                f"from {prior.source.location!r} (base model {prior.base_model_name or '*'!r}), not this "
+                "adapter; a retry must send the same adapter, a new create a new request_id"
+            )
+        message = f"request {request.request_id!r} was already applied; returning the stored adapter"
+        return replace(self._result(prior, Rollout({}), message, replaced=False), deduplicated=True)
 
     async def _create_new(self, record: AdapterRecord, timeout: float) -> CreateResult:
         self.store.insert_adapter(record)

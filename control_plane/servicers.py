@@ -22,6 +22,8 @@ from loraplane.worker.v1 import worker_pb2_grpc
 logger = logging.getLogger(__name__)
 
 HELLO_TIMEOUT_S = 30.0
+# The HTTP convention for a client's request id; Envoy's REST transcoder passes headers on as metadata.
+IDEMPOTENCY_KEY_HEADER = "idempotency-key"
 DEADLINE_MARGIN_S = 0.2  # time kept back from the caller's deadline to build and send the answer
 
 
@@ -33,6 +35,7 @@ class AdapterRegistryServicer(registry_pb2_grpc.AdapterRegistryServicer):
 
     async def CreateAdapter(self, request: reg.CreateAdapterRequest, context) -> reg.CreateAdapterResponse:
         create = convert.create_request(request)
+        create = dataclasses.replace(create, request_id=_request_id(request.request_id, context))
         remaining = context.time_remaining()
         if remaining is not None:  # answer before the caller's deadline: grpcio does not propagate it
             budget = max(remaining - DEADLINE_MARGIN_S, 0.01)
@@ -46,6 +49,7 @@ class AdapterRegistryServicer(registry_pb2_grpc.AdapterRegistryServicer):
             pending_workers=result.pending_workers,
             message=result.message,
             replaced=result.replaced,
+            deduplicated=result.deduplicated,
         )
 
     async def GetAdapter(self, request: reg.GetAdapterRequest, context) -> reg.GetAdapterResponse:
@@ -125,6 +129,16 @@ class WorkerControlServicer(worker_pb2_grpc.WorkerControlServicer):
             logger.debug("worker %s stream read ended: %s", session.worker_id, exc.code())
         finally:
             session.close(session.close_reason or "worker closed its stream")
+
+
+def _request_id(field: str, context) -> str:
+    """The create's request id: the field, or the `Idempotency-Key` header (metadata); both must agree."""
+    keys = [value for key, value in context.invocation_metadata() or () if key == IDEMPOTENCY_KEY_HEADER]
+    if len(set(keys)) > 1 or (keys and field and keys[0] != field):
+        raise InvalidArgumentError(
+            "the Idempotency-Key header and request_id disagree (or the header is repeated); send one id"
+        )
+    return field or (keys[0] if keys else "")
 
 
 async def _next_command(session: WorkerSession):

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from loraplane.adapter_format import AdapterSourceNotFoundError, resolve_adapter_path
@@ -31,17 +32,25 @@ async def resolve_source(
     served, a cancelled create stops waiting at once (releasing the name's lock) and a stop is never
     held up by a check still running.
     """
+    stored = stored_source(source, config)
+    if stored.path:
+        label = source.path[:300]
+        checked = await _off_loop(check_adapter_dir, Path(stored.path), label, config.adapter_roots)
+    else:
+        checked = await _off_loop(_check_hub, stored.hub_id, stored.revision)
+    return stored, checked
+
+
+def stored_source(source: AdapterSourceRef, config: ControlPlaneConfig) -> AdapterSourceRef:
+    """The form a record stores `source` in (a real path under a root, or the hub id), without reading
+    the adapter's files; raises what a create of that source would raise."""
     if source.path and source.hub_id:
         raise InvalidArgumentError("give either a source path or a hub id, not both")
     if source.path:
-        directory = resolve_local_source(source.path, config.adapter_roots)
-        label = source.path[:300]
-        checked = await _off_loop(check_adapter_dir, directory, label, config.adapter_roots)
-        return AdapterSourceRef(path=str(directory)), checked
+        return AdapterSourceRef(path=str(resolve_local_source(source.path, config.adapter_roots)))
     if source.hub_id:
         hub_id = check_hub_id(source.hub_id, config.allow_hub_sources)
-        checked = await _off_loop(_check_hub, hub_id, source.revision)
-        return AdapterSourceRef(hub_id=hub_id, revision=source.revision), checked
+        return AdapterSourceRef(hub_id=hub_id, revision=source.revision)
     raise InvalidArgumentError("the adapter has no source; give a local directory path (or a hub id)")
 
 

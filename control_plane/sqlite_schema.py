@@ -69,12 +69,19 @@ MIGRATIONS: tuple[str, ...] = (
     UPDATE residency SET state = 'device' WHERE state = 'gpu';
     UPDATE residency SET state = 'host' WHERE state = 'cpu';
     """,
+    # The client's request id of the create that stored the record, so a retried create is recognized;
+    # unique among records that have one.
+    """
+    ALTER TABLE adapters ADD COLUMN request_id TEXT NOT NULL DEFAULT '';
+    CREATE UNIQUE INDEX adapters_request_id ON adapters (request_id) WHERE request_id != '';
+    """,
 )
 
 ADAPTER_COLUMNS = (
     "name, source_path, source_hub_id, source_revision, base_model_name, version, rank, "
-    "target_modules, create_time, update_time"
+    "target_modules, create_time, update_time, request_id"
 )
+ADAPTER_PLACEHOLDERS = ",".join("?" * len(ADAPTER_COLUMNS.split(",")))
 WORKER_COLUMNS = (
     "worker_id, base_model_name, endpoint, state, connect_time, last_heartbeat_time, num_waiting, "
     "num_running, kv_usage, max_loras, max_cpu_loras"
@@ -122,11 +129,12 @@ def adapter_row(record: AdapterRecord) -> tuple:
         json.dumps(list(record.target_modules)),
         record.create_time,
         record.update_time,
+        record.request_id,
     )
 
 
 def adapter_from_row(row: tuple) -> AdapterRecord:
-    name, path, hub_id, revision, base, version, rank, modules, created, updated = row
+    name, path, hub_id, revision, base, version, rank, modules, created, updated, request_id = row
     return AdapterRecord(
         name=name,
         source=AdapterSourceRef(path=path, hub_id=hub_id, revision=revision),
@@ -136,6 +144,7 @@ def adapter_from_row(row: tuple) -> AdapterRecord:
         target_modules=tuple(json.loads(modules)),
         create_time=created,
         update_time=updated,
+        request_id=request_id,
     )
 
 

@@ -15,9 +15,11 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from loraplane.control_plane.errors import RequestIdConflictError
 from loraplane.control_plane.records import AdapterRecord, Residency, WorkerLoad, WorkerRecord, WorkerState
 from loraplane.control_plane.sqlite_schema import (
     ADAPTER_COLUMNS,
+    ADAPTER_PLACEHOLDERS,
     MIGRATIONS,
     RESIDENCY_COLUMNS,
     WORKER_COLUMNS,
@@ -81,6 +83,10 @@ class SQLiteStore:
         rows = self._query(f"SELECT {ADAPTER_COLUMNS} FROM adapters WHERE name = ?", (name,))
         return adapter_from_row(rows[0]) if rows else None
 
+    def get_adapter_by_request_id(self, request_id: str) -> AdapterRecord | None:
+        rows = self._query(f"SELECT {ADAPTER_COLUMNS} FROM adapters WHERE request_id = ?", (request_id,))
+        return adapter_from_row(rows[0]) if rows and request_id else None
+
     def list_adapters(
         self, base_model_name: str = "", after: str = "", limit: int | None = None
     ) -> list[AdapterRecord]:
@@ -104,16 +110,12 @@ class SQLiteStore:
 
     def insert_adapter(self, record: AdapterRecord) -> None:
         with self._tx() as db:
-            db.execute(
-                f"INSERT INTO adapters ({ADAPTER_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", adapter_row(record)
-            )
+            _put_adapter(db, record)
 
     def update_adapter(self, record: AdapterRecord) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM adapters WHERE name = ?", (record.name,))
-            db.execute(
-                f"INSERT INTO adapters ({ADAPTER_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", adapter_row(record)
-            )
+            _put_adapter(db, record)
 
     def delete_adapter(self, name: str) -> bool:
         with self._tx() as db:
@@ -195,6 +197,19 @@ class SQLiteStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _put_adapter(db: sqlite3.Connection, record: AdapterRecord) -> None:
+    try:
+        sql = f"INSERT INTO adapters ({ADAPTER_COLUMNS}) VALUES ({ADAPTER_PLACEHOLDERS})"
+        db.execute(sql, adapter_row(record))
+    except sqlite3.IntegrityError as exc:
+        if "request_id" not in str(exc):
+            raise
+        raise RequestIdConflictError(
+            f"request_id {record.request_id!r} was already used to create another adapter; "
+            "send a new request_id for a new create"
+        ) from exc
 
 
 def _put_residency(db: sqlite3.Connection, row: Residency) -> None:

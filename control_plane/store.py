@@ -16,10 +16,16 @@ class RegistryStore(Protocol):
     """Adapters, workers and residency.
 
     Semantics: adapter names are unique; `list_adapters` orders by name and returns names strictly after
-    `after`; residency is keyed by (worker_id, adapter_name) and is dropped with its adapter.
+    `after`; a non-empty `request_id` belongs to at most one record (inserting a second raises
+    `RequestIdConflictError`); residency is keyed by (worker_id, adapter_name) and is dropped with its
+    adapter.
     """
 
     def get_adapter(self, name: str) -> AdapterRecord | None: ...
+
+    def get_adapter_by_request_id(self, request_id: str) -> AdapterRecord | None:
+        """The record a create with this (non-empty) client request id stored, if it still exists."""
+        ...
 
     def list_adapters(
         self, base_model_name: str = "", after: str = "", limit: int | None = None

@@ -17,6 +17,7 @@ from loraplane.adapter_format.files import adapter_files
 from loraplane.control_plane.errors import InvalidArgumentError, SourceNotFoundError
 
 MAX_NAME_LENGTH = 128
+MAX_REQUEST_ID_LENGTH = 255
 MAX_BASE_MODEL_LENGTH = 256
 MAX_RANK = 1024  # beyond any adapter a worker could hold; a larger r is a broken config
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
@@ -44,6 +45,16 @@ def check_name(name: str, what: str = "adapter name") -> str:
             "(no spaces or slashes), starting with a letter or digit"
         )
     return name
+
+
+def check_request_id(request_id: str) -> str:
+    """Empty (no deduplication), or 1-255 printable ASCII characters without spaces (a UUID fits)."""
+    if len(request_id) > MAX_REQUEST_ID_LENGTH or any(not "!" <= c <= "~" for c in request_id):
+        raise InvalidArgumentError(
+            f"request_id must be at most {MAX_REQUEST_ID_LENGTH} printable ASCII characters without "
+            "spaces (a UUID is a good choice)"
+        )
+    return request_id
 
 
 def check_base_model_name(name: str) -> str:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+import time
+import uuid
 
 from loraplane.control_plane.admin_cli import client
 
@@ -18,6 +21,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add.add_argument("--hub", action="store_true", help="SOURCE is a hub id (owner/name)")
     add.add_argument("--revision", default="", help="hub revision (branch, tag or commit)")
     add.add_argument("--rollout-timeout", type=float, default=0.0, help="seconds to wait for workers")
+    add.add_argument(
+        "--request-id",
+        default="",
+        help="idempotency key of this create (default: a new UUID); the add is retried with it while the "
+        "control plane is unavailable, and the same id again returns the adapter it created",
+    )
     listing = actions.add_parser("list", help="list adapters")
     listing.add_argument("--base-model", default="", help="only adapters of this base model")
     show = actions.add_parser("show", help="show one adapter and its residency")
@@ -54,11 +63,38 @@ def _add(args, stub, metadata, reg):
         adapter=reg.Adapter(name=args.name, source=source, base_model_name=args.base_model),
         replace=args.replace,
         rollout_timeout_ms=int(args.rollout_timeout * 1000),
+        request_id=args.request_id or str(uuid.uuid4()),
     )
-    response = stub.CreateAdapter(request, metadata=metadata, timeout=args.timeout)
+    response = _create_with_retries(stub, request, metadata, args.timeout)
     if args.json:
         return lambda: client.print_json(client.to_dict(response))
-    return lambda: (_print_adapters([response.adapter], reg), print(response.message))
+    return lambda: (_print_adapters([response.adapter], reg, args.output), print(response.message))
+
+
+CREATE_ATTEMPTS = 4
+
+
+def _create_with_retries(stub, request, metadata, timeout: float):
+    """CreateAdapter, retried on UNAVAILABLE (the call may or may not have been applied): the request
+    carries one request id throughout, so a retry of an applied create returns that create's record."""
+    import grpc
+
+    deadline = time.monotonic() + timeout
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            return stub.CreateAdapter(request, metadata=metadata, timeout=max(deadline - time.monotonic(), 1))
+        except grpc.RpcError as exc:
+            delay = 0.5 * 2**attempt
+            last = attempt == CREATE_ATTEMPTS - 1 or time.monotonic() + delay >= deadline
+            if exc.code() != grpc.StatusCode.UNAVAILABLE or last:
+                raise
+            print(
+                f"control plane unavailable ({exc.details()}); retrying with the same request id "
+                f"{request.request_id} in {delay:g} s",
+                file=sys.stderr,
+            )
+            time.sleep(delay)
+    raise AssertionError("unreachable")  # pragma: no cover - the last attempt returns or raises
 
 
 def _list(args, stub, metadata, reg):
@@ -75,7 +111,7 @@ def _list(args, stub, metadata, reg):
             break
     if args.json:
         return lambda: client.print_json([client.to_dict(a) for a in adapters])
-    return lambda: _print_adapters(adapters, reg)
+    return lambda: _print_adapters(adapters, reg, args.output)
 
 
 def _show(args, stub, metadata, reg):
@@ -86,7 +122,7 @@ def _show(args, stub, metadata, reg):
         return lambda: client.print_json(client.to_dict(adapter))
 
     def show() -> None:
-        _print_adapters([adapter], reg)
+        _print_adapters([adapter], reg, args.output)
         rows = [
             [
                 r.worker_id,
@@ -96,7 +132,8 @@ def _show(args, stub, metadata, reg):
             ]
             for r in adapter.residency
         ]
-        client.print_table(f"residency of {adapter.name}", ["worker", "state", "version", "error"], rows)
+        columns = ["worker", "state", "version", "error"]
+        client.print_table(f"residency of {adapter.name}", columns, rows, args.output)
 
     return show
 
@@ -120,7 +157,7 @@ def _state_label(state: int) -> str:
     return client.enum_label(residency_pb2.ResidencyState, state, "RESIDENCY_STATE_")
 
 
-def _print_adapters(adapters, reg) -> None:
+def _print_adapters(adapters, reg, output: str) -> None:
     rows = []
     for a in adapters:
         ready = sum(_state_label(r.state) in _SERVABLE for r in a.residency)
@@ -135,4 +172,5 @@ def _print_adapters(adapters, reg) -> None:
                 f"{ready}/{len(a.residency)}",
             ]
         )
-    client.print_table("adapters", ["name", "base model", "version", "rank", "source", "loaded"], rows)
+    columns = ["name", "base model", "version", "rank", "source", "loaded"]
+    client.print_table("adapters", columns, rows, output)

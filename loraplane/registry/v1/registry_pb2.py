@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from loraplane.common.v1 import residency_pb2 as loraplane_dot_common_dot_v1_dot_residency__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$loraplane/registry/v1/registry.proto\x12\x15loraplane.registry.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#loraplane/common/v1/residency.proto\"O\n\rAdapterSource\x12\x0e\n\x04path\x18\x01 \x01(\tH\x00\x12\x10\n\x06hub_id\x18\x02 \x01(\tH\x00\x12\x10\n\x08revision\x18\x03 \x01(\tB\n\n\x08location\"\xaa\x01\n\x10\x41\x64\x61pterResidency\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x32\n\x05state\x18\x02 \x01(\x0e\x32#.loraplane.common.v1.ResidencyState\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xeb\x02\n\x07\x41\x64\x61pter\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12:\n\x06source\x18\x02 \x01(\x0b\x32$.loraplane.registry.v1.AdapterSourceB\x04\xe2\x41\x01\x02\x12\x17\n\x0f\x62\x61se_model_name\x18\x03 \x01(\t\x12\x15\n\x07version\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04rank\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1c\n\x0etarget_modules\x18\x06 \x03(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12@\n\tresidency\x18\t \x03(\x0b\x32\'.loraplane.registry.v1.AdapterResidencyB\x04\xe2\x41\x01\x03\"z\n\x14\x43reateAdapterRequest\x12\x35\n\x07\x61\x64\x61pter\x18\x01 \x01(\x0b\x32\x1e.loraplane.registry.v1.AdapterB\x04\xe2\x41\x01\x02\x12\x0f\n\x07replace\x18\x02 \x01(\x08\x12\x1a\n\x12rollout_timeout_ms\x18\x03 \x01(\x05\"\xb4\x01\n\x15\x43reateAdapterResponse\x12/\n\x07\x61\x64\x61pter\x18\x01 \x01(\x0b\x32\x1e.loraplane.registry.v1.Adapter\x12\x16\n\x0eloaded_workers\x18\x02 \x03(\t\x12\x16\n\x0e\x66\x61iled_workers\x18\x03 \x03(\t\x12\x17\n\x0fpending_workers\x18\x04 \x03(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x10\n\x08replaced\x18\x06 \x01(\x08\"\'\n\x11GetAdapterRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"E\n\x12GetAdapterResponse\x12/\n\x07\x61\x64\x61pter\x18\x01 \x01(\x0b\x32\x1e.loraplane.registry.v1.Adapter\"U\n\x13ListAdaptersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x17\n\x0f\x62\x61se_model_name\x18\x03 \x01(\t\"u\n\x14ListAdaptersResponse\x12\x30\n\x08\x61\x64\x61pters\x18\x01 \x03(\x0b\x32\x1e.loraplane.registry.v1.Adapter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"A\n\x14\x44\x65leteAdapterRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\rallow_missing\x18\x02 \x01(\x08\"b\n\x15\x44\x65leteAdapterResponse\x12/\n\x07\x61\x64\x61pter\x18\x01 \x01(\x0b\x32\x1e.loraplane.registry.v1.Adapter\x12\x18\n\x10unloaded_workers\x18\x02 \x03(\t\"\x82\x03\n\x06Worker\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x17\n\x0f\x62\x61se_model_name\x18\x02 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12\x31\n\x05state\x18\x04 \x01(\x0e\x32\".loraplane.registry.v1.WorkerState\x12\x37\n\x13last_heartbeat_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63onnect_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bnum_waiting\x18\x07 \x01(\x05\x12\x13\n\x0bnum_running\x18\x08 \x01(\x05\x12\x10\n\x08kv_usage\x18\t \x01(\x02\x12\x11\n\tmax_loras\x18\n \x01(\x05\x12\x15\n\rmax_cpu_loras\x18\x0b \x01(\x05\x12\x36\n\x08\x61\x64\x61pters\x18\x0c \x03(\x0b\x32$.loraplane.registry.v1.WorkerAdapter\"b\n\rWorkerAdapter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x32\n\x05state\x18\x03 \x01(\x0e\x32#.loraplane.common.v1.ResidencyState\"C\n\x12ListWorkersRequest\x12\x17\n\x0f\x62\x61se_model_name\x18\x01 \x01(\t\x12\x14\n\x0cinclude_down\x18\x02 \x01(\x08\"E\n\x13ListWorkersResponse\x12.\n\x07workers\x18\x01 \x03(\x0b\x32\x1d.loraplane.registry.v1.Worker*u\n\x0bWorkerState\x12\x1c\n\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12WORKER_STATE_READY\x10\x01\x12\x15\n\x11WORKER_STATE_DOWN\x10\x02\x12\x19\n\x15WORKER_STATE_DRAINING\x10\x03\x32\x9b\x05\n\x0f\x41\x64\x61pterRegistry\x12\x83\x01\n\rCreateAdapter\x12+.loraplane.registry.v1.CreateAdapterRequest\x1a,.loraplane.registry.v1.CreateAdapterResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/adapters:\x01*\x12~\n\nGetAdapter\x12(.loraplane.registry.v1.GetAdapterRequest\x1a).loraplane.registry.v1.GetAdapterResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/adapters/{name}\x12}\n\x0cListAdapters\x12*.loraplane.registry.v1.ListAdaptersRequest\x1a+.loraplane.registry.v1.ListAdaptersResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/adapters\x12\x87\x01\n\rDeleteAdapter\x12+.loraplane.registry.v1.DeleteAdapterRequest\x1a,.loraplane.registry.v1.DeleteAdapterResponse\"\x1b\x82\xd3\xe4\x93\x02\x15*\x13/v1/adapters/{name}\x12y\n\x0bListWorkers\x12).loraplane.registry.v1.ListWorkersRequest\x1a*.loraplane.registry.v1.ListWorkersResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/workersb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$loraplane/registry/v1/registry.proto\x12\x15loraplane.registry.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#loraplane/common/v1/residency.proto\"O\n\rAdapterSource\x12\x0e\n\x04path\x18\x01 \x01(\tH\x00\x12\x10\n\x06hub_id\x18\x02 \x01(\tH\x00\x12\x10\n\x08revision\x18\x03 \x01(\tB\n\n\x08location\"\xaa\x01\n\x10\x41\x64\x61pterResidency\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x32\n\x05state\x18\x02 \x01(\x0e\x32#.loraplane.common.v1.ResidencyState\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12/\n\x0bupdate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xeb\x02\n\x07\x41\x64\x61pter\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12:\n\x06source\x18\x02 \x01(\x0b\x32$.loraplane.registry.v1.AdapterSourceB\x04\xe2\x41\x01\x02\x12\x17\n\x0f\x62\x61se_model_name\x18\x03 \x01(\t\x12\x15\n\x07version\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\x04rank\x18\x05 \x01(\x05\x42\x04\xe2\x41\x01\x03\x12\x1c\n\x0etarget_modules\x18\x06 \x03(\tB\x04\xe2\x41\x01\x03\x12\x35\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x35\n\x0bupdate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12@\n\tresidency\x18\t \x03(\x0b\x32\'.loraplane.registry.v1.AdapterResidencyB\x04\xe2\x41\x01\x03\"\x8e\x01\n\x14\x43reateAdapterRequest\x12\x35\n\x07\x61\x64\x61pter\x18\x01 \x01(\x0b\x32\x1e.loraplane.registry.v1.AdapterB\x04\xe2\x41\x01\x02\x12\x0f\n\x07replace\x18\x02 \x01(\x08\x12\x1a\n\x12rollout_timeout_ms\x18\x03 \x01(\x05\x12\x12\n\nrequest_id\x18\x04 \x01(\t\"\xca\x01\n\x15\x43reateAdapterResponse\x12/\n\x07\x61\x64\x61pter\x18\x01 \x01(\x0b\x32\x1e.loraplane.registry.v1.Adapter\x12\x16\n\x0eloaded_workers\x18\x02 \x03(\t\x12\x16\n\x0e\x66\x61iled_workers\x18\x03 \x03(\t\x12\x17\n\x0fpending_workers\x18\x04 \x03(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x10\n\x08replaced\x18\x06 \x01(\x08\x12\x14\n\x0c\x64\x65\x64uplicated\x18\x07 \x01(\x08\"\'\n\x11GetAdapterRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"E\n\x12GetAdapterResponse\x12/\n\x07\x61\x64\x61pter\x18\x01 \x01(\x0b\x32\x1e.loraplane.registry.v1.Adapter\"U\n\x13ListAdaptersRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x17\n\x0f\x62\x61se_model_name\x18\x03 \x01(\t\"u\n\x14ListAdaptersResponse\x12\x30\n\x08\x61\x64\x61pters\x18\x01 \x03(\x0b\x32\x1e.loraplane.registry.v1.Adapter\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\"A\n\x14\x44\x65leteAdapterRequest\x12\x12\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\rallow_missing\x18\x02 \x01(\x08\"b\n\x15\x44\x65leteAdapterResponse\x12/\n\x07\x61\x64\x61pter\x18\x01 \x01(\x0b\x32\x1e.loraplane.registry.v1.Adapter\x12\x18\n\x10unloaded_workers\x18\x02 \x03(\t\"\x82\x03\n\x06Worker\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x17\n\x0f\x62\x61se_model_name\x18\x02 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12\x31\n\x05state\x18\x04 \x01(\x0e\x32\".loraplane.registry.v1.WorkerState\x12\x37\n\x13last_heartbeat_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x63onnect_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bnum_waiting\x18\x07 \x01(\x05\x12\x13\n\x0bnum_running\x18\x08 \x01(\x05\x12\x10\n\x08kv_usage\x18\t \x01(\x02\x12\x11\n\tmax_loras\x18\n \x01(\x05\x12\x15\n\rmax_cpu_loras\x18\x0b \x01(\x05\x12\x36\n\x08\x61\x64\x61pters\x18\x0c \x03(\x0b\x32$.loraplane.registry.v1.WorkerAdapter\"b\n\rWorkerAdapter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x32\n\x05state\x18\x03 \x01(\x0e\x32#.loraplane.common.v1.ResidencyState\"C\n\x12ListWorkersRequest\x12\x17\n\x0f\x62\x61se_model_name\x18\x01 \x01(\t\x12\x14\n\x0cinclude_down\x18\x02 \x01(\x08\"E\n\x13ListWorkersResponse\x12.\n\x07workers\x18\x01 \x03(\x0b\x32\x1d.loraplane.registry.v1.Worker*u\n\x0bWorkerState\x12\x1c\n\x18WORKER_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12WORKER_STATE_READY\x10\x01\x12\x15\n\x11WORKER_STATE_DOWN\x10\x02\x12\x19\n\x15WORKER_STATE_DRAINING\x10\x03\x32\x9b\x05\n\x0f\x41\x64\x61pterRegistry\x12\x83\x01\n\rCreateAdapter\x12+.loraplane.registry.v1.CreateAdapterRequest\x1a,.loraplane.registry.v1.CreateAdapterResponse\"\x17\x82\xd3\xe4\x93\x02\x11\"\x0c/v1/adapters:\x01*\x12~\n\nGetAdapter\x12(.loraplane.registry.v1.GetAdapterRequest\x1a).loraplane.registry.v1.GetAdapterResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/adapters/{name}\x12}\n\x0cListAdapters\x12*.loraplane.registry.v1.ListAdaptersRequest\x1a+.loraplane.registry.v1.ListAdaptersResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/v1/adapters\x12\x87\x01\n\rDeleteAdapter\x12+.loraplane.registry.v1.DeleteAdapterRequest\x1a,.loraplane.registry.v1.DeleteAdapterResponse\"\x1b\x82\xd3\xe4\x93\x02\x15*\x13/v1/adapters/{name}\x12y\n\x0bListWorkers\x12).loraplane.registry.v1.ListWorkersRequest\x1a*.loraplane.registry.v1.ListWorkersResponse\"\x13\x82\xd3\xe4\x93\x02\r\x12\x0b/v1/workersb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -67,38 +67,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ADAPTERREGISTRY'].methods_by_name['DeleteAdapter']._serialized_options = b'\202\323\344\223\002\025*\023/v1/adapters/{name}'
   _globals['_ADAPTERREGISTRY'].methods_by_name['ListWorkers']._loaded_options = None
   _globals['_ADAPTERREGISTRY'].methods_by_name['ListWorkers']._serialized_options = b'\202\323\344\223\002\r\022\013/v1/workers'
-  _globals['_WORKERSTATE']._serialized_start=2237
-  _globals['_WORKERSTATE']._serialized_end=2354
+  _globals['_WORKERSTATE']._serialized_start=2280
+  _globals['_WORKERSTATE']._serialized_end=2397
   _globals['_ADAPTERSOURCE']._serialized_start=196
   _globals['_ADAPTERSOURCE']._serialized_end=275
   _globals['_ADAPTERRESIDENCY']._serialized_start=278
   _globals['_ADAPTERRESIDENCY']._serialized_end=448
   _globals['_ADAPTER']._serialized_start=451
   _globals['_ADAPTER']._serialized_end=814
-  _globals['_CREATEADAPTERREQUEST']._serialized_start=816
-  _globals['_CREATEADAPTERREQUEST']._serialized_end=938
-  _globals['_CREATEADAPTERRESPONSE']._serialized_start=941
-  _globals['_CREATEADAPTERRESPONSE']._serialized_end=1121
-  _globals['_GETADAPTERREQUEST']._serialized_start=1123
-  _globals['_GETADAPTERREQUEST']._serialized_end=1162
-  _globals['_GETADAPTERRESPONSE']._serialized_start=1164
-  _globals['_GETADAPTERRESPONSE']._serialized_end=1233
-  _globals['_LISTADAPTERSREQUEST']._serialized_start=1235
-  _globals['_LISTADAPTERSREQUEST']._serialized_end=1320
-  _globals['_LISTADAPTERSRESPONSE']._serialized_start=1322
-  _globals['_LISTADAPTERSRESPONSE']._serialized_end=1439
-  _globals['_DELETEADAPTERREQUEST']._serialized_start=1441
-  _globals['_DELETEADAPTERREQUEST']._serialized_end=1506
-  _globals['_DELETEADAPTERRESPONSE']._serialized_start=1508
-  _globals['_DELETEADAPTERRESPONSE']._serialized_end=1606
-  _globals['_WORKER']._serialized_start=1609
-  _globals['_WORKER']._serialized_end=1995
-  _globals['_WORKERADAPTER']._serialized_start=1997
-  _globals['_WORKERADAPTER']._serialized_end=2095
-  _globals['_LISTWORKERSREQUEST']._serialized_start=2097
-  _globals['_LISTWORKERSREQUEST']._serialized_end=2164
-  _globals['_LISTWORKERSRESPONSE']._serialized_start=2166
-  _globals['_LISTWORKERSRESPONSE']._serialized_end=2235
-  _globals['_ADAPTERREGISTRY']._serialized_start=2357
-  _globals['_ADAPTERREGISTRY']._serialized_end=3024
+  _globals['_CREATEADAPTERREQUEST']._serialized_start=817
+  _globals['_CREATEADAPTERREQUEST']._serialized_end=959
+  _globals['_CREATEADAPTERRESPONSE']._serialized_start=962
+  _globals['_CREATEADAPTERRESPONSE']._serialized_end=1164
+  _globals['_GETADAPTERREQUEST']._serialized_start=1166
+  _globals['_GETADAPTERREQUEST']._serialized_end=1205
+  _globals['_GETADAPTERRESPONSE']._serialized_start=1207
+  _globals['_GETADAPTERRESPONSE']._serialized_end=1276
+  _globals['_LISTADAPTERSREQUEST']._serialized_start=1278
+  _globals['_LISTADAPTERSREQUEST']._serialized_end=1363
+  _globals['_LISTADAPTERSRESPONSE']._serialized_start=1365
+  _globals['_LISTADAPTERSRESPONSE']._serialized_end=1482
+  _globals['_DELETEADAPTERREQUEST']._serialized_start=1484
+  _globals['_DELETEADAPTERREQUEST']._serialized_end=1549
+  _globals['_DELETEADAPTERRESPONSE']._serialized_start=1551
+  _globals['_DELETEADAPTERRESPONSE']._serialized_end=1649
+  _globals['_WORKER']._serialized_start=1652
+  _globals['_WORKER']._serialized_end=2038
+  _globals['_WORKERADAPTER']._serialized_start=2040
+  _globals['_WORKERADAPTER']._serialized_end=2138
+  _globals['_LISTWORKERSREQUEST']._serialized_start=2140
+  _globals['_LISTWORKERSREQUEST']._serialized_end=2207
+  _globals['_LISTWORKERSRESPONSE']._serialized_start=2209
+  _globals['_LISTWORKERSRESPONSE']._serialized_end=2278
+  _globals['_ADAPTERREGISTRY']._serialized_start=2400
+  _globals['_ADAPTERREGISTRY']._serialized_end=3067
 # @@protoc_insertion_point(module_scope)

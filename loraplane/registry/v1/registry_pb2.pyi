@@ -71,30 +71,34 @@ class Adapter(_message.Message):
     def __init__(self, name: _Optional[str] = ..., source: _Optional[_Union[AdapterSource, _Mapping]] = ..., base_model_name: _Optional[str] = ..., version: _Optional[str] = ..., rank: _Optional[int] = ..., target_modules: _Optional[_Iterable[str]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., residency: _Optional[_Iterable[_Union[AdapterResidency, _Mapping]]] = ...) -> None: ...
 
 class CreateAdapterRequest(_message.Message):
-    __slots__ = ("adapter", "replace", "rollout_timeout_ms")
+    __slots__ = ("adapter", "replace", "rollout_timeout_ms", "request_id")
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     REPLACE_FIELD_NUMBER: _ClassVar[int]
     ROLLOUT_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     adapter: Adapter
     replace: bool
     rollout_timeout_ms: int
-    def __init__(self, adapter: _Optional[_Union[Adapter, _Mapping]] = ..., replace: _Optional[bool] = ..., rollout_timeout_ms: _Optional[int] = ...) -> None: ...
+    request_id: str
+    def __init__(self, adapter: _Optional[_Union[Adapter, _Mapping]] = ..., replace: _Optional[bool] = ..., rollout_timeout_ms: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class CreateAdapterResponse(_message.Message):
-    __slots__ = ("adapter", "loaded_workers", "failed_workers", "pending_workers", "message", "replaced")
+    __slots__ = ("adapter", "loaded_workers", "failed_workers", "pending_workers", "message", "replaced", "deduplicated")
     ADAPTER_FIELD_NUMBER: _ClassVar[int]
     LOADED_WORKERS_FIELD_NUMBER: _ClassVar[int]
     FAILED_WORKERS_FIELD_NUMBER: _ClassVar[int]
     PENDING_WORKERS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     REPLACED_FIELD_NUMBER: _ClassVar[int]
+    DEDUPLICATED_FIELD_NUMBER: _ClassVar[int]
     adapter: Adapter
     loaded_workers: _containers.RepeatedScalarFieldContainer[str]
     failed_workers: _containers.RepeatedScalarFieldContainer[str]
     pending_workers: _containers.RepeatedScalarFieldContainer[str]
     message: str
     replaced: bool
-    def __init__(self, adapter: _Optional[_Union[Adapter, _Mapping]] = ..., loaded_workers: _Optional[_Iterable[str]] = ..., failed_workers: _Optional[_Iterable[str]] = ..., pending_workers: _Optional[_Iterable[str]] = ..., message: _Optional[str] = ..., replaced: _Optional[bool] = ...) -> None: ...
+    deduplicated: bool
+    def __init__(self, adapter: _Optional[_Union[Adapter, _Mapping]] = ..., loaded_workers: _Optional[_Iterable[str]] = ..., failed_workers: _Optional[_Iterable[str]] = ..., pending_workers: _Optional[_Iterable[str]] = ..., message: _Optional[str] = ..., replaced: _Optional[bool] = ..., deduplicated: _Optional[bool] = ...) -> None: ...
 
 class GetAdapterRequest(_message.Message):
     __slots__ = ("name",)
