@@ -290,7 +290,7 @@ class LLMEngine:
             num_total_blocks=bm.num_blocks,
             prefix_cache_hits=bm.stats.hits,
             prefix_cache_queries=bm.stats.queries,
-        )
             num_preemptions=self.scheduler.num_preemptions,
             running_lora_versions=frozenset(s.lora_version for s in self.scheduler.running if s.lora_version),
             waiting_lora_versions=frozenset(s.lora_version for s in self.scheduler.waiting if s.lora_version),
+        )

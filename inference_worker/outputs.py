@@ -53,6 +53,9 @@ class RequestOutput:
 
 @dataclass(frozen=True)
 class EngineStats:
+    """The engine as of its last step. Prefix-cache counts are in tokens since start (vLLM's units);
+    `running_lora_versions`/`waiting_lora_versions` are the adapter versions of running/waiting sequences."""
+
     num_running: int
     num_waiting: int
     kv_usage: float
@@ -60,9 +63,6 @@ class EngineStats:
     num_total_blocks: int
     prefix_cache_hits: int
     prefix_cache_queries: int
-    """The engine as of its last step. Prefix-cache counts are in tokens since start (vLLM's units);
-    `running_lora_versions`/`waiting_lora_versions` are the adapter versions of running/waiting sequences."""
-
     num_preemptions: int = 0
     running_lora_versions: frozenset[str] = frozenset()
     waiting_lora_versions: frozenset[str] = frozenset()

@@ -192,9 +192,9 @@ def config_from_args(args: argparse.Namespace) -> WorkerServiceConfig:
 
 def _announce(worker: Any) -> None:
     print(f"loraplane worker {worker.config.worker_id} serving on {worker.endpoint}", flush=True)
-
     if worker.metrics_server is not None:  # after the ready line, which launchers read first
         print(f"loraplane worker metrics on http://{worker.metrics_server.address}/metrics", flush=True)
+
 
 def run(args: argparse.Namespace) -> int:
     try:
