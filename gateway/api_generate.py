@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import time
 from collections.abc import AsyncIterator, Sequence
 
 from fastapi import APIRouter, Request
@@ -14,6 +13,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from loraplane.gateway.convert import chat_request, completion_prompts, completion_requests, new_request_id
 from loraplane.gateway.errors import OpenAIError, bad_request
 from loraplane.gateway.generation import GenerationStream, merged, open_streams
+from loraplane.gateway.metrics import RequestTracker as Tracker
+from loraplane.gateway.metrics import arrival_of
 from loraplane.gateway.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
 from loraplane.gateway.responses import ChatFormatter, CompletionFormatter, Formatter
 
@@ -23,29 +24,6 @@ WORKER_HEADER = "x-loraplane-worker"
 
 def sse(payload: dict) -> str:
     return f"data: {json.dumps(payload, separators=(',', ':'), ensure_ascii=False)}\n\n"
-
-
-class Tracker:
-    """Per-request metrics: time to first token, inter-token latency, tokens, latency, in-flight."""
-
-    def __init__(self, metrics, adapter_label: str) -> None:
-        self.metrics, self.start, self.last = metrics, time.perf_counter(), None
-        metrics.adapter_requests.labels(adapter_label).inc()
-        metrics.in_flight.inc()
-
-    def on_chunk(self, num_tokens: int) -> None:
-        now = time.perf_counter()
-        if num_tokens:
-            (self.metrics.ttft if self.last is None else self.metrics.itl).observe(
-                now - (self.last or self.start)
-            )
-            self.last = now
-            self.metrics.generation_tokens.inc(num_tokens)
-
-    def finish(self, formatter: Formatter) -> None:
-        self.metrics.prompt_tokens.inc(sum(u.prompt_tokens for u in formatter.usages))
-        self.metrics.e2e.observe(time.perf_counter() - self.start)
-        self.metrics.in_flight.dec()
 
 
 async def _consume(streams: Sequence[GenerationStream], formatter: Formatter, tracker: Tracker) -> None:
@@ -78,7 +56,7 @@ async def _events(streams, formatter: Formatter, first: list[dict], include_usag
     finally:
         for stream in streams:
             stream.close()
-        tracker.finish(formatter)
+        tracker.finish(formatter.usages)
     yield "data: [DONE]\n\n"
 
 
@@ -104,9 +82,8 @@ async def _until_disconnect(request: Request, work) -> None:
 
 async def _respond(request: Request, streams, formatter: Formatter, first: list[dict], body) -> Response:
     state = request.app.state.gateway
-    tracker = Tracker(
-        state.metrics, state.metrics.adapter_label(formatter.model, state.pool.is_base_model(formatter.model))
-    )
+    label = state.metrics.adapter_label(formatter.model, state.pool.is_base_model(formatter.model))
+    tracker = Tracker(state.metrics, label, arrival_of(request), streamed=body.stream)
     headers = {WORKER_HEADER: streams[0].worker.worker_id} if state.config.served_by_header else {}
     endpoint = request.url.path
     state.metrics.requests.labels(endpoint, "200").inc()
@@ -118,7 +95,7 @@ async def _respond(request: Request, streams, formatter: Formatter, first: list[
     finally:
         for stream in streams:
             stream.close()
-        tracker.finish(formatter)
+        tracker.finish(formatter.usages)
     return JSONResponse(formatter.final(), headers=headers)
 
 

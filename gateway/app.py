@@ -24,7 +24,7 @@ from loraplane.gateway import api_generate, api_lora
 from loraplane.gateway.body_limit import BodyLimit
 from loraplane.gateway.config import ENV_RUNTIME_LORA, GatewayConfig
 from loraplane.gateway.errors import GENERIC_INTERNAL, OpenAIError, request_too_large
-from loraplane.gateway.metrics import GatewayMetrics
+from loraplane.gateway.metrics import ArrivalStamp, GatewayMetrics
 from loraplane.gateway.registry_client import RegistryClient
 from loraplane.gateway.workers import WorkerPool
 
@@ -177,6 +177,7 @@ def create_app(config: GatewayConfig, pool: WorkerPool | None = None) -> FastAPI
         max_bytes=config.max_request_bytes,
         refuse=lambda request: _respond(request, request_too_large(config.max_request_bytes)),
     )
+    app.add_middleware(ArrivalStamp)  # added last, so outermost: timings start before the body is read
 
     @app.get("/v1/models")
     async def models(request: Request) -> JSONResponse:

@@ -6,7 +6,9 @@ from a small vocabulary with a generator seeded from (seed, model, choice), so a
 the same text (a random seed when none is given and temperature > 0; seed 0 when temperature is 0).
 Stop strings end a choice before the match; `max_tokens` ends it with "length" (unset: UNSET_MAX_TOKENS,
 the fake's stand-in for a real worker's "up to the context length").
-`token_delay_s` sleeps between tokens (to test streams that outlive a killed worker).
+`token_delay_s` sleeps between tokens (to test streams that outlive a killed worker); `prefill_delay_s`
+sleeps before the `start` message, as a real worker's prefill does (a real worker sends `start` with
+its first token).
 
     python -m loraplane.gateway.testing --port 50061 [--adapters a,b] [--worker-id w0]
 """
@@ -45,6 +47,7 @@ class FakeInference(inference_pb2_grpc.InferenceServicer):
     def __init__(self, base_model: str, adapters: set[str], token_delay_s: float = 0.0) -> None:
         self.base_model, self.adapters, self.token_delay_s = base_model, adapters, token_delay_s
         self.num_generate = 0
+        self.prefill_delay_s = 0.0
         self.refuse_with: grpc.StatusCode | None = None  # set: every Generate fails with it before start
 
     def _check_model(self, model: str) -> None:
@@ -71,6 +74,7 @@ class FakeInference(inference_pb2_grpc.InferenceServicer):
         )
         if params.HasField("prompt_logprobs"):
             start.prompt_logprobs.extend(pb.TokenLogprob(token_id=i, token=w) for i, w in enumerate(words))
+        await asyncio.sleep(self.prefill_delay_s)
         yield pb.GenerateResponse(start=start)
         n = params.n if params.HasField("n") else 1
         completion_tokens = 0
