@@ -27,6 +27,10 @@ class AdapterExistsError(ControlPlaneError):
     """The adapter name is taken and replace was not asked for."""
 
 
+class ModelNameClashError(ControlPlaneError):
+    """A worker's served base model has the name of a registered adapter (one `model` name, two meanings)."""
+
+
 class RequestIdConflictError(ControlPlaneError):
     """A create reused a client request id that belongs to a different adapter (a different request)."""
 

@@ -39,6 +39,7 @@ STATUS_BY_ERROR: tuple[tuple[type[Exception], grpc.StatusCode], ...] = (
     (errors.AdapterExistsError, grpc.StatusCode.ALREADY_EXISTS),
     (WorkerIdInUseError, grpc.StatusCode.ALREADY_EXISTS),
     (errors.RequestIdConflictError, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.ModelNameClashError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.RolloutRejectedError, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.ServiceUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (errors.AuthenticationError, grpc.StatusCode.UNAUTHENTICATED),

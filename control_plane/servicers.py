@@ -13,7 +13,7 @@ from loraplane.control_plane import convert
 from loraplane.control_plane.errors import InvalidArgumentError
 from loraplane.control_plane.fleet import WorkerSession
 from loraplane.control_plane.registry import AdapterService
-from loraplane.control_plane.validation import check_base_model_name, check_name
+from loraplane.control_plane.validation import check_base_model_name, check_base_model_not_adapter, check_name
 from loraplane.control_plane.workers import WorkerHub
 from loraplane.registry.v1 import registry_pb2 as reg
 from loraplane.registry.v1 import registry_pb2_grpc
@@ -111,8 +111,11 @@ class WorkerControlServicer(worker_pb2_grpc.WorkerControlServicer):
             raise InvalidArgumentError(f"a worker must send Hello within {HELLO_TIMEOUT_S:g} s") from exc
         if first.WhichOneof("message") != "hello":
             raise InvalidArgumentError("the first message on WorkerControl.Connect must be a Hello")
-        check_name(first.hello.worker_id, "worker_id")
-        check_base_model_name(first.hello.base_model_name)
+        hello = first.hello
+        check_name(hello.worker_id, "worker_id")
+        check_base_model_name(hello.base_model_name)
+        clash = self.hub.store.get_adapter(hello.base_model_name) if hello.base_model_name else None
+        check_base_model_not_adapter(hello.worker_id, hello.base_model_name, clash)
         return self.hub.connect(convert.hello_info(first.hello))
 
     async def _read(self, request_iterator, session: WorkerSession) -> None:

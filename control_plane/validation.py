@@ -14,7 +14,8 @@ from pathlib import Path
 
 from loraplane.adapter_format import AdapterLoadError, is_hub_id, validate_adapter_dir
 from loraplane.adapter_format.files import adapter_files
-from loraplane.control_plane.errors import InvalidArgumentError, SourceNotFoundError
+from loraplane.control_plane.errors import InvalidArgumentError, ModelNameClashError, SourceNotFoundError
+from loraplane.control_plane.records import AdapterRecord
 
 MAX_NAME_LENGTH = 128
 MAX_REQUEST_ID_LENGTH = 255
@@ -132,6 +133,18 @@ def check_not_base_model(name: str, served: set[str]) -> None:
         raise InvalidArgumentError(
             f"adapter name {name!r} is the name of a served base model; requests for {name!r} reach the "
             "base model, so this adapter could never be used: pick another name"
+        )
+
+
+def check_base_model_not_adapter(worker_id: str, base_model_name: str, adapter: AdapterRecord | None) -> None:
+    """Refuse a worker whose served base model has the name of the registered `adapter` (the reverse of
+    `check_not_base_model`): requests for that name could mean either, so the worker does not join."""
+    if adapter is not None:
+        raise ModelNameClashError(
+            f"worker {worker_id!r} serves base model {base_model_name!r}, which is the name of registered "
+            f"adapter {adapter.name!r} (base model {adapter.base_model_name or '*'!r}); requests for that "
+            "name could not tell them apart: start the worker with another --served-model-name, or delete "
+            "the adapter (the worker joins when it reconnects)"
         )
 
 
