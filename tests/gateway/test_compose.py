@@ -60,7 +60,7 @@ def test_docker_compose_config_when_available():
     docker = shutil.which("docker")
     if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode:
         pytest.skip("docker compose is not installed")
-    env = {**os.environ, "LORAPLANE_WORKER_TOKEN": "compose-test-token"}
+    env = {**os.environ, "LORAPLANE_WORKER_TOKEN": "compose-test-token", "LORAPLANE_ADMIN_TOKEN": "admin"}
     result = subprocess.run(
         [docker, "compose", "config", "-q"], cwd=ROOT, capture_output=True, text=True, env=env
     )
