@@ -67,6 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_RECEIVE_BYTES,
         help="largest request accepted (4 MiB)",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve Prometheus /metrics on this port of the --listen host (default: 0, off)",
+    )
     add_tls_arguments(parser, "its gRPC port")
 
 
@@ -83,6 +89,7 @@ def build_config(args: argparse.Namespace) -> ControlPlaneConfig:
         heartbeat_timeout_s=args.heartbeat_timeout,
         max_receive_bytes=args.max_receive_bytes,
         tls=tls_from_args(args),
+        metrics_port=args.metrics_port,
     )
 
 
@@ -90,18 +97,22 @@ async def serve(config: ControlPlaneConfig) -> None:
     """Run until SIGINT/SIGTERM, then stop gracefully."""
     from loraplane.control_plane.server import ControlPlaneServer
 
-    server = ControlPlaneServer(config)
-    port = await server.start()
-    host = config.listen.rsplit(":", 1)[0]
-    print(f"control plane listening on {host}:{port}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    logger.info("shutting down")
-    await server.stop()
+    server = ControlPlaneServer(config)  # takes the data dir's lock: DataDirInUseError if another has it
+    try:
+        port = await server.start()
+        host = config.listen.rsplit(":", 1)[0]
+        print(f"control plane listening on {host}:{port}", flush=True)
+        if server.metrics_server is not None:
+            print(f"control plane metrics on http://{server.metrics_server.address}/metrics", flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        logger.info("shutting down")
+    finally:
+        await server.stop()
 
 
 def run(args: argparse.Namespace) -> int:

@@ -95,6 +95,7 @@ class HelloInfo:
     endpoint: str
     capacity: Capacity = field(default_factory=Capacity)
     resident: tuple[ResidentAdapter, ...] = ()
+    device: str = ""  # "cuda" or "cpu" (empty from older workers): where the DEVICE tier lives
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,9 @@ Semantics (the WorkerControl protocol as implemented):
   adapter FAILED on that worker with "CODE: message"; Sync's `adapter_errors` do the same per adapter.
 - Heartbeats refresh load and residency. Any message counts as a sign of life; a worker silent for
   `heartbeat_timeout_s` is marked DOWN and its stream is closed with UNAVAILABLE (it reconnects).
+- Residency is only ever claimed for a connected worker: when a stream ends (or the control plane
+  starts, when no stream is open) the worker's residency rows are dropped, so no read counts a worker
+  that is down as holding adapters. Its Hello on reconnect reports what it still holds.
 """
 
 from __future__ import annotations
@@ -89,8 +92,9 @@ class WorkerHub:
         desired = [r for r in self.store.list_adapters() if r.serves(hello.base_model_name)]
         session.send(SyncCommand(new_command_id(), tuple(spec_for(r) for r in desired)))
         logger.info(
-            "worker %s connected (base model %r, %d adapters resident, syncing %d)",
+            "worker %s connected (%s, base model %r, %d adapters resident, syncing %d)",
             hello.worker_id,
+            hello.device or "device not reported",
             hello.base_model_name,
             len(hello.resident),
             len(desired),
@@ -101,7 +105,18 @@ class WorkerHub:
         session.close(reason)
         if self.fleet.detach(session):
             self.store.set_worker_state(session.worker_id, WorkerState.DOWN)
+            self.forget_residency(session.worker_id)
             logger.info("worker %s disconnected: %s", session.worker_id, reason)
+
+    def forget_residency(self, worker_id: str) -> None:
+        """Drop what a worker that is not connected was said to hold (module docstring)."""
+        self.store.replace_worker_residency(worker_id, [], set())
+
+    def reset(self) -> None:
+        """At start-up no stream is open: every stored worker is down and holds nothing we can vouch for."""
+        self.store.mark_all_workers_down()
+        for worker in self.store.list_workers():
+            self.forget_residency(worker.worker_id)
 
     def on_result(self, session: WorkerSession, outcome: CommandOutcome) -> None:
         session.last_seen = time.monotonic()

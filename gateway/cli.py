@@ -76,5 +76,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"loraplane gateway: {exc}", file=sys.stderr)
         return 2
+    from loraplane.ports import PortInUseError, check_port
+
+    try:  # uvicorn binds only after the app's start-up; say so at once, naming the flag
+        check_port(config.host, config.port, "--port")
+    except PortInUseError as exc:
+        print(f"loraplane gateway: {exc}", file=sys.stderr)
+        return 1
     serve(config)
     return 0

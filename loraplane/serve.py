@@ -18,10 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from loraplane import topology
+    from loraplane.preflight import preflight
 
     modules = topology.prepare(args, "serve")
     if modules is None:
         return 2
+    if not preflight(args, "serve"):
+        return 1
 
     def start(sup) -> list[str]:
         control_plane = topology.start_control_plane(sup, args, modules)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -20,6 +21,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 SAFE_PATH = ["-P"] if sys.version_info >= (3, 11) else []  # python -P: no working directory on sys.path
@@ -33,10 +35,19 @@ class Child:
     proc: subprocess.Popen
     address: str = ""
     critical: bool = True
+    started_at: float = field(default_factory=time.monotonic)
 
     @property
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    @property
+    def uptime_s(self) -> float:
+        return time.monotonic() - self.started_at
+
+    def listens_on(self, address: str) -> bool:
+        """Whether this child itself holds the port of `address` ([scheme://]HOST:PORT)."""
+        return listens(self.proc.pid, int(address.rsplit(":", 1)[1]))
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -44,6 +55,27 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
+
+
+def listens(pid: int, port: int) -> bool:
+    """True when process `pid` holds a listening TCP socket on `port` (Linux /proc; elsewhere True).
+
+    A health probe alone can be answered by another server on the same port; this tells the child's
+    own socket from a stranger's, so `ready` is never printed for a child that failed to bind."""
+    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
+    fd_dir = Path(f"/proc/{pid}/fd")
+    if not fd_dir.is_dir() or not tables[0].exists():
+        return True
+    inodes = set()
+    for table in tables:
+        for line in table.read_text().splitlines()[1:] if table.exists() else ():
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    try:
+        return any(os.readlink(fd) in inodes for fd in fd_dir.iterdir())
+    except OSError:  # an fd closed while we looked, or the process exited
+        return False
 
 
 def grpc_healthy(address: str, service: str = "", timeout_s: float = 1.0, tls=None) -> bool:
@@ -136,6 +168,12 @@ class Supervisor:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{child.name} did not become {what} within {timeout_s:.0f} s")
             time.sleep(0.2)
+
+    def check_alive(self) -> None:
+        """RuntimeError naming the first child that has exited (called before announcing `ready`)."""
+        for child in self.children:
+            if not child.alive:
+                raise RuntimeError(f"{child.name} exited with code {child.proc.returncode} while starting")
 
     def supervise(self) -> int:
         """Block until a child exits or SIGINT/SIGTERM; then stop all. Returns the exit code to use."""

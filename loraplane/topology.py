@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -122,8 +123,10 @@ def run_supervised(command: str, start: Callable[[Supervisor], list[str]]) -> in
     supervise them until Ctrl-C / SIGTERM or a fatal exit. Any failure or signal during startup stops
     what was started. Returns the exit code."""
     sup = Supervisor()
+    started = time.monotonic()
     try:
         lines = start(sup)
+        sup.check_alive()
     except StartupInterrupted as exc:
         log.info("loraplane %s: %s; stopping what was started", command, exc)
         sup.stop_all()
@@ -135,6 +138,7 @@ def run_supervised(command: str, start: Callable[[Supervisor], list[str]]) -> in
     except BaseException:
         sup.stop_all()
         raise
+    log.info("all components serving in %.1f s", time.monotonic() - started)
     for line in lines:
         print(f"loraplane: {line}", flush=True)
     return sup.supervise()
@@ -181,7 +185,9 @@ def start_control_plane(sup: Supervisor, args: argparse.Namespace, modules) -> C
     for root in roots:
         argv += ["--adapter-root", root]
     child = sup.python_module("control plane", argv + args.tls.argv(), address=address)
-    sup.wait_until(child, lambda: grpc_healthy(address, tls=args.tls), 60.0, "healthy")
+    healthy = lambda: grpc_healthy(address, tls=args.tls) and child.listens_on(address)
+    sup.wait_until(child, healthy, 60.0, "healthy")
+    log.info("control plane up in %.1f s (data in %s)", child.uptime_s, args.data_dir)
     return child
 
 
@@ -197,8 +203,11 @@ def start_worker(
 
 def wait_workers(sup: Supervisor, workers: list[Child], tls=None) -> None:
     for child in workers:
-        healthy = lambda c=child: grpc_healthy(c.address, INFERENCE_SERVICE, tls=tls)
+        healthy = lambda c=child: (
+            grpc_healthy(c.address, INFERENCE_SERVICE, tls=tls) and c.listens_on(c.address)
+        )
         sup.wait_until(child, healthy, STARTUP_TIMEOUT_S, "healthy")
+        log.info("%s model loaded and serving in %.1f s", child.name, child.uptime_s)
 
 
 def register_modules(control_plane: str, modules, tls=None) -> None:
@@ -207,6 +216,8 @@ def register_modules(control_plane: str, modules, tls=None) -> None:
 
     from loraplane.gateway.registry_client import RegistryClient
     from loraplane.tls import PLAINTEXT
+
+    started = time.monotonic()
 
     async def register() -> None:
         client = RegistryClient(control_plane, os.environ.get("LORAPLANE_ADMIN_TOKEN"), tls=tls or PLAINTEXT)
@@ -221,6 +232,8 @@ def register_modules(control_plane: str, modules, tls=None) -> None:
             await client.close()
 
     asyncio.run(register())
+    if modules:
+        log.info("%d adapters registered in %.1f s", len(modules), time.monotonic() - started)
 
 
 def start_gateway(
@@ -231,7 +244,9 @@ def start_gateway(
     argv += ["--refresh-interval", "1"]
     probe_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     child = sup.python_module(name, argv, address=f"http://{probe_host}:{port}")
-    sup.wait_until(child, lambda: http_ok(f"{child.address}/health"), 120.0, "ready")
+    ready = lambda: http_ok(f"{child.address}/health") and child.listens_on(child.address)
+    sup.wait_until(child, ready, 120.0, "ready")
+    log.info("%s up in %.1f s on %s", name, child.uptime_s, child.address)
     return child
 
 
@@ -271,4 +286,5 @@ def start_envoy(
     probe = f"http://127.0.0.1:{admin_port}/ready" if args.tls.serves_tls else f"{child.address}/health"
     sup.wait_until(child, lambda: http_ok(probe), 60.0, "ready")
     child.address += f" (admin http://127.0.0.1:{admin_port})"
+    log.info("envoy up in %.1f s on %s", child.uptime_s, child.address)
     return child

@@ -56,6 +56,7 @@ def _start(sup, args, modules) -> list[tuple[str, object]]:
 
 def run(args: argparse.Namespace) -> int:
     from loraplane import topology
+    from loraplane.preflight import preflight
 
     if args.workers < 1:
         print("loraplane up: --workers must be at least 1", file=sys.stderr)
@@ -69,6 +70,8 @@ def run(args: argparse.Namespace) -> int:
     modules = topology.prepare(args, "up")
     if modules is None:
         return 2
+    if not preflight(args, "up"):
+        return 1
 
     def start(sup) -> list[str]:
         started = _start(sup, args, modules)

@@ -12,6 +12,7 @@ from typing import Any
 
 from loraplane.tls import add_tls_arguments
 
+OUTPUTS = ("table", "tsv", "json")
 EXIT_OK = 0
 EXIT_SERVER_ERROR = 1
 EXIT_USAGE = 2
@@ -47,7 +48,14 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--admin-token", nargs="?", action=_RefuseSecretArgument, help=argparse.SUPPRESS)
     add_tls_arguments(parser, "mutual TLS with the control plane (the client certificate)")
-    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument(
+        "--output",
+        "-o",
+        choices=OUTPUTS,
+        default="table",
+        help="table (full values, also when piped), tsv (a header line, then one line per row) or json",
+    )
+    parser.add_argument("--json", action="store_true", help="same as --output json")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the answer (120)")
 
 
@@ -71,6 +79,8 @@ def call(
 ) -> tuple[int, Any]:
     """Open a channel, run `fn(stub, metadata)`, map failures to exit codes (message on stderr)."""
     import grpc
+
+    args.json = args.json or args.output == "json"  # one switch for the commands' JSON branches
 
     from loraplane.grpc_options import client_options
     from loraplane.tls import channel as open_channel
@@ -120,16 +130,38 @@ def to_dict(message) -> dict:
     return MessageToDict(message, preserving_proto_field_name=True)
 
 
-def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+def print_table(title: str, columns: list[str], rows: list[list[str]], output: str = "table") -> None:
+    """Rows as a rich table, or as TSV with `output="tsv"`. Values are never cut: on a terminal the
+    table fits its width by wrapping cells; piped, it is as wide as its widest values (a pipe has no
+    width, and a value cut at 80 columns is one a script can no longer use)."""
+    if output == "tsv":
+        lines = ["\t".join(_tsv_cell(v) for v in row) for row in [columns, *rows]]
+        to_stdout(lambda: print("\n".join(lines)))
+        return
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
     for column in columns:
-        table.add_column(column)
+        table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*row)
-    to_stdout(lambda: Console().print(table))
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=max(80, _natural_width(columns, rows)))
+    to_stdout(lambda: console.print(table))
+
+
+def _natural_width(columns: list[str], rows: list[list[str]]) -> int:
+    """Characters a table needs to show every cell on one line (borders and padding included)."""
+    from rich.cells import cell_len
+
+    widths = [max(cell_len(str(v)) for v in column) for column in zip(columns, *rows, strict=True)]
+    return sum(widths) + 3 * len(widths) + 1
+
+
+def _tsv_cell(value: str) -> str:
+    return str(value).replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n")
 
 
 def enum_label(enum_type, value: int, prefix: str) -> str:

@@ -41,7 +41,6 @@ def run(args: argparse.Namespace) -> int:
         ]
         for w in workers
     ]
-    client.print_table(
-        "workers", ["id", "state", "base model", "endpoint", "running/waiting", "kv", "adapters"], rows
-    )
+    columns = ["id", "state", "base model", "endpoint", "running/waiting", "kv", "adapters"]
+    client.print_table("workers", columns, rows, args.output)
     return code

@@ -95,7 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "$LORAPLANE_WORKER_TOKEN, when set, is sent as its bearer token",
     )
     service.add_argument(
-        "--worker-id", default=None, help="stable worker id (default: $LORAPLANE_WORKER_ID or host:port)"
+        "--worker-id", default=None, help="worker id (default: $LORAPLANE_WORKER_ID or host:port:pid)"
     )
     service.add_argument(
         "--advertise-endpoint", default=None, help="HOST:PORT others use to reach this worker"
@@ -170,7 +170,8 @@ def config_from_args(args: argparse.Namespace) -> WorkerServiceConfig:
     """Build the frozen service config (the engine's included); ValueError naming the flag on bad values."""
     engine = engine_config_from_args(args)
     _, port = split_host_port(args.listen)
-    worker_id = args.worker_id or env_worker_id() or f"{socket.gethostname()}:{port or os.getpid()}"
+    # host, port and pid: two workers on one host never share an id, nor a restarted one with a stale stream
+    worker_id = args.worker_id or env_worker_id() or f"{socket.gethostname()}:{port}:{os.getpid()}"
     max_queue_len = (
         args.max_queue_len if args.max_queue_len is not None else QUEUE_LEN_PER_SEQ * engine.max_num_seqs
     )
@@ -209,4 +210,11 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(serve(config, on_ready=_announce))
     except (*DOMAIN_ERRORS, RuntimeError) as exc:
         logger.error("worker failed to start: %s", exc)
+        return 1
+    from loraplane.ports import PortInUseError, check_port
+
+    try:  # before the model loads: a taken port fails in a second, not after minutes
+        check_port(*split_host_port(config.listen), "--listen")
+    except PortInUseError as exc:
+        print(f"loraplane worker: {exc}", file=sys.stderr)
         return 1

@@ -54,6 +54,7 @@ class WorkerIdentity:
     max_model_len: int
     num_kv_blocks: int
     enable_lora: bool
+    device: str = ""  # "cuda" or "cpu": what the residency tiers mean on this worker
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,7 @@ class ControlPlaneClient:
             capacity=capacity,
             resident_adapters=self._resident(),
             software_version=__version__,
+            device=i.device,
         )
 
     def _resident(self) -> list[pb.ResidentAdapter]:

@@ -139,6 +139,8 @@ class WorkerServer:
         self.request_stop()
 
     def _start_control_client(self, enable_lora: bool) -> None:
+        from loraplane.inference_worker.model_loader import resolve_device
+
         engine_config = self.config.engine
         self.control = ControlPlaneClient(
             target=self.config.control_plane,
@@ -153,6 +155,7 @@ class WorkerServer:
                 max_model_len=int(self.engine.max_model_len),
                 num_kv_blocks=self.engine.stats().num_total_blocks,
                 enable_lora=enable_lora,
+                device=resolve_device(engine_config.device).type,
             ),
             models=self.models,
             stats=self._load_stats,

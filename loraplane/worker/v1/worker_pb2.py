@@ -26,15 +26,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from loraplane.common.v1 import residency_pb2 as loraplane_dot_common_dot_v1_dot_residency__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n loraplane/worker/v1/worker.proto\x12\x13loraplane.worker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#loraplane/common/v1/residency.proto\"\xbb\x01\n\x0e\x43onnectRequest\x12+\n\x05hello\x18\x01 \x01(\x0b\x32\x1a.loraplane.worker.v1.HelloH\x00\x12<\n\x0e\x63ommand_result\x18\x02 \x01(\x0b\x32\".loraplane.worker.v1.CommandResultH\x00\x12\x33\n\theartbeat\x18\x03 \x01(\x0b\x32\x1e.loraplane.worker.v1.HeartbeatH\x00\x42\t\n\x07message\"\xdd\x01\n\x0f\x43onnectResponse\x12)\n\x04sync\x18\x01 \x01(\x0b\x32\x19.loraplane.worker.v1.SyncH\x00\x12\x38\n\x0cload_adapter\x18\x02 \x01(\x0b\x32 .loraplane.worker.v1.LoadAdapterH\x00\x12<\n\x0eunload_adapter\x18\x03 \x01(\x0b\x32\".loraplane.worker.v1.UnloadAdapterH\x00\x12\x1c\n\x14heartbeat_interval_s\x18\x04 \x01(\x05\x42\t\n\x07message\"t\n\x0fResidentAdapter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x32\n\x05state\x18\x03 \x01(\x0e\x32#.loraplane.common.v1.ResidencyState\x12\x0e\n\x06pinned\x18\x04 \x01(\x08\"\xa4\x01\n\x08\x43\x61pacity\x12\x11\n\tmax_loras\x18\x01 \x01(\x05\x12\x15\n\rmax_lora_rank\x18\x02 \x01(\x05\x12\x15\n\rmax_cpu_loras\x18\x03 \x01(\x05\x12\x14\n\x0cmax_num_seqs\x18\x04 \x01(\x05\x12\x15\n\rmax_model_len\x18\x05 \x01(\x05\x12\x15\n\rnum_kv_blocks\x18\x06 \x01(\x05\x12\x13\n\x0b\x65nable_lora\x18\x07 \x01(\x08\"\xd1\x01\n\x05Hello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x17\n\x0f\x62\x61se_model_name\x18\x02 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12/\n\x08\x63\x61pacity\x18\x04 \x01(\x0b\x32\x1d.loraplane.worker.v1.Capacity\x12?\n\x11resident_adapters\x18\x05 \x03(\x0b\x32$.loraplane.worker.v1.ResidentAdapter\x12\x18\n\x10software_version\x18\x06 \x01(\t\"w\n\x0b\x41\x64\x61pterSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x10\n\x08revision\x18\x04 \x01(\t\x12\x17\n\x0f\x62\x61se_model_name\x18\x05 \x01(\t\x12\x0e\n\x06pinned\x18\x06 \x01(\x08\"N\n\x04Sync\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x32\n\x08\x61\x64\x61pters\x18\x02 \x03(\x0b\x32 .loraplane.worker.v1.AdapterSpec\"z\n\x0bLoadAdapter\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x31\n\x07\x61\x64\x61pter\x18\x02 \x01(\x0b\x32 .loraplane.worker.v1.AdapterSpec\x12\x12\n\nstage_only\x18\x03 \x01(\x08\x12\x10\n\x08\x61\x63tivate\x18\x04 \x01(\x08\"B\n\rUnloadAdapter\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\"\xfd\x01\n\rCommandResult\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x39\n\nerror_code\x18\x03 \x01(\x0e\x32%.loraplane.worker.v1.CommandErrorCode\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12?\n\x11resident_adapters\x18\x05 \x03(\x0b\x32$.loraplane.worker.v1.ResidentAdapter\x12\x39\n\x0e\x61\x64\x61pter_errors\x18\x06 \x03(\x0b\x32!.loraplane.worker.v1.AdapterError\"n\n\x0c\x41\x64\x61pterError\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x39\n\nerror_code\x18\x02 \x01(\x0e\x32%.loraplane.worker.v1.CommandErrorCode\x12\x15\n\rerror_message\x18\x03 \x01(\t\"\xc4\x01\n\tHeartbeat\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bnum_waiting\x18\x02 \x01(\x05\x12\x13\n\x0bnum_running\x18\x03 \x01(\x05\x12\x10\n\x08kv_usage\x18\x04 \x01(\x02\x12?\n\x11resident_adapters\x18\x05 \x03(\x0b\x32$.loraplane.worker.v1.ResidentAdapter\x12\x10\n\x08\x64raining\x18\x06 \x01(\x08*\xe7\x02\n\x10\x43ommandErrorCode\x12\"\n\x1e\x43OMMAND_ERROR_CODE_UNSPECIFIED\x10\x00\x12\'\n#COMMAND_ERROR_CODE_SOURCE_NOT_FOUND\x10\x01\x12&\n\"COMMAND_ERROR_CODE_INVALID_ADAPTER\x10\x02\x12%\n!COMMAND_ERROR_CODE_RANK_TOO_LARGE\x10\x03\x12*\n&COMMAND_ERROR_CODE_BASE_MODEL_MISMATCH\x10\x04\x12\'\n#COMMAND_ERROR_CODE_VERSION_MISMATCH\x10\x05\x12\x1f\n\x1b\x43OMMAND_ERROR_CODE_CAPACITY\x10\x06\x12 \n\x1c\x43OMMAND_ERROR_CODE_NOT_FOUND\x10\x07\x12\x1f\n\x1b\x43OMMAND_ERROR_CODE_INTERNAL\x10\x08\x32i\n\rWorkerControl\x12X\n\x07\x43onnect\x12#.loraplane.worker.v1.ConnectRequest\x1a$.loraplane.worker.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n loraplane/worker/v1/worker.proto\x12\x13loraplane.worker.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a#loraplane/common/v1/residency.proto\"\xbb\x01\n\x0e\x43onnectRequest\x12+\n\x05hello\x18\x01 \x01(\x0b\x32\x1a.loraplane.worker.v1.HelloH\x00\x12<\n\x0e\x63ommand_result\x18\x02 \x01(\x0b\x32\".loraplane.worker.v1.CommandResultH\x00\x12\x33\n\theartbeat\x18\x03 \x01(\x0b\x32\x1e.loraplane.worker.v1.HeartbeatH\x00\x42\t\n\x07message\"\xdd\x01\n\x0f\x43onnectResponse\x12)\n\x04sync\x18\x01 \x01(\x0b\x32\x19.loraplane.worker.v1.SyncH\x00\x12\x38\n\x0cload_adapter\x18\x02 \x01(\x0b\x32 .loraplane.worker.v1.LoadAdapterH\x00\x12<\n\x0eunload_adapter\x18\x03 \x01(\x0b\x32\".loraplane.worker.v1.UnloadAdapterH\x00\x12\x1c\n\x14heartbeat_interval_s\x18\x04 \x01(\x05\x42\t\n\x07message\"t\n\x0fResidentAdapter\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x32\n\x05state\x18\x03 \x01(\x0e\x32#.loraplane.common.v1.ResidencyState\x12\x0e\n\x06pinned\x18\x04 \x01(\x08\"\xa4\x01\n\x08\x43\x61pacity\x12\x11\n\tmax_loras\x18\x01 \x01(\x05\x12\x15\n\rmax_lora_rank\x18\x02 \x01(\x05\x12\x15\n\rmax_cpu_loras\x18\x03 \x01(\x05\x12\x14\n\x0cmax_num_seqs\x18\x04 \x01(\x05\x12\x15\n\rmax_model_len\x18\x05 \x01(\x05\x12\x15\n\rnum_kv_blocks\x18\x06 \x01(\x05\x12\x13\n\x0b\x65nable_lora\x18\x07 \x01(\x08\"\xe1\x01\n\x05Hello\x12\x11\n\tworker_id\x18\x01 \x01(\t\x12\x17\n\x0f\x62\x61se_model_name\x18\x02 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12/\n\x08\x63\x61pacity\x18\x04 \x01(\x0b\x32\x1d.loraplane.worker.v1.Capacity\x12?\n\x11resident_adapters\x18\x05 \x03(\x0b\x32$.loraplane.worker.v1.ResidentAdapter\x12\x18\n\x10software_version\x18\x06 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x07 \x01(\t\"w\n\x0b\x41\x64\x61pterSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x10\n\x08revision\x18\x04 \x01(\t\x12\x17\n\x0f\x62\x61se_model_name\x18\x05 \x01(\t\x12\x0e\n\x06pinned\x18\x06 \x01(\x08\"N\n\x04Sync\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x32\n\x08\x61\x64\x61pters\x18\x02 \x03(\x0b\x32 .loraplane.worker.v1.AdapterSpec\"z\n\x0bLoadAdapter\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x31\n\x07\x61\x64\x61pter\x18\x02 \x01(\x0b\x32 .loraplane.worker.v1.AdapterSpec\x12\x12\n\nstage_only\x18\x03 \x01(\x08\x12\x10\n\x08\x61\x63tivate\x18\x04 \x01(\x08\"B\n\rUnloadAdapter\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\"\xfd\x01\n\rCommandResult\x12\x12\n\ncommand_id\x18\x01 \x01(\t\x12\n\n\x02ok\x18\x02 \x01(\x08\x12\x39\n\nerror_code\x18\x03 \x01(\x0e\x32%.loraplane.worker.v1.CommandErrorCode\x12\x15\n\rerror_message\x18\x04 \x01(\t\x12?\n\x11resident_adapters\x18\x05 \x03(\x0b\x32$.loraplane.worker.v1.ResidentAdapter\x12\x39\n\x0e\x61\x64\x61pter_errors\x18\x06 \x03(\x0b\x32!.loraplane.worker.v1.AdapterError\"n\n\x0c\x41\x64\x61pterError\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x39\n\nerror_code\x18\x02 \x01(\x0e\x32%.loraplane.worker.v1.CommandErrorCode\x12\x15\n\rerror_message\x18\x03 \x01(\t\"\xc4\x01\n\tHeartbeat\x12(\n\x04time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0bnum_waiting\x18\x02 \x01(\x05\x12\x13\n\x0bnum_running\x18\x03 \x01(\x05\x12\x10\n\x08kv_usage\x18\x04 \x01(\x02\x12?\n\x11resident_adapters\x18\x05 \x03(\x0b\x32$.loraplane.worker.v1.ResidentAdapter\x12\x10\n\x08\x64raining\x18\x06 \x01(\x08*\xe7\x02\n\x10\x43ommandErrorCode\x12\"\n\x1e\x43OMMAND_ERROR_CODE_UNSPECIFIED\x10\x00\x12\'\n#COMMAND_ERROR_CODE_SOURCE_NOT_FOUND\x10\x01\x12&\n\"COMMAND_ERROR_CODE_INVALID_ADAPTER\x10\x02\x12%\n!COMMAND_ERROR_CODE_RANK_TOO_LARGE\x10\x03\x12*\n&COMMAND_ERROR_CODE_BASE_MODEL_MISMATCH\x10\x04\x12\'\n#COMMAND_ERROR_CODE_VERSION_MISMATCH\x10\x05\x12\x1f\n\x1b\x43OMMAND_ERROR_CODE_CAPACITY\x10\x06\x12 \n\x1c\x43OMMAND_ERROR_CODE_NOT_FOUND\x10\x07\x12\x1f\n\x1b\x43OMMAND_ERROR_CODE_INTERNAL\x10\x08\x32i\n\rWorkerControl\x12X\n\x07\x43onnect\x12#.loraplane.worker.v1.ConnectRequest\x1a$.loraplane.worker.v1.ConnectResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'loraplane.worker.v1.worker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_COMMANDERRORCODE']._serialized_start=1999
-  _globals['_COMMANDERRORCODE']._serialized_end=2358
+  _globals['_COMMANDERRORCODE']._serialized_start=2015
+  _globals['_COMMANDERRORCODE']._serialized_end=2374
   _globals['_CONNECTREQUEST']._serialized_start=128
   _globals['_CONNECTREQUEST']._serialized_end=315
   _globals['_CONNECTRESPONSE']._serialized_start=318
@@ -44,21 +44,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CAPACITY']._serialized_start=660
   _globals['_CAPACITY']._serialized_end=824
   _globals['_HELLO']._serialized_start=827
-  _globals['_HELLO']._serialized_end=1036
-  _globals['_ADAPTERSPEC']._serialized_start=1038
-  _globals['_ADAPTERSPEC']._serialized_end=1157
-  _globals['_SYNC']._serialized_start=1159
-  _globals['_SYNC']._serialized_end=1237
-  _globals['_LOADADAPTER']._serialized_start=1239
-  _globals['_LOADADAPTER']._serialized_end=1361
-  _globals['_UNLOADADAPTER']._serialized_start=1363
-  _globals['_UNLOADADAPTER']._serialized_end=1429
-  _globals['_COMMANDRESULT']._serialized_start=1432
-  _globals['_COMMANDRESULT']._serialized_end=1685
-  _globals['_ADAPTERERROR']._serialized_start=1687
-  _globals['_ADAPTERERROR']._serialized_end=1797
-  _globals['_HEARTBEAT']._serialized_start=1800
-  _globals['_HEARTBEAT']._serialized_end=1996
-  _globals['_WORKERCONTROL']._serialized_start=2360
-  _globals['_WORKERCONTROL']._serialized_end=2465
+  _globals['_HELLO']._serialized_end=1052
+  _globals['_ADAPTERSPEC']._serialized_start=1054
+  _globals['_ADAPTERSPEC']._serialized_end=1173
+  _globals['_SYNC']._serialized_start=1175
+  _globals['_SYNC']._serialized_end=1253
+  _globals['_LOADADAPTER']._serialized_start=1255
+  _globals['_LOADADAPTER']._serialized_end=1377
+  _globals['_UNLOADADAPTER']._serialized_start=1379
+  _globals['_UNLOADADAPTER']._serialized_end=1445
+  _globals['_COMMANDRESULT']._serialized_start=1448
+  _globals['_COMMANDRESULT']._serialized_end=1701
+  _globals['_ADAPTERERROR']._serialized_start=1703
+  _globals['_ADAPTERERROR']._serialized_end=1813
+  _globals['_HEARTBEAT']._serialized_start=1816
+  _globals['_HEARTBEAT']._serialized_end=2012
+  _globals['_WORKERCONTROL']._serialized_start=2376
+  _globals['_WORKERCONTROL']._serialized_end=2481
 # @@protoc_insertion_point(module_scope)

@@ -85,20 +85,22 @@ class Capacity(_message.Message):
     def __init__(self, max_loras: _Optional[int] = ..., max_lora_rank: _Optional[int] = ..., max_cpu_loras: _Optional[int] = ..., max_num_seqs: _Optional[int] = ..., max_model_len: _Optional[int] = ..., num_kv_blocks: _Optional[int] = ..., enable_lora: _Optional[bool] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("worker_id", "base_model_name", "endpoint", "capacity", "resident_adapters", "software_version")
+    __slots__ = ("worker_id", "base_model_name", "endpoint", "capacity", "resident_adapters", "software_version", "device")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     BASE_MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     CAPACITY_FIELD_NUMBER: _ClassVar[int]
     RESIDENT_ADAPTERS_FIELD_NUMBER: _ClassVar[int]
     SOFTWARE_VERSION_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     base_model_name: str
     endpoint: str
     capacity: Capacity
     resident_adapters: _containers.RepeatedCompositeFieldContainer[ResidentAdapter]
     software_version: str
-    def __init__(self, worker_id: _Optional[str] = ..., base_model_name: _Optional[str] = ..., endpoint: _Optional[str] = ..., capacity: _Optional[_Union[Capacity, _Mapping]] = ..., resident_adapters: _Optional[_Iterable[_Union[ResidentAdapter, _Mapping]]] = ..., software_version: _Optional[str] = ...) -> None: ...
+    device: str
+    def __init__(self, worker_id: _Optional[str] = ..., base_model_name: _Optional[str] = ..., endpoint: _Optional[str] = ..., capacity: _Optional[_Union[Capacity, _Mapping]] = ..., resident_adapters: _Optional[_Iterable[_Union[ResidentAdapter, _Mapping]]] = ..., software_version: _Optional[str] = ..., device: _Optional[str] = ...) -> None: ...
 
 class AdapterSpec(_message.Message):
     __slots__ = ("name", "version", "source", "revision", "base_model_name", "pinned")
