@@ -41,6 +41,7 @@ class ControlPlaneConfig:
     max_receive_bytes: int = DEFAULT_MAX_RECEIVE_BYTES
     shutdown_grace_s: float = 2.0
     tls: TLSConfig = PLAINTEXT
+    metrics_port: int = 0  # Prometheus /metrics on the listen host; 0: off (control_plane.metrics)
 
     def __post_init__(self) -> None:
         roots = tuple(Path(os.path.realpath(os.path.expanduser(root))) for root in self.adapter_roots)
@@ -72,6 +73,8 @@ class ControlPlaneConfig:
             )
         if not 1024 <= self.max_receive_bytes <= MAX_MESSAGE_BYTES * 4:
             raise ValueError(f"max receive size {self.max_receive_bytes} is out of range")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"--metrics-port must be in [0, 65535] (0: off), got {self.metrics_port}")
 
     @property
     def loopback(self) -> bool:

@@ -35,6 +35,7 @@ class WorkerSession:
         self.close_reason = ""
         self.last_seen = time.monotonic()
         self._pending: dict[str, tuple[Command, asyncio.Future[CommandOutcome]]] = {}
+        self.on_send: Callable[[Command, asyncio.Future[CommandOutcome]], None] | None = None  # metrics
 
     @property
     def worker_id(self) -> str:
@@ -52,6 +53,8 @@ class WorkerSession:
             return future
         self._pending[command.command_id] = (command, future)
         self.outbox.put_nowait(command)
+        if self.on_send is not None:
+            self.on_send(command, future)
         return future
 
     def resolve(self, outcome: CommandOutcome) -> Command | None:
@@ -84,8 +87,11 @@ class Fleet:
     that lost its stream reconnects once the control plane has noticed (the stream's end, or its
     heartbeat timeout)."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, on_send: Callable[[Command, asyncio.Future[CommandOutcome]], None] | None = None
+    ) -> None:
         self._sessions: dict[str, WorkerSession] = {}
+        self.on_send = on_send  # handed to every attached session (the control plane's metrics)
 
     def attach(self, session: WorkerSession) -> None:
         old = self._sessions.get(session.worker_id)
@@ -94,6 +100,7 @@ class Fleet:
                 f"worker id {session.worker_id!r} is held by a connected worker; give each worker "
                 "its own --worker-id, or retry once the old stream has closed"
             )
+        session.on_send = self.on_send
         self._sessions[session.worker_id] = session
 
     def detach(self, session: WorkerSession) -> bool:
