@@ -281,7 +281,8 @@ def start_envoy(
     path.write_text(render_edge_config(config))
     argv = [binary, "-c", str(path), "--base-id", str(os.getpid() % 60000 + 1), "--log-level", "warn"]
     scheme = "https" if args.tls.serves_tls else "http"
-    child = sup.start("envoy", argv, address=f"{scheme}://127.0.0.1:{args.port}")
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host  # where this machine reaches it
+    child = sup.start("envoy", argv, address=f"{scheme}://{host}:{args.port}")
     # Envoy's own readiness (its admin port, plain HTTP on loopback) when the edge speaks TLS.
     probe = f"http://127.0.0.1:{admin_port}/ready" if args.tls.serves_tls else f"{child.address}/health"
     sup.wait_until(child, lambda: http_ok(probe), 60.0, "ready")

@@ -17,6 +17,8 @@ from loraplane.gateway.envoy_config import (
     envoy_binary,
     render_edge_config,
 )
+from loraplane.tls import TLSConfig
+from tests.security.tls_certs import make_certs
 
 LOOPBACK = EdgeConfig(
     gateways=[("127.0.0.1", 18001)],
@@ -113,3 +115,27 @@ def test_host_names_use_dns_clusters():
 def test_config_needs_every_cluster():
     with pytest.raises(ValueError, match="workers"):
         EdgeConfig(gateways=[("127.0.0.1", 1)], workers=[], control_planes=[("127.0.0.1", 2)])
+
+
+def test_tls_config_validates_and_secures_the_edge_and_the_grpc_clusters(tmp_path):
+    certs = make_certs(tmp_path / "certs", ["127.0.0.1"])
+    mtls = TLSConfig(cert=certs.cert, key=certs.key, ca=certs.ca)
+    edge = TLSConfig(cert=certs.cert, key=certs.key)
+    text = render_edge_config(dataclasses.replace(LOOPBACK, tls=edge, upstream_tls=mtls, expose_admin=True))
+    _validate(text, tmp_path)
+    config = yaml.safe_load(text)
+    chain = config["static_resources"]["listeners"][0]["filter_chains"][0]
+    downstream = chain["transport_socket"]["typed_config"]
+    assert "require_client_certificate" not in downstream
+    assert downstream["common_tls_context"]["alpn_protocols"] == ["h2", "http/1.1"]
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    assert "transport_socket" not in clusters["gateways"]  # plain HTTP on loopback behind the edge
+    for name in ("workers", "control_plane"):
+        context = clusters[name]["transport_socket"]["typed_config"]["common_tls_context"]
+        assert context["validation_context"]["trusted_ca"]["filename"] == str(certs.ca)
+        assert context["tls_certificates"][0]["certificate_chain"]["filename"] == str(certs.cert)
+    refused = [r for r in _routes(config) if r.get("direct_response", {}).get("status") == 401]
+    assert [r["match"]["path"].rsplit("/", 1)[1] for r in refused] == ["CreateAdapter", "DeleteAdapter"]
+    plain = yaml.safe_load(render_edge_config(LOOPBACK))
+    assert "transport_socket" not in plain["static_resources"]["listeners"][0]["filter_chains"][0]
+    assert not [r for r in _routes(plain) if r.get("direct_response", {}).get("status") == 401]
