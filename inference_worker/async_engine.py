@@ -1,12 +1,16 @@
 """AsyncLLMEngine: the engine behind an asyncio API, for the worker's gRPC server.
 
-The step loop runs in its own thread, so the event loop never blocks on a forward. A request whose
-outputs fail to process ends its stream with RequestFailedError and the loop goes on; any other error
-in a step stops the loop for good: every stream ends with EngineDeadError and `is_running` turns False
-(the worker service then exits so that a supervisor restarts it). Requests and aborts
-go to the loop thread through a command queue; outputs come back with `call_soon_threadsafe` into one
-asyncio queue per request. A consumer that falls behind gets the latest snapshot with the deltas
-since the previous one it saw (text deltas never split a UTF-8 character).
+The step loop runs in its own thread, so the event loop never blocks on a forward, and the step loop never
+waits for the front end: it does no per-request work beyond the engine's own (`LLMEngine.step_updates`:
+token ids and finish info, no text) and hands a step's updates to each event loop in one
+`call_soon_threadsafe` call. On the loop, each update goes to its request's `RequestStream`
+(`output_stream`), where the consumer detokenizes, applies stop strings and builds outputs when it pulls;
+a consumer that falls behind gets one output with every token produced since (coalesced, never dropped).
+
+A request whose outputs fail to process ends its stream with RequestFailedError and the loop goes on; any
+other error in a step stops the loop for good: every stream ends with EngineDeadError and `is_running`
+turns False (the worker service then exits so that a supervisor restarts it). Requests and aborts go to
+the loop thread through a command queue.
 
 `AsyncLLMEngine` implements `loraplane.inference_worker.engine_client.EngineClient`, the surface the
 worker's gRPC service drives; its adapter methods are `LLMEngine`'s adapter API run off the event loop.
@@ -15,7 +19,7 @@ worker's gRPC service drives; its adapter methods are `LLMEngine`'s adapter API 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import functools
 import logging
 import queue
 import threading
@@ -25,6 +29,7 @@ from typing import TYPE_CHECKING
 from loraplane.inference_worker.config import EngineConfig
 from loraplane.inference_worker.errors import EngineDeadError, InvalidRequestError
 from loraplane.inference_worker.llm_engine import LLMEngine
+from loraplane.inference_worker.output_stream import ABORTED, RequestStream
 from loraplane.inference_worker.outputs import EngineStats, RequestOutput
 from loraplane.inference_worker.sampling_params import SamplingParams
 
@@ -37,7 +42,6 @@ logger = logging.getLogger(__name__)
 _IDLE_WAIT_S = 0.05
 # The cause is in the worker's log only; the worker exits so that it is restarted (see service.server).
 _DEAD = "the engine loop stopped on an internal error; the worker is restarting, retry on another worker"
-_ABORTED = object()  # queued to a stream by abort(): the stream ends without another snapshot
 
 
 class AsyncLLMEngine:
@@ -48,7 +52,7 @@ class AsyncLLMEngine:
         self.engine: LLMEngine | None = None
         self._commands: queue.SimpleQueue = queue.SimpleQueue()
         self._wake = threading.Event()
-        self._streams: dict[str, tuple[asyncio.AbstractEventLoop, asyncio.Queue]] = {}
+        self._streams: dict[str, RequestStream] = {}
         self._thread: threading.Thread | None = None
         self._stopping = False
         self._dead: BaseException | None = None
@@ -62,7 +66,8 @@ class AsyncLLMEngine:
     async def start(self) -> None:
         """Load the model (in an executor) and start the step loop thread."""
         if self.engine is None:
-            self.engine = await asyncio.get_running_loop().run_in_executor(None, LLMEngine, self.config)
+            load = functools.partial(LLMEngine, self.config, detokenize=False)
+            self.engine = await asyncio.get_running_loop().run_in_executor(None, load)
             self._stats = self.engine.stats()
         self._thread = threading.Thread(target=self._loop, name="engine-step-loop", daemon=True)
         self._thread.start()
@@ -115,28 +120,20 @@ class AsyncLLMEngine:
         if request_id in self._streams:
             raise InvalidRequestError(f"request_id {request_id!r} is already in use", param="request_id")
         state = engine.make_request(request_id, prompt, sampling_params, lora_request)
-        loop = asyncio.get_running_loop()
-        outputs: asyncio.Queue = asyncio.Queue()
-        self._streams[request_id] = (loop, outputs)
+        stream = RequestStream(state, engine.tokenizer, asyncio.get_running_loop())
+        self._streams[request_id] = stream
         self._submit(("add", state))
-        seen_text: dict[int, int] = {}
-        seen_tokens: dict[int, int] = {}
-        finished = False
         try:
-            while not finished:
-                item = await outputs.get()
-                while not outputs.empty() and isinstance(item, RequestOutput):
-                    item = outputs.get_nowait()
-                if item is _ABORTED:
-                    finished = True
+            while True:
+                output = await stream.next()
+                if output is None:  # aborted
                     return
-                if isinstance(item, BaseException):
-                    raise item
-                finished = item.finished
-                yield _with_deltas(item, seen_text, seen_tokens)
+                yield output
+                if output.finished:
+                    return
         finally:
             self._streams.pop(request_id, None)
-            if not finished:
+            if not stream.engine_finished:  # left early, or finished here on a stop string
                 self._submit(("abort", request_id))
 
     async def abort(self, request_id: str) -> None:
@@ -144,7 +141,7 @@ class AsyncLLMEngine:
         self._submit(("abort", request_id))
         stream = self._streams.get(request_id)
         if stream is not None:
-            stream[1].put_nowait(_ABORTED)
+            stream.push(ABORTED)
 
     def stats(self) -> EngineStats:
         self._require()
@@ -174,57 +171,61 @@ class AsyncLLMEngine:
         engine = self.engine
         try:
             while not self._stopping:
-                self._apply_commands(engine)
+                handover: list = self._apply_commands(engine)
                 if not engine.has_unfinished_requests():
+                    self._hand_over(handover)
                     self._wake.wait(_IDLE_WAIT_S)
                     self._wake.clear()
                     continue
-                for out in engine.step():
-                    self._deliver(out.request_id, out)
-                for failure in engine.take_failures():  # failed alone; the loop goes on
-                    self._deliver(failure.request_id, failure.error)
+                handover += engine.step_updates()
+                handover += [(failure.request_id, failure.error) for failure in engine.take_failures()]
                 self._stats = engine.stats()
+                self._hand_over(handover)
         except BaseException as exc:  # noqa: BLE001 - any failure kills the loop; callers must hear of it
             logger.exception("engine step loop died")
             self._dead = exc
             self._fail_all(EngineDeadError(_DEAD))
 
-    def _apply_commands(self, engine: LLMEngine) -> None:
+    def _apply_commands(self, engine: LLMEngine) -> list[tuple[str, BaseException]]:
+        """Apply queued adds and aborts; the adds the engine refused, with their errors."""
+        refused = []
         while True:
             try:
                 kind, arg = self._commands.get_nowait()
             except queue.Empty:
-                return
+                return refused
             if kind == "add":
                 try:
                     engine.enqueue(arg)
                 except InvalidRequestError as exc:
-                    self._deliver(arg.request_id, exc)
+                    refused.append((arg.request_id, exc))
             else:
                 engine.abort(arg)
             self._stats = engine.stats()
 
-    def _deliver(self, request_id: str, item) -> None:
-        stream = self._streams.get(request_id)
-        if stream is None:
+    def _hand_over(self, items: list) -> None:
+        """One step's updates and errors to the streams' event loops: one call per loop, not per request."""
+        if not items:
             return
-        loop, outputs = stream
-        try:
-            loop.call_soon_threadsafe(outputs.put_nowait, item)
-        except RuntimeError:
-            logger.debug("event loop of request %s is closed", request_id)
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        for item in items:
+            stream = self._streams.get(item[0] if isinstance(item, tuple) else item.request_id)
+            if stream is not None:
+                by_loop.setdefault(stream.loop, []).append(item)
+        for loop, batch in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(self._dispatch, batch)
+            except RuntimeError:
+                logger.debug("event loop of %d streams is closed", len(batch))
+
+    def _dispatch(self, batch: list) -> None:
+        """On the event loop: each update or error to its request's stream (gone when it was closed)."""
+        streams = self._streams
+        for item in batch:
+            request_id, payload = item if isinstance(item, tuple) else (item.request_id, item)
+            stream = streams.get(request_id)
+            if stream is not None:
+                stream.push(payload)
 
     def _fail_all(self, exc: BaseException) -> None:
-        for request_id in list(self._streams):
-            self._deliver(request_id, exc)
-
-
-def _with_deltas(out: RequestOutput, seen_text: dict[int, int], seen_tokens: dict[int, int]) -> RequestOutput:
-    completions = []
-    for c in out.outputs:
-        text_start, token_start = seen_text.get(c.index, 0), seen_tokens.get(c.index, 0)
-        completions.append(
-            dataclasses.replace(c, text_delta=c.text[text_start:], token_ids_delta=c.token_ids[token_start:])
-        )
-        seen_text[c.index], seen_tokens[c.index] = len(c.text), len(c.token_ids)
-    return dataclasses.replace(out, outputs=completions)
+        self._hand_over([(request_id, exc) for request_id in list(self._streams)])

@@ -17,16 +17,14 @@ from loraplane.inference_worker.errors import AdapterNotFoundError, InvalidReque
 from loraplane.inference_worker.model_loader import LoadedModel, load_model
 from loraplane.inference_worker.model_runner import InFlightStep, ModelRunner
 from loraplane.inference_worker.output_processor import OutputProcessor
-from loraplane.inference_worker.outputs import EngineStats, RequestOutput
+from loraplane.inference_worker.outputs import EngineStats, RequestOutput, RequestUpdate
 from loraplane.inference_worker.request_state import RequestFailure, RequestState
 from loraplane.inference_worker.request_validation import ModelLimits, validated_prompt
 from loraplane.inference_worker.sampling_params import SamplingParams
-from loraplane.inference_worker.scheduler import Scheduler, SchedulerConfig
+from loraplane.inference_worker.scheduler import Scheduler, SchedulerConfig, prefill_context_cost
 from loraplane.inference_worker.sequence import Sequence
 
 if TYPE_CHECKING:
-    from torch import nn
-
     from loraplane.inference_worker.lora import AdapterInfo, LoRAManager, LoRARequest
 
 logger = logging.getLogger(__name__)
@@ -39,12 +37,17 @@ class LLMEngine:
     """Assembles the engine from a loaded model and runs it one step at a time.
 
     `LLMEngine(config)` loads the model through `model_loader.load_model`; a caller that already has a
-    `LoadedModel` passes it. The engine owns the LoRA manager (with `enable_lora`), the runner, the
-    block manager and the scheduler; it never reads the model's files itself.
+    `LoadedModel` passes it. With `detokenize=False` (the async engine) the engine produces token ids and
+    finish info only: no text, no stop strings, no logprob text (see `step_updates`). The engine owns the
+    LoRA manager (with `enable_lora`), the runner, the block manager and the scheduler; it never reads
+    the model's files itself.
     """
 
-    def __init__(self, config: EngineConfig, loaded: LoadedModel | None = None) -> None:
+    def __init__(
+        self, config: EngineConfig, loaded: LoadedModel | None = None, detokenize: bool = True
+    ) -> None:
         self.config = config
+        self.detokenize = detokenize
         loaded = loaded if loaded is not None else load_model(config)
         self.model_path, self.model_name = loaded.path, loaded.name
         self.hf_config, self.tokenizer = loaded.hf_config, loaded.tokenizer
@@ -55,7 +58,10 @@ class LLMEngine:
         )
         self.lora_manager: LoRAManager | None = None
         if config.enable_lora:
-            self.lora_manager = self._make_lora_manager(loaded.model, max_tokens)
+            from loraplane.inference_worker.lora import LoRAManager
+
+            lora_config = config.lora_config()
+            self.lora_manager = LoRAManager(lora_config, loaded.model, self.device, self.dtype, max_tokens)
         self.runner = ModelRunner(
             config,
             self.hf_config,
@@ -76,29 +82,20 @@ class LLMEngine:
             config.max_loras if config.enable_lora else 0,
             config.lora_starvation_steps,
             config.prefill_cap(self.device.type),
+            prefill_context_cost(self.hf_config, self.device.type),
         )
         ready = self.lora_manager.is_ready if self.lora_manager is not None else (lambda version: True)
         self.scheduler = Scheduler(sched_config, self.block_manager, ready)
         self.requests: dict[str, RequestState] = {}
         self.limits = ModelLimits(self.hf_config.vocab_size, self.max_model_len, config.max_num_seqs)
         self._failures: list[RequestFailure] = []
-        self.output_processor = OutputProcessor(self.tokenizer, self.eos_token_ids, self.max_model_len)
+        self.output_processor = OutputProcessor(
+            self.tokenizer, self.eos_token_ids, self.max_model_len, detokenize
+        )
         self.async_scheduling = config.uses_async_scheduling(self.device.type)
         self._in_flight: InFlightStep | None = None
-        logger.info(
-            "engine ready: %s on %s (%s), max_model_len=%d",
-            self.model_name,
-            self.device,
-            self.dtype,
-            self.max_model_len,
-        )
-
-    def _make_lora_manager(self, model: nn.Module, max_num_tokens: int) -> LoRAManager:
-        from loraplane.inference_worker.lora import LoRAManager
-
-        return LoRAManager(
-            self.config.lora_config(), model, self.device, self.dtype, max_num_tokens=max_num_tokens
-        )
+        facts = (self.model_name, self.device, self.dtype, self.max_model_len)
+        logger.info("engine ready: %s on %s (%s), max_model_len=%d", *facts)
 
     # ---- requests -------------------------------------------------------------------------------
     def add_request(
@@ -124,8 +121,9 @@ class LLMEngine:
         params = params or SamplingParams()
         text, ids = validated_prompt(prompt, params, self.tokenizer, self.limits)
         version = None if lora_request is None else self.require_lora().version_of(lora_request)
+        detok_tokenizer = self.tokenizer if self.detokenize else None
         return RequestState.create(
-            request_id, text, ids, params, lora_request, version, self.config.block_size, self.tokenizer
+            request_id, text, ids, params, lora_request, version, self.config.block_size, detok_tokenizer
         )
 
     def enqueue(self, state: RequestState) -> None:
@@ -140,19 +138,16 @@ class LLMEngine:
     def abort(self, request_id: str) -> bool:
         """Drop a request and free its KV blocks at once; False when it is unknown or already done."""
         state = self.requests.pop(request_id, None)
-        if state is None:
-            return False
-        for seq in state.seqs:
+        for seq in state.seqs if state is not None else ():
             self._release(seq)
-        return True
+        return state is not None
 
     def _release(self, seq: Sequence) -> None:
         self.scheduler.finish(seq)
         self.runner.release(seq)
 
     def take_failures(self) -> list[RequestFailure]:
-        """The requests that failed while their outputs were processed since the last call; each was
-        already dropped and its KV blocks freed (see `_process`)."""
+        """Requests that failed in output processing since the last call (already dropped and freed)."""
         failures, self._failures = self._failures, []
         return failures
 
@@ -198,14 +193,21 @@ class LLMEngine:
     # ---- the step ------------------------------------------------------------------------------
     def step(self, finished_only: bool = False) -> list[RequestOutput]:
         """Run one batch and return a snapshot of every request that made progress (only of those that
-        finished with `finished_only`, for callers that do not stream).
+        finished with `finished_only`, for callers that do not stream)."""
+        states = [s for s in self._run_step() if s.finished or not finished_only]
+        return self._outputs(states, RequestState.snapshot)
 
-        With async scheduling, a decode step's successor (the same sequences, one token further) is
-        queued on the device before this step's tokens are read back, so the host work of one step
-        (reading tokens, stop checks, outputs, scheduling, inputs) overlaps the GPU running the next.
-        The successor is only queued when it is exactly the step the scheduler would run next; a
-        sequence that turns out to have finished just has its extra token dropped.
-        """
+    def step_updates(self) -> list[RequestUpdate]:
+        """Run one batch; what each request produced in it (the async engine's hand-over, no text)."""
+        return self._outputs(self._run_step(), RequestState.update)
+
+    def _run_step(self) -> list[RequestState]:
+        """Run one batch; the states of the requests that made progress. With async scheduling, a decode
+        step's successor (the same sequences, one token further) is queued on the device before this
+        step's tokens are read back, so the host work of one step (reading tokens, stop checks, outputs,
+        scheduling, inputs) overlaps the GPU running the next. The successor is only queued when it is
+        exactly the step the scheduler would run next; a sequence that turns out to have finished just has
+        its extra token dropped."""
         step, self._in_flight = self._in_flight, None
         if step is None:
             batch = self.scheduler.schedule()
@@ -216,9 +218,9 @@ class LLMEngine:
             follow = self.scheduler.lookahead(step.batch, self.max_model_len)
             if follow is not None:
                 self._in_flight = self.runner.launch(follow, prev=step)
-        return self._process(step, finished_only)
+        return self._process(step)
 
-    def _process(self, step: InFlightStep, finished_only: bool) -> list[RequestOutput]:
+    def _process(self, step: InFlightStep) -> list[RequestState]:
         batch = step.batch
         sampled, result, prompt_logprobs = self.runner.finish(step)
         for scored in prompt_logprobs:
@@ -242,11 +244,12 @@ class LLMEngine:
                 self.block_manager.cache_blocks(seq)
             if seq.is_finished and seq not in queued:  # the queued step still writes its KV blocks
                 self._release(seq)
-        states = [self.requests[rid] for rid in touched if rid in self.requests]
-        if finished_only:
-            states = [state for state in states if state.finished]
-        snapshots = [self._guard(state.request_id, state.snapshot) for state in states]
-        outputs = [out for out in snapshots if out is not _FAILED]
+        return [self.requests[rid] for rid in touched if rid in self.requests]
+
+    def _outputs(self, states: list[RequestState], make):
+        """`make(state)` per state (one that fails fails alone); finished requests leave the engine."""
+        results = [self._guard(state.request_id, make, state) for state in states]
+        outputs = [out for out in results if out is not _FAILED]
         for out in outputs:
             if out.finished:
                 del self.requests[out.request_id]

@@ -3,6 +3,9 @@
 Stop order: end-of-sequence (unless `ignore_eos`), then a stop token id (reported as `stop_reason`),
 then a stop string the detokenizer found, then length (`max_tokens`, or the context is full). EOS and
 stop tokens never reach the detokenizer, so their text is never shown.
+
+With `detokenize=False` (the async engine: text is its stream consumer's work, off the step loop) the
+sampled tokens' logprobs carry no text; prompt logprobs, scored once per request, still do.
 """
 
 from __future__ import annotations
@@ -20,9 +23,14 @@ if TYPE_CHECKING:
 
 class OutputProcessor:
     def __init__(
-        self, tokenizer: PreTrainedTokenizerBase | None, eos_token_ids: set[int], max_model_len: int
+        self,
+        tokenizer: PreTrainedTokenizerBase | None,
+        eos_token_ids: set[int],
+        max_model_len: int,
+        detokenize: bool = True,
     ) -> None:
         self.tokenizer = tokenizer
+        self.detokenize = detokenize
         self.eos_token_ids = eos_token_ids
         self.max_model_len = max_model_len
 
@@ -34,7 +42,7 @@ class OutputProcessor:
         seq.append_token(token)
         if result.top_logprobs[i] is not None:  # this request asked for logprobs (others may not)
             seq.cumulative_logprob += result.logprobs[i]
-            seq.output_logprobs.append(self.logprobs(result.top_logprobs[i]))
+            seq.output_logprobs.append(self.logprobs(result.top_logprobs[i], self.detokenize))
         params = seq.params
         is_eos = token in self.eos_token_ids and not params.ignore_eos
         stop_str = None
@@ -52,8 +60,10 @@ class OutputProcessor:
         ):
             _finish(seq, "length", None)
 
-    def logprobs(self, top: dict[int, tuple[float, int]]) -> dict[int, Logprob]:
-        """{token id: (logprob, rank)} -> {token id: Logprob} with each token's text (when detokenizing)."""
+    def logprobs(self, top: dict[int, tuple[float, int]], decode: bool = True) -> dict[int, Logprob]:
+        """{token id: (logprob, rank)} -> {token id: Logprob}, with each token's text when `decode`."""
+        if not decode:
+            return {t: Logprob(lp, rank) for t, (lp, rank) in top.items()}
         return {t: Logprob(lp, rank, self._decode_one(t)) for t, (lp, rank) in top.items()}
 
     def _decode_one(self, token_id: int) -> str | None:

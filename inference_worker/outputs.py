@@ -51,6 +51,32 @@ class RequestOutput:
     prompt_logprobs: list[dict[int, Logprob] | None] | None = None
 
 
+@dataclass(slots=True)
+class CompletionUpdate:
+    """What one completion produced since the previous update: token ids and, when asked, their logprobs
+    (`decoded_token` left None: the stream's consumer decodes), plus the finish the engine decided (EOS,
+    a stop token or length; stop strings are the consumer's, who sees the text)."""
+
+    index: int
+    token_ids: list[int]
+    logprobs: list[dict[int, Logprob]] | None
+    cumulative_logprob: float | None
+    finish_reason: str | None
+    stop_reason: int | str | None
+
+
+@dataclass(slots=True)
+class RequestUpdate:
+    """One request's progress in one engine step, as the engine thread hands it over (no text: see
+    `loraplane.inference_worker.output_stream`). `prompt_logprobs` rides on the request's first update."""
+
+    request_id: str
+    outputs: list[CompletionUpdate]
+    finished: bool
+    num_cached_tokens: int
+    prompt_logprobs: list[dict[int, Logprob] | None] | None = None
+
+
 @dataclass(frozen=True)
 class EngineStats:
     """The engine as of its last step. Prefix-cache counts are in tokens since start (vLLM's units);

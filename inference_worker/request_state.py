@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from loraplane.inference_worker.detokenizer import IncrementalDetokenizer
 from loraplane.inference_worker.errors import RequestFailedError
-from loraplane.inference_worker.outputs import CompletionOutput, Logprob, RequestOutput
+from loraplane.inference_worker.outputs import (
+    CompletionOutput,
+    CompletionUpdate,
+    Logprob,
+    RequestOutput,
+    RequestUpdate,
+)
 from loraplane.inference_worker.sampling_params import SamplingParams
 from loraplane.inference_worker.sequence import Sequence, SequenceStatus
 
@@ -29,6 +35,7 @@ class RequestState:
     detokenizers: list[IncrementalDetokenizer | None]
     lora_request: LoRARequest | None = None
     prompt_logprobs: list[dict[int, Logprob] | None] | None = None  # by prompt position (entry 0: None)
+    num_sent: list[int] = field(default_factory=list)  # per completion: output tokens in updates so far
 
     @classmethod
     def create(
@@ -45,6 +52,7 @@ class RequestState:
         """A validated request's state: `params.n` sequences, each with a detokenizer when the request
         wants text and the engine has a tokenizer."""
         state = cls(request_id, prompt, prompt_token_ids, params, [], [], lora_request)
+        state.num_sent = [0] * params.n
         if params.prompt_logprobs is not None:
             state.prompt_logprobs = [None] * len(prompt_token_ids)
         for index in range(params.n):
@@ -110,6 +118,35 @@ class RequestState:
             num_cached_tokens=max((s.num_cached_tokens for s in self.seqs), default=0),
             lora_request=self.lora_request,
             prompt_logprobs=None if self.prompt_logprobs is None else list(self.prompt_logprobs),
+        )
+
+
+    def update(self) -> RequestUpdate:
+        """What is new since the previous update (see `RequestUpdate`): O(new tokens), no copies of what
+        was already handed over, no text."""
+        want = self.params.logprobs is not None
+        first_update = not any(self.num_sent)
+        outputs = []
+        for seq in self.seqs:
+            start, end = self.num_sent[seq.index], seq.num_output_tokens
+            self.num_sent[seq.index] = end
+            base = seq.num_prompt_tokens
+            outputs.append(
+                CompletionUpdate(
+                    seq.index,
+                    seq.token_ids[base + start : base + end],
+                    seq.output_logprobs[start:end] if want else None,
+                    seq.cumulative_logprob if want else None,
+                    seq.finish_reason,
+                    seq.stop_reason,
+                )
+            )
+        return RequestUpdate(
+            self.request_id,
+            outputs,
+            self.finished,
+            max((s.num_cached_tokens for s in self.seqs), default=0),
+            self.prompt_logprobs if first_update else None,
         )
 
 

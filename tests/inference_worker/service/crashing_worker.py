@@ -10,11 +10,11 @@ import sys
 from loraplane.inference_worker.llm_engine import LLMEngine
 
 
-def _broken_step(self: LLMEngine, finished_only: bool = False) -> list:
+def _broken_step(self: LLMEngine) -> list:
     raise RuntimeError("forced step failure")
 
 
-LLMEngine.step = _broken_step
+LLMEngine._run_step = _broken_step  # both `step` (offline) and `step_updates` (the worker) run through it
 
 from loraplane.cli import main  # noqa: E402 - after the patch, as a worker would import it
 
