@@ -43,6 +43,7 @@ from loraplane.metrics import (
     LATENCY_BUCKETS,
     TOKEN_LATENCY_BUCKETS,
     AdapterLabels,
+    StreamHistogram,
 )
 
 PREFIX = "loraplane:"
@@ -69,9 +70,10 @@ class WorkerMetrics:
         m, a = ["model_name"], ["adapter"]
         hist, count = self._histogram, self._counter
         self.ttft = hist("time_to_first_token_seconds", "Arrival to first token", m, LATENCY_BUCKETS)
-        self.itl = hist(
-            "inter_token_latency_seconds", "Gap between chunks with tokens", m, TOKEN_LATENCY_BUCKETS
+        self.itl = StreamHistogram(
+            PREFIX + "inter_token_latency_seconds", "Gap between chunks with tokens", TOKEN_LATENCY_BUCKETS, m
         )
+        self.registry.register(self.itl)
         self.tpot = hist("time_per_output_token_seconds", "Decode time per token", m, TOKEN_LATENCY_BUCKETS)
         self.e2e = hist("e2e_request_latency_seconds", "Arrival to end of request", m, LATENCY_BUCKETS)
         self.prompt_len = hist("request_prompt_tokens", "Prompt tokens per request", m, TOKEN_COUNT_BUCKETS)
@@ -102,6 +104,7 @@ class WorkerMetrics:
     def attach(self, engine: EngineClient) -> None:
         """Serve the engine's series from now on (the engine has started; its model name is known)."""
         self.engine, self.model_name = engine, engine.model_name
+        self.itl.label_values = (self.model_name,)
 
     @contextlib.contextmanager
     def time_load(self) -> Iterator[None]:
@@ -138,7 +141,7 @@ class RequestTrack:
             if num_tokens:
                 now = time.perf_counter()
                 if self.tokens:
-                    self.metrics.itl.labels(self.metrics.model_name).observe(now - self.last)
+                    self.metrics.itl.observe(now - self.last)
                 else:
                     self.first = now
                     self._observe_ttft(now - self.arrival)

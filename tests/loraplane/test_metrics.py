@@ -6,7 +6,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 
 from loraplane.metrics import BASE_MODEL, OTHER_ADAPTERS, AdapterLabels, MetricsServer
-from tests.loraplane.prometheus_scrape import scrape, value
+from tests.loraplane.prometheus_scrape import parse, scrape, value
 
 
 def test_adapter_labels_are_bounded_and_stable():
@@ -29,3 +29,29 @@ def test_metrics_server_serves_its_registry_on_a_free_port_and_closes():
         server.close()
     with pytest.raises(ValueError, match="metrics port"):
         MetricsServer(registry, "127.0.0.1", 70000)
+
+
+def test_stream_histogram_exposes_what_prometheus_clients_histogram_does():
+    from prometheus_client import Histogram, generate_latest
+
+    from loraplane.metrics import StreamHistogram
+
+    buckets, observations = (0.01, 0.1, 1.0), (0.005, 0.01, 0.05, 0.1, 0.5, 2.0, 2.0)
+    reference, ours = CollectorRegistry(), CollectorRegistry()
+    histogram = Histogram(
+        "loraplane:gap_seconds", "gaps", ["model_name"], buckets=buckets, registry=reference
+    )
+    stream = StreamHistogram("loraplane:gap_seconds", "gaps", buckets, ["model_name"])
+    stream.label_values = ("m",)
+    ours.register(stream)
+    for seconds in observations:
+        histogram.labels("m").observe(seconds)
+        stream.observe(seconds)
+
+    def samples(registry):
+        return {
+            k: v for k, v in parse(generate_latest(registry).decode()).items() if not k.endswith("_created")
+        }
+
+    assert samples(ours) == samples(reference)
+    assert value(samples(ours), "loraplane:gap_seconds_bucket", le="0.01") == 2  # le: bounds are inclusive
