@@ -129,6 +129,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0,
         help="serve Prometheus /metrics on this port of the --listen host (default: 0, off)",
     )
+    service.add_argument(
+        "--max-adapter-labels",
+        type=int,
+        default=64,
+        help="adapters with their own label in per-adapter metrics; the rest share __other__ (default: 64)",
+    )
     add_tls_arguments(service, "its gRPC server and its control-plane stream (client certificate)")
     engine = parser.add_argument_group("engine (vLLM names)")
     for flag, dest, kind, text in ENGINE_OPTIONS:
@@ -185,8 +191,9 @@ def config_from_args(args: argparse.Namespace) -> WorkerServiceConfig:
         max_receive_bytes=args.max_receive_bytes,
         lora_modules=parse_lora_modules(args.lora_modules),
         worker_token=env_worker_token(),
-        tls=tls_from_args(args),
         metrics_port=args.metrics_port,
+        max_adapter_labels=args.max_adapter_labels,
+        tls=tls_from_args(args),
         engine=engine,
     )
 

@@ -113,6 +113,7 @@ class WorkerServiceConfig:
     tls: TLSConfig = PLAINTEXT  # the server's port and the control-plane channel (loraplane.tls)
     max_receive_bytes: int = MAX_MESSAGE_BYTES
     metrics_port: int = 0  # Prometheus /metrics on the listen host; 0: off (loraplane.metrics)
+    max_adapter_labels: int = 64  # adapter names with their own metrics label; the rest share "__other__"
     engine: EngineConfig = field(default_factory=EngineConfig)
 
     def __post_init__(self) -> None:
@@ -135,6 +136,8 @@ class WorkerServiceConfig:
             )
         if not 0 <= self.metrics_port <= 65535:
             raise ValueError(f"--metrics-port must be in [0, 65535] (0: off), got {self.metrics_port}")
+        if self.max_adapter_labels < 0:
+            raise ValueError(f"--max-adapter-labels must be >= 0, got {self.max_adapter_labels}")
         if self.lora_modules and not self.engine.enable_lora:
             raise ValueError("--lora-modules needs --enable-lora")
 

@@ -69,7 +69,8 @@ class WorkerServer:
     def __init__(self, config: WorkerServiceConfig) -> None:
         self.config = config
         engine_config = config.engine
-        self.metrics = WorkerMetrics(engine_config.max_loras if engine_config.enable_lora else 0)
+        max_lora = engine_config.max_loras if engine_config.enable_lora else 0
+        self.metrics = WorkerMetrics(max_lora, config.max_adapter_labels)
         self.metrics_server: MetricsServer | None = None
         self.server = grpc.aio.server(
             interceptors=[DecodeInterceptor(), error_interceptor(), self.metrics.interceptor()],
@@ -208,11 +209,11 @@ class WorkerServer:
         await self._stop_control_client()
         if self.engine is not None:
             await self.engine.shutdown()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
         logger.info("worker stopped")
 
     async def _stop_control_client(self) -> None:
-        if self.metrics_server is not None:
-            self.metrics_server.close()
         """End the control-plane stream for good (the control plane marks the worker down)."""
         task, self._control_task = self._control_task, None
         if task is not None:

@@ -3,6 +3,7 @@ first output comes after a controlled delay, so the time to first token is known
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import time
 
@@ -13,9 +14,11 @@ from loraplane.grpc_options import client_options
 from loraplane.inference.v1 import inference_pb2 as pb
 from loraplane.inference.v1 import inference_pb2_grpc
 from loraplane.inference_worker.outputs import CompletionOutput, EngineStats, RequestOutput
+from loraplane.inference_worker.service import cli
 from loraplane.inference_worker.service.interceptors import error_interceptor
 from loraplane.inference_worker.service.metrics import WorkerMetrics
 from loraplane.inference_worker.service.served_models import AdapterTarget, ServedModels
+from loraplane.inference_worker.service.server import WorkerServer
 from loraplane.inference_worker.service.servicer import InferenceServicer
 from loraplane.metrics import OTHER_ADAPTERS, MetricsServer
 from tests.inference_worker.service.fake_engine import FakeEngine
@@ -146,3 +149,20 @@ async def test_a_refused_request_counts_nowhere_and_a_cancelled_one_as_abort(wor
     assert value(samples, "loraplane:request_success_total") == 1
     assert value(samples, "loraplane:request_success_total", finished_reason="abort") == 1
     assert OTHER_ADAPTERS not in {dict(k).get("adapter") for k in samples["loraplane:adapter_requests_total"]}
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["--metrics-port", "70000"], "--metrics-port must be in"),
+        (["--max-adapter-labels", "-1"], "--max-adapter-labels must be >= 0"),
+    ],
+)
+def test_metrics_flags_are_checked_and_reach_the_server(argv, error):
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    with pytest.raises(ValueError, match=error):
+        cli.config_from_args(parser.parse_args(argv))
+    config = cli.config_from_args(parser.parse_args(["--metrics-port", "9464", "--max-adapter-labels", "3"]))
+    assert (config.metrics_port, config.max_adapter_labels) == (9464, 3)
+    assert WorkerServer(config).metrics.adapters.max_labels == 3
