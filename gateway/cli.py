@@ -54,6 +54,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "OpenAI's maximum)",
     )
     add_tls_arguments(parser, "its gRPC channels to workers and the control plane (client certificate)")
+    parser.add_argument(
+        "--ssl-certfile", default=None, metavar="PEM", help="serve HTTPS with this certificate"
+    )
+    parser.add_argument("--ssl-keyfile", default=None, metavar="PEM", help="private key of --ssl-certfile")
+
+
+def _https(args: argparse.Namespace):
+    """The HTTPS listener's certificate and key (vLLM's --ssl-certfile/--ssl-keyfile), checked here so that
+    a mistake names these flags."""
+    from pathlib import Path
+
+    from loraplane.tls import PLAINTEXT, TLSConfig
+
+    files = (("--ssl-certfile", args.ssl_certfile), ("--ssl-keyfile", args.ssl_keyfile))
+    if not any(path for _, path in files):
+        return PLAINTEXT
+    for flag, path in files:
+        if not path:
+            raise ValueError("--ssl-certfile and --ssl-keyfile go together")
+        if not Path(path).expanduser().is_file():
+            raise ValueError(f"{flag} {path}: no such file")
+    return TLSConfig(cert=Path(args.ssl_certfile), key=Path(args.ssl_keyfile))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = GatewayConfig.from_env(
             tls=tls_from_args(args),
+            https=_https(args),
             host=args.host,
             port=args.port,
             control_plane=args.control_plane,

@@ -45,7 +45,8 @@ class GatewayConfig:
     `affinity_slack` requests. At most `max_adapter_labels` adapter names get their own metrics label.
     A request body over `max_request_bytes` is refused with 413 before it is parsed; `n` over `max_n`
     with 400. The gateway holds no admin token: the runtime LoRA routes forward the caller's own.
-    `tls` secures its gRPC channels to the workers and the control plane (loraplane.tls).
+    `tls` secures its gRPC channels to the workers and the control plane (loraplane.tls); `https` (a
+    certificate and key, no CA: OpenAI clients have no client certificate) makes its HTTP port HTTPS.
     """
 
     host: str = "127.0.0.1"
@@ -62,6 +63,7 @@ class GatewayConfig:
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES
     max_n: int = DEFAULT_MAX_N
     tls: TLSConfig = PLAINTEXT
+    https: TLSConfig = PLAINTEXT
 
     def __post_init__(self) -> None:
         if not self.control_plane and not self.workers:
@@ -79,6 +81,8 @@ class GatewayConfig:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.affinity_slack < 0 or self.max_adapter_labels < 0:
             raise ValueError("affinity_slack and max_adapter_labels must be >= 0")
+        if self.https.ca is not None or (self.https.enabled and not self.https.serves_tls):
+            raise ValueError("HTTPS takes --ssl-certfile and --ssl-keyfile only (no client certificates)")
         for name in ("max_request_bytes", "max_n"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

@@ -23,6 +23,8 @@ def uvicorn_config(config: GatewayConfig, pool: WorkerPool | None = None) -> uvi
         access_log=False,
         timeout_graceful_shutdown=5,
         lifespan="on",
+        ssl_certfile=str(config.https.cert) if config.https.cert else None,
+        ssl_keyfile=str(config.https.key) if config.https.key else None,
     )
 
 

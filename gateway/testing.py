@@ -26,6 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from loraplane.grpc_options import server_options
 from loraplane.inference.v1 import inference_pb2 as pb
 from loraplane.inference.v1 import inference_pb2_grpc
+from loraplane.tls import PLAINTEXT, TLSConfig, add_port
 
 VOCAB = ("alpha", "beta", "gamma", "delta", "omega", "sigma", "kappa", "lambda", "theta", "zeta")
 SERVICE = "loraplane.inference.v1.Inference"
@@ -135,14 +136,16 @@ async def start_fake_worker(
     adapters: set[str] | None = None,
     token_delay_s: float = 0.0,
     host: str = "127.0.0.1",
+    tls: TLSConfig = PLAINTEXT,
 ) -> tuple[grpc.aio.Server, FakeInference, int]:
-    """Start a fake worker on `host:port` (0 = any free port); returns (server, servicer, bound port)."""
+    """Start a fake worker on `host:port` (0 = any free port; TLS per `tls`, as a real worker's
+    --tls-* flags); returns (server, servicer, bound port)."""
     server = grpc.aio.server(options=server_options())
     servicer = FakeInference(base_model, set(adapters or ()), token_delay_s)
     inference_pb2_grpc.add_InferenceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    bound = add_port(server, f"{host}:{port}", tls)
     await server.start()
     for name in ("", SERVICE):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

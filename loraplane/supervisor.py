@@ -97,10 +97,13 @@ def grpc_healthy(address: str, service: str = "", timeout_s: float = 1.0, tls=No
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-def http_ok(url: str, timeout_s: float = 1.0) -> bool:
-    """True when GET `url` answers 200."""
+def http_ok(url: str, timeout_s: float = 1.0, cafile: str | None = None) -> bool:
+    """True when GET `url` answers 200 (an https URL verified against `cafile`, else the system roots)."""
+    import ssl
+
+    context = ssl.create_default_context(cafile=cafile) if url.startswith("https:") else None
     try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as reply:
+        with urllib.request.urlopen(url, timeout=timeout_s, context=context) as reply:
             return reply.status == 200
     except (urllib.error.URLError, OSError):
         return False

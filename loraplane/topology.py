@@ -237,14 +237,25 @@ def register_modules(control_plane: str, modules, tls=None) -> None:
 
 
 def start_gateway(
-    sup: Supervisor, host: str, port: int, control_plane: str, name: str = "gateway", tls=None
+    sup: Supervisor,
+    host: str,
+    port: int,
+    control_plane: str,
+    name: str = "gateway",
+    tls=None,
+    https: bool = True,
 ) -> Child:
+    """The gateway on host:port; with `tls`, its gRPC channels use it and, when `https` and `tls` has a
+    certificate, its HTTP port serves HTTPS with it (`up --envoy` passes https=False: the edge terminates)."""
     argv = ["gateway", "--host", host, "--port", str(port), "--control-plane", control_plane]
     argv += tls.argv() if tls is not None else []
+    https = https and tls is not None and tls.serves_tls
+    argv += ["--ssl-certfile", str(tls.cert), "--ssl-keyfile", str(tls.key)] if https else []
     argv += ["--refresh-interval", "1"]
     probe_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-    child = sup.python_module(name, argv, address=f"http://{probe_host}:{port}")
-    ready = lambda: http_ok(f"{child.address}/health") and child.listens_on(child.address)
+    scheme, ca = ("https", str(tls.ca) if tls.ca else None) if https else ("http", None)
+    child = sup.python_module(name, argv, address=f"{scheme}://{probe_host}:{port}")
+    ready = lambda: http_ok(f"{child.address}/health", cafile=ca) and child.listens_on(child.address)
     sup.wait_until(child, ready, 120.0, "ready")
     log.info("%s up in %.1f s on %s", name, child.uptime_s, child.address)
     return child

@@ -42,7 +42,9 @@ def _start(sup, args, modules) -> list[tuple[str, object]]:
     topology.wait_workers(sup, workers, args.tls)
     topology.register_modules(control_plane.address, modules, args.tls)
     gateway_host, gateway_port = ("127.0.0.1", free_port()) if args.envoy else (args.host, args.port)
-    gateway = topology.start_gateway(sup, gateway_host, gateway_port, control_plane.address, tls=args.tls)
+    gateway = topology.start_gateway(
+        sup, gateway_host, gateway_port, control_plane.address, tls=args.tls, https=not args.envoy
+    )
     started = [
         ("control-plane", control_plane),
         *((w.name, w) for w in workers),
