@@ -34,8 +34,9 @@ def run(args: argparse.Namespace) -> int:
         gateway = topology.start_gateway(sup, args.host, args.port, control_plane.address, tls=args.tls)
         hint = topology.admin_hint(control_plane.address)
         return [
-            f"control plane on {control_plane.address} (pid {control_plane.proc.pid}; {hint})",
-            f"worker-0 on {worker.address} (pid {worker.proc.pid})",
+            f"control plane on {control_plane.address} (pid {control_plane.proc.pid}; {hint}), "
+            f"metrics {control_plane.metrics}",
+            f"worker-0 on {worker.address} (pid {worker.proc.pid}), metrics {worker.metrics}",
             f"ready: OpenAI API at {gateway.address}/v1 (pid {gateway.proc.pid})",
         ]
 

@@ -35,6 +35,7 @@ class Child:
     proc: subprocess.Popen
     address: str = ""
     critical: bool = True
+    metrics: str = ""  # the URL of its Prometheus metrics, when it serves them
     started_at: float = field(default_factory=time.monotonic)
 
     @property

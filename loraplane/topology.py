@@ -181,10 +181,13 @@ def admin_hint(address: str) -> str:
 def start_control_plane(sup: Supervisor, args: argparse.Namespace, modules) -> Child:
     address = f"127.0.0.1:{control_plane_port(args.control_plane_port)}"
     roots = [*args.adapter_root, *(os.path.abspath(os.path.expanduser(path)) for _, path, _ in modules)]
+    metrics_port = free_port()
     argv = ["control-plane", "--listen", address, "--data-dir", str(Path(args.data_dir).expanduser())]
+    argv += ["--metrics-port", str(metrics_port)]
     for root in roots:
         argv += ["--adapter-root", root]
     child = sup.python_module("control plane", argv + args.tls.argv(), address=address)
+    child.metrics = f"http://127.0.0.1:{metrics_port}/metrics"
     healthy = lambda: grpc_healthy(address, tls=args.tls) and child.listens_on(address)
     sup.wait_until(child, healthy, 60.0, "healthy")
     log.info("control plane up in %.1f s (data in %s)", child.uptime_s, args.data_dir)
@@ -196,9 +199,12 @@ def start_worker(
 ) -> Child:
     """Worker `worker-<index>`; with `critical=False` the topology outlives it while another worker lives."""
     address = f"127.0.0.1:{free_port()}"
+    metrics_port = free_port()
     argv = ["worker", "--listen", address, "--control-plane", control_plane, "--worker-id", f"worker-{index}"]
-    argv += worker_args(args) + args.tls.argv()
-    return sup.python_module(f"worker-{index}", argv, address=address, critical=critical)
+    argv += ["--metrics-port", str(metrics_port), *worker_args(args), *args.tls.argv()]
+    child = sup.python_module(f"worker-{index}", argv, address=address, critical=critical)
+    child.metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+    return child
 
 
 def wait_workers(sup: Supervisor, workers: list[Child], tls=None) -> None:

@@ -80,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         lines = []
         for name, child in started:
             hint = f"; {topology.admin_hint(child.address)}" if name == "control-plane" else ""
-            lines.append(f"{name} on {child.address} (pid {child.proc.pid}{hint})")
+            metrics = f", metrics {child.metrics}" if child.metrics else ""
+            lines.append(f"{name} on {child.address} (pid {child.proc.pid}{hint}){metrics}")
         return [*lines, f"ready: OpenAI API at {started[-1][1].address.split(' ')[0]}/v1"]
 
     return topology.run_supervised("up", start)
