@@ -28,7 +28,7 @@ from loraplane.control_plane.workers import WorkerHub
 from loraplane.grpc_errors import DecodeInterceptor
 from loraplane.grpc_options import server_options
 from loraplane.metrics import MetricsServer
-from loraplane.ports import check_port
+from loraplane.ports import check_ports
 from loraplane.registry.v1 import registry_pb2, registry_pb2_grpc
 from loraplane.tls import add_port
 from loraplane.worker.v1 import worker_pb2, worker_pb2_grpc
@@ -73,7 +73,10 @@ class ControlPlaneServer:
         if not self.config.adapter_roots:
             logger.warning("no --adapter-root given: local adapter sources will be refused")
         host, _, port = self.config.listen.rpartition(":")
-        check_port(host.strip("[]"), int(port), "--listen")  # a clear message before any state changes
+        bind_host = host.strip("[]")  # a clear message naming the flag, before any state changes
+        check_ports(
+            [(bind_host, int(port), "--listen"), (bind_host, self.config.metrics_port, "--metrics-port")]
+        )
         self.hub.reset()  # no stream survives a restart; workers reconnect and resync
         server = grpc.aio.server(
             interceptors=[

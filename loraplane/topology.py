@@ -239,7 +239,8 @@ def register_modules(control_plane: str, modules, tls=None) -> None:
 
     asyncio.run(register())
     if modules:
-        log.info("%d adapters registered in %.1f s", len(modules), time.monotonic() - started)
+        count = f"{len(modules)} adapter{'s' if len(modules) > 1 else ''}"
+        log.info("%s registered in %.1f s", count, time.monotonic() - started)
 
 
 def start_gateway(

@@ -218,10 +218,11 @@ def run(args: argparse.Namespace) -> int:
     except (*DOMAIN_ERRORS, RuntimeError) as exc:
         logger.error("worker failed to start: %s", exc)
         return 1
-    from loraplane.ports import PortInUseError, check_port
+    from loraplane.ports import PortInUseError, check_ports
 
+    host, port = split_host_port(config.listen)
     try:  # before the model loads: a taken port fails in a second, not after minutes
-        check_port(*split_host_port(config.listen), "--listen")
+        check_ports([(host, port, "--listen"), (host, config.metrics_port, "--metrics-port")])
     except PortInUseError as exc:
         print(f"loraplane worker: {exc}", file=sys.stderr)
         return 1

@@ -82,6 +82,8 @@ def test_worker_and_gateway_check_their_port_first(taken_port):
     assert worker.returncode == 1
     assert f"port {taken_port} is in use (another server?): pass --listen" in worker.stderr
     assert "loading the model" not in worker.stderr
+    metrics = loraplane("worker", "--listen", "127.0.0.1:0", "--metrics-port", str(taken_port))
+    assert metrics.returncode == 1 and "pass --metrics-port" in metrics.stderr, metrics.stderr
     gateway = loraplane("gateway", "--port", str(taken_port), "--control-plane", "127.0.0.1:1")
     assert gateway.returncode == 1
     assert f"port {taken_port} is in use (another server?): pass --port" in gateway.stderr
