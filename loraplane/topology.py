@@ -304,6 +304,6 @@ def start_envoy(
     # Envoy's own readiness (its admin port, plain HTTP on loopback) when the edge speaks TLS.
     probe = f"http://127.0.0.1:{admin_port}/ready" if args.tls.serves_tls else f"{child.address}/health"
     sup.wait_until(child, lambda: http_ok(probe), 60.0, "ready")
-    child.address += f" (admin http://127.0.0.1:{admin_port})"
     log.info("envoy up in %.1f s on %s", child.uptime_s, child.address)
+    child.address += f" (admin http://127.0.0.1:{admin_port})"
     return child

@@ -210,14 +210,6 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"loraplane worker: {exc}", file=sys.stderr)
         return 2
-    from loraplane.inference_worker.errors import DOMAIN_ERRORS
-    from loraplane.inference_worker.service.server import serve
-
-    try:
-        return asyncio.run(serve(config, on_ready=_announce))
-    except (*DOMAIN_ERRORS, RuntimeError) as exc:
-        logger.error("worker failed to start: %s", exc)
-        return 1
     from loraplane.ports import PortInUseError, check_ports
 
     host, port = split_host_port(config.listen)
@@ -225,4 +217,12 @@ def run(args: argparse.Namespace) -> int:
         check_ports([(host, port, "--listen"), (host, config.metrics_port, "--metrics-port")])
     except PortInUseError as exc:
         print(f"loraplane worker: {exc}", file=sys.stderr)
+        return 1
+    from loraplane.inference_worker.errors import DOMAIN_ERRORS
+    from loraplane.inference_worker.service.server import serve
+
+    try:
+        return asyncio.run(serve(config, on_ready=_announce))
+    except (*DOMAIN_ERRORS, RuntimeError) as exc:
+        logger.error("worker failed to start: %s", exc)
         return 1
