@@ -97,6 +97,12 @@ async def serve(config: ControlPlaneConfig) -> None:
     """Run until SIGINT/SIGTERM, then stop gracefully."""
     from loraplane.control_plane.server import ControlPlaneServer
 
+    # Handlers first: a SIGTERM right after the "listening" line must still stop gracefully.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
     server = ControlPlaneServer(config)  # takes the data dir's lock: DataDirInUseError if another has it
     try:
         port = await server.start()
@@ -104,11 +110,6 @@ async def serve(config: ControlPlaneConfig) -> None:
         print(f"control plane listening on {host}:{port}", flush=True)
         if server.metrics_server is not None:
             print(f"control plane metrics on http://{server.metrics_server.address}/metrics", flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         logger.info("shutting down")
     finally:

@@ -87,3 +87,38 @@ def test_worker_and_gateway_check_their_port_first(taken_port):
     gateway = loraplane("gateway", "--port", str(taken_port), "--control-plane", "127.0.0.1:1")
     assert gateway.returncode == 1
     assert f"port {taken_port} is in use (another server?): pass --port" in gateway.stderr
+
+
+def test_another_server_answering_health_never_makes_a_failed_child_ready(monkeypatch):
+    """The gateway child fails to bind (as uvicorn does on a taken port) while another server answers
+    /health 200 on that port: start-up fails naming the child, instead of printing `ready`."""
+    import http.server
+    import threading
+
+    from loraplane import topology
+    from loraplane.supervisor import Supervisor
+
+    class Ok(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    other = http.server.HTTPServer(("127.0.0.1", 0), Ok)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    bind_fails = [sys.executable, "-c", "import sys, time; time.sleep(1); sys.exit(1)"]
+    sup = Supervisor(grace_s=1)
+    monkeypatch.setattr(sup, "python_module", lambda name, args, **kw: sup.start(name, bind_fails, **kw))
+    try:
+        with pytest.raises(RuntimeError, match="gateway exited with code 1 before ready"):
+            topology.start_gateway(sup, "127.0.0.1", other.server_port, "127.0.0.1:1")
+        sup.children.clear()
+        sup.start("sleeper", [sys.executable, "-c", "import time; time.sleep(0.2)"])
+        sup.children[0].proc.wait()
+        with pytest.raises(RuntimeError, match="sleeper exited with code 0 while starting"):
+            sup.check_alive()
+    finally:
+        other.shutdown()
+        sup.stop_all()
