@@ -8,10 +8,14 @@ unloading an unknown name -> 404. The router is mounted only when runtime update
 
 Auth: the caller's `Authorization: Bearer <token>` is forwarded to the control plane, which checks it
 against its admin token; the gateway holds no token of its own to lend. A control plane with an admin
-token answers a missing or wrong one with UNAUTHENTICATED -> 401; one without lets every caller in.
+token answers a missing or wrong one with UNAUTHENTICATED -> 401; one without lets every caller in,
+which only a gateway on loopback accepts: beyond loopback, `check_registry_is_guarded` stops the gateway
+at start-up unless the control plane refuses a tokenless write.
 """
 
 from __future__ import annotations
+
+import logging
 
 import grpc
 from fastapi import APIRouter, Request
@@ -21,6 +25,30 @@ from loraplane.gateway.errors import OpenAIError, from_grpc
 from loraplane.gateway.protocol import LoadLoRAAdapterRequest, UnloadLoRAAdapterRequest
 
 router = APIRouter()
+log = logging.getLogger(__name__)
+
+
+async def check_registry_is_guarded(host: str, registry) -> None:
+    """RuntimeError when the gateway listens beyond loopback and the control plane lets a tokenless caller
+    write: it is asked to delete the adapter named "" with no token, which a guarded control plane refuses
+    with UNAUTHENTICATED before looking at the name (an open one answers INVALID_ARGUMENT, changing
+    nothing). An unreachable control plane is only logged: it enforces its own token once it is up."""
+    from loraplane.control_plane.config import is_loopback
+
+    if is_loopback(host):
+        return
+    try:
+        await registry.delete_adapter("")
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+            return
+        if exc.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+            log.warning("cannot check that the control plane guards adapter changes: %s", exc.details())
+            return
+    raise RuntimeError(
+        f"runtime LoRA updating on {host} (beyond loopback) needs a control plane with an admin token, or "
+        "anyone who reaches the gateway can change adapters: set LORAPLANE_ADMIN_TOKEN for the control plane"
+    )
 
 
 def _caller_token(request: Request) -> str | None:

@@ -106,5 +106,9 @@ def run(args: argparse.Namespace) -> int:
     except PortInUseError as exc:
         print(f"loraplane gateway: {exc}", file=sys.stderr)
         return 1
-    serve(config)
+    try:
+        serve(config)
+    except RuntimeError as exc:
+        print(f"loraplane gateway: {exc}", file=sys.stderr)
+        return 1
     return 0

@@ -7,8 +7,10 @@ import logging
 
 import uvicorn
 
+from loraplane.gateway.api_lora import check_registry_is_guarded
 from loraplane.gateway.app import create_app
 from loraplane.gateway.config import GatewayConfig
+from loraplane.gateway.registry_client import RegistryClient
 from loraplane.gateway.workers import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -36,10 +38,12 @@ class BackgroundGateway:
     """
 
     def __init__(self, config: GatewayConfig, pool: WorkerPool | None = None) -> None:
+        self.config = config
         self.server = uvicorn.Server(uvicorn_config(config, pool))
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
+        await check_runtime_updates(self.config)
         self._task = asyncio.create_task(self.server.serve())
         while not self.server.started:
             if self._task.done():
@@ -61,8 +65,21 @@ class BackgroundGateway:
             await self._task
 
 
+async def check_runtime_updates(config: GatewayConfig) -> None:
+    """Before serving: RuntimeError when runtime LoRA updating would be open beyond loopback
+    (api_lora.check_registry_is_guarded)."""
+    if not (config.allow_runtime_lora_updating and config.control_plane):
+        return
+    registry = RegistryClient(config.control_plane, tls=config.tls)
+    try:
+        await check_registry_is_guarded(config.host, registry)
+    finally:
+        await registry.close()
+
+
 def serve(config: GatewayConfig) -> None:
-    """Serve in the foreground until SIGINT/SIGTERM."""
+    """Serve in the foreground until SIGINT/SIGTERM (RuntimeError first if `check_runtime_updates` fails)."""
+    asyncio.run(check_runtime_updates(config))
     server = uvicorn.Server(uvicorn_config(config))
     log.info("gateway listening on http://%s:%d", config.host, config.port)
     server.run()
