@@ -2,7 +2,8 @@
 
 Writes `loraplane/<area>/v1/<area>_pb2.py`, `_pb2.pyi` and `_pb2_grpc.py` (so the proto package
 `loraplane.<area>.v1` is also the Python import path) and `gateway/envoy/loraplane_api.pb` (a
-descriptor set with imports, for Envoy's gRPC-JSON transcoder).
+descriptor set with imports, for Envoy's gRPC-JSON transcoder), and the same descriptor set for the
+Kubernetes edge (`deploy/kubernetes/base/edge/`).
 
     python scripts/gen_protos.py           # regenerate in place
     python scripts/gen_protos.py --check   # exit 1 when the committed output is stale
@@ -23,6 +24,8 @@ from grpc_tools import protoc
 ROOT = Path(__file__).resolve().parents[1]
 PROTO_ROOT = ROOT / "protos"
 DESCRIPTOR_SET = Path("gateway/envoy/loraplane_api.pb")
+# The Kubernetes edge's copy (kustomize reads only files under its own folder), kept identical here.
+KUBERNETES_DESCRIPTOR_SET = Path("deploy/kubernetes/base/edge/loraplane_api.pb")
 
 
 def proto_files() -> list[Path]:
@@ -57,7 +60,7 @@ def run_protoc(out: Path) -> None:
 def generated_files(out: Path) -> list[Path]:
     patterns = ["loraplane/*/v1/*_pb2*.py*", "loraplane/*/__init__.py", "loraplane/*/v1/__init__.py"]
     files = {p.relative_to(out) for pattern in patterns for p in out.glob(pattern)}
-    return sorted(files | {DESCRIPTOR_SET})
+    return sorted(files | {DESCRIPTOR_SET, KUBERNETES_DESCRIPTOR_SET})
 
 
 def main() -> int:
@@ -67,6 +70,8 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         run_protoc(out)
+        (out / KUBERNETES_DESCRIPTOR_SET).parent.mkdir(parents=True)
+        shutil.copyfile(out / DESCRIPTOR_SET, out / KUBERNETES_DESCRIPTOR_SET)
         stale = []
         for rel in generated_files(out):
             if not (ROOT / rel).exists() or not filecmp.cmp(out / rel, ROOT / rel, shallow=False):
