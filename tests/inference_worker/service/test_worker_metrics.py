@@ -46,9 +46,13 @@ class SlowEngine(FakeEngine):
         versions = frozenset(info.version for info in self.adapters.values())
         return EngineStats(2, 1, 0.25, 48, 64, 30, 100, 1, versions, frozenset())
 
+    fail_after_first = False  # set: the stream fails after its first output (an engine error mid-stream)
+
     async def generate(self, prompt, sampling_params, request_id, lora_request=None):
         await asyncio.sleep(PREFILL_S)
         for position in range(4):
+            if position and self.fail_after_first:
+                raise RuntimeError("engine failure in the middle of a stream")
             last = position == 3
             completion = CompletionOutput(0, "x" * (position + 1), list(range(position + 1)))
             completion.token_ids_delta = [position]
@@ -76,7 +80,7 @@ async def worker():
     http = MetricsServer(metrics.registry, "127.0.0.1", 0)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=client_options()) as channel:
-            yield inference_pb2_grpc.InferenceStub(channel), http.address
+            yield inference_pb2_grpc.InferenceStub(channel), http.address, engine
     finally:
         http.close()
         await server.stop(0)
@@ -93,7 +97,7 @@ async def generate(stub, model: str) -> float:
 
 
 async def test_series_exist_and_move_and_ttft_matches_the_client(worker):
-    stub, address = worker
+    stub, address, _ = worker
     before = await asyncio.to_thread(scrape, f"http://{address}/metrics")
     for name in ENGINE_SERIES:
         assert name in before, name
@@ -132,7 +136,7 @@ async def test_series_exist_and_move_and_ttft_matches_the_client(worker):
 
 
 async def test_a_refused_request_counts_nowhere_and_a_cancelled_one_as_abort(worker):
-    stub, address = worker
+    stub, address, _ = worker
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await generate(stub, "no-such-adapter")
     assert refused.value.code() == grpc.StatusCode.NOT_FOUND
@@ -166,3 +170,17 @@ def test_metrics_flags_are_checked_and_reach_the_server(argv, error):
     config = cli.config_from_args(parser.parse_args(["--metrics-port", "9464", "--max-adapter-labels", "3"]))
     assert (config.metrics_port, config.max_adapter_labels) == (9464, 3)
     assert WorkerServer(config).metrics.adapters.max_labels == 3
+
+
+async def test_a_stream_that_fails_after_it_started_counts_as_error(worker):
+    stub, address, engine = worker
+    engine.fail_after_first = True
+    with pytest.raises(grpc.aio.AioRpcError) as failed:
+        await generate(stub, "sql-lora")
+    assert failed.value.code() == grpc.StatusCode.INTERNAL
+    samples = await asyncio.to_thread(scrape, f"http://{address}/metrics")
+    assert value(samples, "loraplane:request_success_total", finished_reason="error") == 1
+    assert (
+        value(samples, "loraplane:adapter_requests_total", adapter="sql-lora", finished_reason="error") == 1
+    )
+    assert value(samples, "loraplane:time_to_first_token_seconds_count") == 1
