@@ -244,16 +244,9 @@ def register_modules(control_plane: str, modules, tls=None) -> None:
 
 
 def start_gateway(
-    sup: Supervisor,
-    host: str,
-    port: int,
-    control_plane: str,
-    name: str = "gateway",
-    tls=None,
-    https: bool = True,
+    sup: Supervisor, host: str, port: int, control_plane: str, name="gateway", tls=None, https=True
 ) -> Child:
-    """The gateway on host:port; with `tls`, its gRPC channels use it and, when `https` and `tls` has a
-    certificate, its HTTP port serves HTTPS with it (`up --envoy` passes https=False: the edge terminates)."""
+    """The gateway on host:port: gRPC over `tls`, and HTTPS with its certificate when `https` (no edge)."""
     argv = ["gateway", "--host", host, "--port", str(port), "--control-plane", control_plane]
     argv += tls.argv() if tls is not None else []
     https = https and tls is not None and tls.serves_tls
