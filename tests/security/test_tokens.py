@@ -1,7 +1,10 @@
-"""The tokens `serve` and `up` run with (loraplane.tokens) and the `--tls-*` config (loraplane.tls)."""
+"""The tokens `serve` and `up` run with (loraplane.tokens), the `--tls-*` config (loraplane.tls), and the
+loopback default of the OpenAI API's address."""
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import os
 import stat
 from pathlib import Path
@@ -9,6 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from loraplane.cli import SUBCOMMANDS
 from loraplane.gateway.envoy_config import EdgeConfig
 from loraplane.tls import TLSConfig
 from loraplane.tokens import ADMIN_TOKEN_FILE, WORKER_TOKEN_FILE, ensure_tokens, public
@@ -99,3 +103,11 @@ def test_the_edge_asks_no_client_certificate(tmp_path):
             tls=TLSConfig(cert=certs.cert, key=certs.key, ca=certs.ca),
         )
     assert Path(certs.key).stat().st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize("command", ["serve", "up", "gateway"])
+def test_the_openai_api_listens_on_loopback_unless_told_otherwise(command):
+    module = importlib.import_module(next(s.module for s in SUBCOMMANDS if s.name == command))
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    assert parser.parse_args([]).host == "127.0.0.1"
