@@ -98,7 +98,8 @@ def call(
             return EXIT_OK, fn(stub_factory(channel), metadata(args))
     except grpc.FutureTimeoutError:
         print(
-            f"error: cannot reach the control plane at {address} (is it running? see --control-plane)",
+            f"error: cannot reach the control plane at {address} (is it running? see --control-plane; one "
+            "serving TLS needs --tls-ca, and --tls-cert/--tls-key when it asks for a client certificate)",
             file=sys.stderr,
         )
         return EXIT_UNREACHABLE, None
