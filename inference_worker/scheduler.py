@@ -4,6 +4,10 @@ Policy (vLLM v1's shape): running sequences first, in admission order — decode
 partially prefilled ones take a chunk of what the token budget leaves — then waiting sequences in
 first-come order. A prefill chunk is at most `long_prefill_token_threshold` tokens (0: no cap), so a
 long prompt leaves budget to the requests behind it and prefills over several steps while they start.
+With `prefill_context_cost` w > 0 the cap is a budget of work, not tokens: a chunk of n tokens after c
+computed ones costs n * (1 + w * (c + (n + 1) / 2)) (each token's linear layers, plus attention over
+its context), so chunks shrink as the context grows and a step costs about the same late in a long
+prefill as early on: the wait of the requests behind it stays bounded (`prefill_context_cost`).
 When a decode cannot get a KV block, the most recently admitted running sequence is preempted by
 recompute (its blocks freed, back to the front of the queue).
 
@@ -15,9 +19,11 @@ steps, no other adapter's requests are admitted until it gets a slot, so busy sl
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from loraplane.inference_worker.block_manager import BlockManager
 from loraplane.inference_worker.sequence import Sequence, SequenceStatus
@@ -30,6 +36,7 @@ class SchedulerConfig:
     max_loras: int = 0
     lora_starvation_steps: int = 32
     long_prefill_token_threshold: int = 0
+    prefill_context_cost: float = 0.0
 
     def __post_init__(self) -> None:
         if self.max_num_seqs < 1:
@@ -40,6 +47,43 @@ class SchedulerConfig:
             raise ValueError(
                 f"long_prefill_token_threshold must be >= 0, got {self.long_prefill_token_threshold}"
             )
+        if not (math.isfinite(self.prefill_context_cost) and self.prefill_context_cost >= 0):
+            raise ValueError(f"prefill_context_cost must be finite and >= 0, got {self.prefill_context_cost}")
+
+    def prefill_chunk_limit(self, num_computed: int) -> int:
+        """The most prompt tokens one sequence computes in a step after `num_computed` tokens: the largest
+        n >= 1 whose cost n * (1 + w * (num_computed + (n + 1) / 2)) fits the cap (module docstring)."""
+        cap, w = self.long_prefill_token_threshold, self.prefill_context_cost
+        if not cap or not w:
+            return cap
+        b = 1 + w * (num_computed + 0.5)  # cost(n) = (w / 2) * n**2 + b * n, increasing in n
+        n = int((math.sqrt(b * b + 2 * w * cap) - b) / w)
+        return max(1, min(n, cap))
+
+
+# Attention over the context runs slower per flop than the linear layers' GEMMs in the CPU engine (the
+# reference attention gathers the paged context and applies a mask): measured with the demo model
+# (benchmarks/cpu_long_prefill_ttft.py), a 128-token chunk late in a 7,000-token prompt took ~8x the
+# first, a context cost per key of ~1e-3 of a token's linear cost, 3x the ratio of their flops.
+CPU_ATTENTION_FLOP_PENALTY = 3.0
+
+
+def prefill_context_cost(hf_config: Any, device_type: str) -> float:
+    """`SchedulerConfig.prefill_context_cost` for a model: one context token's attention flops for one
+    new token over that token's linear-layer flops, times the device's attention penalty. 0 off CPU,
+    where the cap stays in tokens (vLLM's long_prefill_token_threshold) until measured otherwise."""
+    if device_type != "cpu":
+        return 0.0
+    hidden = hf_config.hidden_size
+    heads = hf_config.num_attention_heads
+    head_dim = getattr(hf_config, "head_dim", None) or hidden // heads
+    kv_heads = getattr(hf_config, "num_key_value_heads", None) or heads
+    experts = getattr(hf_config, "num_experts_per_tok", None) or 1
+    mlp = getattr(hf_config, "moe_intermediate_size", None) if experts > 1 else None
+    mlp = mlp or hf_config.intermediate_size
+    linear = 2 * hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim + 3 * experts * hidden * mlp
+    attention = 2 * heads * head_dim  # q @ k and p @ v, per layer, per context token
+    return CPU_ATTENTION_FLOP_PENALTY * attention / linear
 
 
 @dataclass
@@ -172,7 +216,7 @@ class Scheduler:
 
     def _chunk(self, seq: Sequence, budget: int) -> int:
         """Tokens `seq` computes this step: all it has left, within the budget and the prefill cap."""
-        cap = self.config.long_prefill_token_threshold or budget
+        cap = self.config.prefill_chunk_limit(seq.num_computed_tokens) or budget
         return min(seq.num_uncomputed_tokens, budget, cap)
 
     def _make_room(self, seq: Sequence, batch: ScheduledBatch) -> bool:

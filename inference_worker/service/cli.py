@@ -47,7 +47,8 @@ ENGINE_OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
         "--long-prefill-token-threshold",
         "long_prefill_token_threshold",
         int,
-        "most prompt tokens one request prefills per step (default: 128 on CPU, no cap on CUDA; 0: no cap)",
+        "most prompt tokens one request prefills per step; on CPU a budget of work, so fewer as its context "
+        "grows (default: 128 on CPU, no cap on CUDA; 0: no cap)",
     ),
     ("--gpu-memory-utilization", "gpu_memory_utilization", float, "GPU memory fraction (default: 0.9)"),
     ("--cpu-kv-cache-gb", "cpu_kv_cache_gb", float, "KV cache size on CPU in GiB (default: 1)"),

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
+import pytest
+
 from loraplane.inference_worker.block_manager import BlockManager
 from loraplane.inference_worker.sampling_params import SamplingParams
-from loraplane.inference_worker.scheduler import Scheduler, SchedulerConfig
+from loraplane.inference_worker.scheduler import Scheduler, SchedulerConfig, prefill_context_cost
 from loraplane.inference_worker.sequence import Sequence, SequenceStatus
 
 BS = 4
@@ -160,3 +164,36 @@ def test_a_long_prefill_leaves_budget_to_a_short_request_behind_it():
             steps += 1
             assert all(n <= (cap or 16) for n in batch.num_new_tokens)
         assert steps == short_starts_at_step, cap
+
+
+def test_with_a_context_cost_the_prefill_cap_is_a_work_budget():
+    """D13: each chunk is the most tokens whose estimated work (linear + attention over the context)
+    fits the cap, so chunks shrink as the prompt's computed context grows; no cost: tokens, as before."""
+    config = SchedulerConfig(long_prefill_token_threshold=128, prefill_context_cost=1e-3)
+
+    def cost(n: int, context: int) -> float:
+        return n * (1 + 1e-3 * (context + (n + 1) / 2))
+
+    for context in (0, 100, 1000, 5000, 100_000, 10**9):
+        n = config.prefill_chunk_limit(context)
+        assert n >= 1 and (n == 1 or cost(n, context) <= 128) and cost(n + 1, context) > 128, context
+    assert SchedulerConfig(long_prefill_token_threshold=128).prefill_chunk_limit(5000) == 128
+    assert SchedulerConfig(prefill_context_cost=1e-3).prefill_chunk_limit(5000) == 0  # no cap at all
+    sched = make(
+        num_blocks=512, max_num_batched_tokens=64, long_prefill_token_threshold=32, prefill_context_cost=0.01
+    )
+    long = seq(1000)
+    sched.add(long)
+    chunks = [run_step(sched).num_new_tokens[0] for _ in range(8)]
+    assert chunks == sorted(chunks, reverse=True) and chunks[0] > 2 * chunks[-1], chunks
+
+
+def test_prefill_context_cost_is_for_cpu_and_validated():
+
+    smol = SimpleNamespace(
+        hidden_size=576, num_attention_heads=9, num_key_value_heads=3, intermediate_size=1536
+    )
+    assert 5e-4 < prefill_context_cost(smol, "cpu") < 2e-3 and prefill_context_cost(smol, "cuda") == 0
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="prefill_context_cost"):
+            SchedulerConfig(prefill_context_cost=bad)
