@@ -2,7 +2,10 @@
 
 Grid ``(num_tiles, n_or_split, num_slices)``: SGMV-style segment tiles (a bound independent of the batch's
 adapters, so CUDA-graph safe), several slices per launch, each slot's rank masking the loads; see
-:mod:`loraplane.kernels.triton_lora_common`. The expand is :mod:`loraplane.kernels.triton_lora_expand`.
+:mod:`loraplane.kernels.triton_lora_common`. With ``split_k > 1`` each K share stores its own fp32
+partial and the host sums the shares in index order: no atomics, so a run's result never depends on
+which program finished first (``tl.atomic_add`` here made two identical runs differ). The expand is
+:mod:`loraplane.kernels.triton_lora_expand`.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ def _shrink_kernel(
     stride_ys,
     stride_yt,
     stride_yr,
+    stride_yk,
     LORAS_P2: tl.constexpr,
     BLOCK_M: tl.constexpr,
     BLOCK_N: tl.constexpr,
@@ -92,12 +96,10 @@ def _shrink_kernel(
         at = tl.load(a_rows + offs_k[:, None] * stride_ak, mask=n_mask[None, :] & k_mask[:, None], other=0.0)
         acc += tl.dot(xt, at, input_precision=PRECISION)
     acc *= scale
-    y_ptrs = y_ptr + pid_s * stride_ys + tok[:, None] * stride_yt + offs_n[None, :] * stride_yr
-    y_mask = m_mask[:, None] & (offs_n < max_rank)[None, :]
-    if SPLIT_K == 1:
-        tl.store(y_ptrs, acc, mask=y_mask)
-    else:
-        tl.atomic_add(y_ptrs, acc, mask=y_mask, sem="relaxed")
+    y_ptrs = (
+        y_ptr + pid_k * stride_yk + pid_s * stride_ys + tok[:, None] * stride_yt + offs_n[None, :] * stride_yr
+    )
+    tl.store(y_ptrs, acc, mask=m_mask[:, None] & (offs_n < max_rank)[None, :])
 
 
 def shrink_config(num_tokens: int, max_rank: int) -> ShrinkConfig:
@@ -122,13 +124,13 @@ def shrink(
     num_tokens, in_features = x.shape
     max_rank = y.shape[2]
     cfg = config or shrink_config(num_tokens, max_rank)
-    if cfg.split_k > 1:
-        y.zero_()
     strides = check_a_slices(lora_a)
     for first in range(0, len(lora_a), MAX_SLICES_PER_LAUNCH):
         group = list(lora_a[first : first + MAX_SLICES_PER_LAUNCH])
         pads = group + [group[0]] * (MAX_SLICES_PER_LAUNCH - len(group))
         y_part = y[first : first + len(group)]
+        # split-K: one zeroed partial per K share (tokens without an adapter read 0 as before)
+        target = y_part if cfg.split_k == 1 else y_part.new_zeros(cfg.split_k, *y_part.shape)
         grid = (
             num_segment_tiles(num_tokens, meta.max_loras, cfg.block_m),
             triton.cdiv(max_rank, cfg.block_n) * cfg.split_k,
@@ -137,7 +139,7 @@ def shrink(
         _shrink_kernel[grid](
             x,
             *pads,
-            y_part,
+            target,
             *segment_meta_args(meta),
             meta.max_loras,
             in_features,
@@ -146,7 +148,8 @@ def shrink(
             x.stride(0),
             x.stride(1),
             *strides,
-            *y_part.stride(),
+            *target.stride()[-3:],
+            target.stride(0) if cfg.split_k > 1 else 0,
             LORAS_P2=triton.next_power_of_2(meta.max_loras),
             BLOCK_M=cfg.block_m,
             BLOCK_N=cfg.block_n,
@@ -156,3 +159,5 @@ def shrink(
             num_warps=cfg.num_warps,
             num_stages=cfg.num_stages,
         )
+        if cfg.split_k > 1:
+            torch.sum(target, dim=0, out=y_part)  # a fixed order, run after run
