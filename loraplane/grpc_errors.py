@@ -4,9 +4,10 @@ Semantics: each component passes its table of (exception class, status code), mo
 first. A handler that raises an instance of a listed class (before its first response or mid-stream)
 aborts with that code and the exception's message, which is written for a person. Anything else is
 unexpected: its traceback is logged and the call aborts with INTERNAL and a generic message that names
-only the exception's class (never UNKNOWN, never the exception's text, which may hold internals). A
-status set by the handler itself (`context.abort`) and a cancellation pass through unchanged. Every
-handler shape (unary/stream request x unary/stream response) is covered.
+only the exception's class (never UNKNOWN, never the exception's text, which may hold internals); a bare
+`NotImplementedError` (a generated base servicer's stub) gives UNIMPLEMENTED. A status set by the
+handler itself (`context.abort`) and a cancellation pass through unchanged. Every handler shape
+(unary/stream request x unary/stream response) is covered.
 
 Built on the `grpc-interceptor` package rather than our own wrapper: its `AsyncServerInterceptor`
 rebuilds a handler of the same shape around one `intercept` method, and its
@@ -46,6 +47,10 @@ def status_for(table: StatusTable, exc: BaseException, log_name: str) -> tuple[g
     `log_name` says whose log holds the traceback ("the worker's log", ...)."""
     if isinstance(exc, UndecodableMessageError):
         return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    if type(exc) is NotImplementedError:
+        # What a generated base servicer raises for a method the server does not implement (grpcio's
+        # aio HealthServicer leaves Health.List so): the method is unimplemented, not broken.
+        return grpc.StatusCode.UNIMPLEMENTED, "this server does not implement the method"
     for error_type, code in table:
         if isinstance(exc, error_type):
             return code, str(exc) or error_type.__name__

@@ -157,8 +157,27 @@ async def test_success_is_untouched(channel):
         (MissingError("missing"), grpc.StatusCode.FAILED_PRECONDITION),
         (BadNameError(""), grpc.StatusCode.INVALID_ARGUMENT),
         (RuntimeError("secret"), grpc.StatusCode.INTERNAL),
+        (NotImplementedError("Method not implemented!"), grpc.StatusCode.UNIMPLEMENTED),
     ],
 )
 def test_status_for_takes_the_first_matching_entry(error, code):
     mapped, message = status_for(TABLE, error, "its log")
     assert mapped == code and "secret" not in message and message
+
+
+async def test_a_method_the_servicer_leaves_unimplemented_is_unimplemented_not_internal():
+    """grpcio's aio HealthServicer inherits Health.List from the generated base, which raises
+    NotImplementedError: found by the fuzz suite as INTERNAL on every server."""
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    server = grpc.aio.server(interceptors=[ErrorInterceptor(TABLE, "the test server's log")])
+    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as chan:
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                await health_pb2_grpc.HealthStub(chan).List(health_pb2.HealthListRequest())
+    finally:
+        await server.stop(0)
+    assert failure.value.code() == grpc.StatusCode.UNIMPLEMENTED
