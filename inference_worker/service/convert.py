@@ -63,8 +63,9 @@ def sampling_params_from_proto(msg: pb.SamplingParams) -> SamplingParams:
     return SamplingParams(**kwargs)
 
 
-def render_chat(tokenizer: Any, chat: pb.ChatInput) -> list[int]:
-    """Render a chat with the tokenizer's chat template and tokenize it (the template adds BOS itself)."""
+def render_chat(tokenizer: Any, chat: pb.ChatInput, add_special_tokens: bool = False) -> list[int]:
+    """Render a chat with the tokenizer's chat template and tokenize it (the template adds BOS itself;
+    `add_special_tokens` adds the tokenizer's own on top, as vLLM's tokenize endpoint does on request)."""
     if not chat.messages:
         raise InvalidRequestError("chat.messages is empty; give at least one message", param="messages")
     messages = [{"role": m.role, "content": m.content} for m in chat.messages]
@@ -74,7 +75,7 @@ def render_chat(tokenizer: Any, chat: pb.ChatInput) -> list[int]:
     text = tokenizer.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=add_generation_prompt
     )
-    return list(tokenizer.encode(text, add_special_tokens=False))
+    return list(tokenizer.encode(text, add_special_tokens=add_special_tokens))
 
 
 def prompt_from_request(request: pb.GenerateRequest, tokenizer: Any) -> str | list[int]:
@@ -106,10 +107,8 @@ def tokenize_input(request: pb.TokenizeRequest, tokenizer: Any) -> list[int]:
         raise InvalidRequestError("this worker runs without a tokenizer; it cannot tokenize", param="input")
     kind = request.WhichOneof("input")
     if kind == "chat":
-        token_ids = render_chat(tokenizer, request.chat)
-        if request.HasField("add_special_tokens") and request.add_special_tokens:
-            token_ids = list(tokenizer.build_inputs_with_special_tokens(token_ids))
-        return token_ids
+        add_special = request.HasField("add_special_tokens") and request.add_special_tokens
+        return render_chat(tokenizer, request.chat, add_special_tokens=add_special)
     if kind == "text":
         add_special = request.add_special_tokens if request.HasField("add_special_tokens") else True
         return list(tokenizer.encode(request.text, add_special_tokens=add_special))
