@@ -218,3 +218,13 @@ def test_the_deployed_control_plane_will_not_start_without_a_worker_token(where,
     proc, listening, output = start(argv, env)
     assert not listening and proc.returncode != 0
     assert "LORAPLANE_WORKER_TOKEN" in output or "worker token" in output
+
+
+def test_the_cpu_variants_differ_from_the_gpu_fleet_only_in_device_image_and_gpu():
+    services = compose_services()
+    cpu = yaml.load((ROOT / "compose.cpu.yaml").read_text(), _ComposeLoader)["services"]["worker"]
+    assert cpu["command"] == [*services["worker"]["command"], "--device", "cpu"]
+    assert cpu["build"]["dockerfile"] == "Dockerfile" and cpu["deploy"] is None  # `!reset`: no GPU
+    template = pod_specs(build(FOLDERS["cpu-demo"], TOKENS))["loraplane-worker"]
+    kubernetes_cpu = template["spec"]["containers"][0]
+    assert kubernetes_cpu["args"] == [*kubernetes_containers()["worker"]["args"], "--device", "cpu"]
