@@ -23,8 +23,9 @@ ADMIN, WORKER = "LORAPLANE_ADMIN_TOKEN", "LORAPLANE_WORKER_TOKEN"
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    monkeypatch.delenv(ADMIN, raising=False)
-    monkeypatch.delenv(WORKER, raising=False)
+    for name in (ADMIN, WORKER):  # setenv first: monkeypatch then restores what ensure_tokens sets
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
     return monkeypatch
 
 
