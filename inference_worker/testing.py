@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +21,19 @@ SMALL_LLAMA = dict(
     num_key_value_heads=2,
     max_position_embeddings=512,
     eos_token_id=2,
+)
+
+# A tiny Llama/Qwen2 shape for CPU tests (two layers; give it the demo tokenizer's vocab_size, 49152).
+TINY = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=2,
 )
 
 # Llama-2-7B's shape, for benchmarks that write its config.json and load dummy weights.
@@ -51,3 +65,16 @@ def write_random_model(
                 p.normal_(0.0, std)
     model.save_pretrained(out)
     return model
+
+
+def write_tiny_model(
+    model_cls: type[PreTrainedModel], config: PretrainedConfig, out: Path, tokenizer_src: str | Path
+) -> str:
+    """`write_random_model` into `out`, plus the tokenizer (and chat template) files of the model in
+    `tokenizer_src`, so that `out` loads as a complete model; returns `out` as a string."""
+    write_random_model(model_cls, config, out)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        src = Path(tokenizer_src) / name
+        if src.exists():
+            shutil.copy(src, Path(out) / name)
+    return str(out)

@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 import torch
 
-from loraplane.inference_worker.testing import write_random_model
-
-TINY = dict(
-    hidden_size=64,
-    intermediate_size=128,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=256,
-    bos_token_id=1,
-    eos_token_id=2,
-    pad_token_id=2,
-)
+from loraplane.inference_worker.testing import TINY, write_tiny_model
 
 PROMPTS = [
     "Hello",
@@ -48,15 +33,6 @@ PROMPTS = [
 ]
 
 
-def _write_tiny(model_cls, config, out: Path, tokenizer_src: str) -> str:
-    write_random_model(model_cls, config, out)
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        src = Path(tokenizer_src) / name
-        if src.exists():
-            shutil.copy(src, out / name)
-    return str(out)
-
-
 @pytest.fixture(scope="session")
 def tiny_llama_path(tmp_path_factory, demo_model_path) -> str:
     """Tiny random Llama with llama3 rope scaling and tied embeddings (the demo tokenizer)."""
@@ -71,7 +47,7 @@ def tiny_llama_path(tmp_path_factory, demo_model_path) -> str:
         "original_max_position_embeddings": 32,
     }
     config = LlamaConfig(vocab_size=49152, tie_word_embeddings=True, rope_parameters=rope, **TINY)
-    return _write_tiny(LlamaForCausalLM, config, tmp_path_factory.mktemp("tiny-llama"), demo_model_path)
+    return write_tiny_model(LlamaForCausalLM, config, tmp_path_factory.mktemp("tiny-llama"), demo_model_path)
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +56,7 @@ def tiny_qwen2_path(tmp_path_factory, demo_model_path) -> str:
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
     config = Qwen2Config(vocab_size=49152, tie_word_embeddings=False, **TINY)
-    return _write_tiny(Qwen2ForCausalLM, config, tmp_path_factory.mktemp("tiny-qwen2"), demo_model_path)
+    return write_tiny_model(Qwen2ForCausalLM, config, tmp_path_factory.mktemp("tiny-qwen2"), demo_model_path)
 
 
 def make_llm(path: str, **kwargs):
