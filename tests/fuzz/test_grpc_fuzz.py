@@ -16,6 +16,7 @@ from collections import Counter
 
 import grpc
 import pytest
+from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 from hypothesis import HealthCheck, given, settings
@@ -95,13 +96,56 @@ def call(channel: grpc.Channel, method, payloads: list[bytes], metadata) -> grpc
         return exc.code()
 
 
-def _requests(method, kind: str, adapter_path: str) -> st.SearchStrategy[list[bytes]]:
-    names = NAMES if method.name == "DeleteAdapter" else (*NAMES, ADAPTER, adapter_path)
-    if kind == "typed":
-        one = messages(method.input_type, names).map(lambda m: m.SerializeToString())
-    else:
+def templates(fleet) -> dict[str, list[Message]]:
+    """Valid requests a drawn message is merged into (its set fields win), so that many examples differ
+    from a request that works in a few fields and get past the first check into the handler's depth."""
+    inference, registry, worker = inference_pb2, registry_pb2, worker_pb2
+    source = registry.AdapterSource(path=fleet.adapter_path)
+    params = inference.SamplingParams(max_tokens=4)
+    return {
+        "Generate": [
+            inference.GenerateRequest(model=model, text="Hello there", sampling_params=params)
+            for model in (MODEL, ADAPTER)
+        ],
+        "Tokenize": [inference.TokenizeRequest(model=MODEL, text="Hello there")],
+        "CreateAdapter": [
+            registry.CreateAdapterRequest(
+                adapter=registry.Adapter(name="fuzz-new", source=source, base_model_name=MODEL)
+            )
+        ],
+        "DeleteAdapter": [registry.DeleteAdapterRequest(name="fuzz-new")],
+        "GetAdapter": [registry.GetAdapterRequest(name=ADAPTER)],
+        "Connect": [
+            worker.ConnectRequest(
+                hello=worker.Hello(
+                    worker_id="fuzz-rogue",
+                    base_model_name=MODEL,
+                    endpoint="127.0.0.1:1",
+                    capacity=worker.Capacity(max_loras=1, max_lora_rank=8, max_num_seqs=1, max_model_len=64),
+                )
+            )
+        ],
+    }
+
+
+def _merged(template: Message, drawn: Message) -> Message:
+    merged = type(template)()
+    merged.CopyFrom(template)
+    merged.MergeFrom(drawn)
+    return merged
+
+
+def _requests(method, kind: str, fleet) -> st.SearchStrategy[list[bytes]]:
+    names = NAMES if method.name == "DeleteAdapter" else (*NAMES, ADAPTER, fleet.adapter_path)
+    if kind == "raw":
         one = raw_requests(method.input_type, names)
-    return st.lists(one, min_size=1, max_size=3 if method.client_streaming else 1)
+        return st.lists(one, min_size=1, max_size=3 if method.client_streaming else 1)
+    drawn = messages(method.input_type, names)
+    first = drawn
+    if method.name in (valid := templates(fleet)):
+        first = drawn | st.builds(_merged, st.sampled_from(valid[method.name]), drawn)
+    rest = st.lists(drawn, max_size=2 if method.client_streaming else 0)
+    return st.builds(lambda head, tail: [m.SerializeToString() for m in (head, *tail)], first, rest)
 
 
 @pytest.mark.parametrize("kind", list(EXAMPLES))
@@ -114,7 +158,7 @@ def test_rpc(fuzz_fleet, channels, server, method, kind):
 
     @settings(SETTINGS, max_examples=examples)
     @given(
-        payloads=_requests(method, kind, fuzz_fleet.adapter_path),
+        payloads=_requests(method, kind, fuzz_fleet),
         with_token=st.sampled_from((True, True, True, False)),
     )
     def run(payloads, with_token):
