@@ -21,6 +21,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from loraplane.gateway import api_generate, api_lora
+from loraplane.gateway.auth import ApiKeyAuth
 from loraplane.gateway.body_limit import BodyLimit
 from loraplane.gateway.config import ENV_RUNTIME_LORA, GatewayConfig
 from loraplane.gateway.errors import GENERIC_INTERNAL, OpenAIError, request_too_large
@@ -177,6 +178,12 @@ def create_app(config: GatewayConfig, pool: WorkerPool | None = None) -> FastAPI
         max_bytes=config.max_request_bytes,
         refuse=lambda request: _respond(request, request_too_large(config.max_request_bytes)),
     )
+    if config.api_key:  # outside BodyLimit: a caller without the key is refused before its body is read
+        app.add_middleware(
+            ApiKeyAuth,
+            api_key=config.api_key,
+            refuse=lambda request, message: _respond(request, OpenAIError(401, message)),
+        )
     app.add_middleware(ArrivalStamp)  # added last, so outermost: timings start before the body is read
 
     @app.get("/v1/models")

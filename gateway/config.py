@@ -6,7 +6,7 @@ This is the only gateway module that reads environment variables.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from loraplane.tls import PLAINTEXT, TLSConfig
 
@@ -47,6 +47,7 @@ class GatewayConfig:
     with 400. The gateway holds no admin token: the runtime LoRA routes forward the caller's own.
     `tls` secures its gRPC channels to the workers and the control plane (loraplane.tls); `https` (a
     certificate and key, no CA: OpenAI clients have no client certificate) makes its HTTP port HTTPS.
+    `api_key` (env LORAPLANE_API_KEY or VLLM_API_KEY) guards the OpenAI routes (loraplane.gateway.auth).
     """
 
     host: str = "127.0.0.1"
@@ -64,6 +65,7 @@ class GatewayConfig:
     max_n: int = DEFAULT_MAX_N
     tls: TLSConfig = PLAINTEXT
     https: TLSConfig = PLAINTEXT
+    api_key: str | None = field(default=None, repr=False)  # gateway.auth; repr=False keeps it out of logs
 
     def __post_init__(self) -> None:
         if not self.control_plane and not self.workers:
@@ -95,6 +97,7 @@ class GatewayConfig:
             "control_plane": os.environ.get(ENV_CONTROL_PLANE) or None,
             "workers": env_workers,
             "allow_runtime_lora_updating": env_flag(ENV_RUNTIME_LORA),
+            "api_key": os.environ.get("LORAPLANE_API_KEY") or os.environ.get("VLLM_API_KEY") or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None and v != ()})
         values["workers"] = tuple(values.get("workers", ()))
