@@ -20,7 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from loraplane.gateway import api_generate, api_lora
+from loraplane.gateway import api_generate, api_lora, api_tokens
 from loraplane.gateway.auth import ApiKeyAuth
 from loraplane.gateway.body_limit import BodyLimit
 from loraplane.gateway.config import ENV_RUNTIME_LORA, GatewayConfig
@@ -165,6 +165,7 @@ def create_app(config: GatewayConfig, pool: WorkerPool | None = None) -> FastAPI
 
     app = FastAPI(title="loraplane gateway", lifespan=lifespan)
     app.include_router(api_generate.router)
+    app.include_router(api_tokens.router)
     if config.allow_runtime_lora_updating:
         log.warning(
             "runtime LoRA updating is enabled (LORAPLANE_ALLOW_RUNTIME_LORA_UPDATING): callers of "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from loraplane.gateway.auth import add_api_key_arguments
 from loraplane.gateway.config import DEFAULT_MAX_N, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_PORT
 from loraplane.tls import add_tls_arguments
 
@@ -58,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ssl-certfile", default=None, metavar="PEM", help="serve HTTPS with this certificate"
     )
     parser.add_argument("--ssl-keyfile", default=None, metavar="PEM", help="private key of --ssl-certfile")
+    add_api_key_arguments(parser)
 
 
 def _https(args: argparse.Namespace):
@@ -79,6 +81,7 @@ def _https(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from loraplane.gateway.auth import api_key_from
     from loraplane.gateway.config import GatewayConfig
     from loraplane.gateway.server import serve
     from loraplane.tls import tls_from_args
@@ -95,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
             allow_runtime_lora_updating=args.allow_runtime_lora_updating,
             max_request_bytes=args.max_request_bytes,
             max_n=args.max_n,
+            api_key=api_key_from(args),
         )
     except ValueError as exc:
         print(f"loraplane gateway: {exc}", file=sys.stderr)

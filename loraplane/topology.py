@@ -27,6 +27,7 @@ from pathlib import Path
 
 from loraplane.supervisor import Child, StartupInterrupted, Supervisor, free_port, grpc_healthy, http_ok
 from loraplane.tls import add_tls_arguments, tls_from_args
+from loraplane.vllm_flags import add_vllm_arguments, apply_vllm_flags
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +86,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         "are always allowed)",
     )
     add_tls_arguments(parser, "every gRPC server and client started, and the edge Envoy's listener")
-
-
-def parse_modules(values) -> list[tuple[str, str, str | None]]:
-    """--lora-modules items -> (name, path, base_model_name), with vLLM's two formats and messages."""
-    from loraplane.inference_worker.service.config import parse_lora_modules
-
-    return [(m.name, m.path, m.base_model_name) for m in parse_lora_modules(values)]
+    add_vllm_arguments(parser)
 
 
 def prepare(args: argparse.Namespace, command: str) -> list[tuple[str, str, str | None]] | None:
@@ -105,7 +100,7 @@ def prepare(args: argparse.Namespace, command: str) -> list[tuple[str, str, str 
     from loraplane.tokens import ensure_tokens
 
     try:
-        modules = parse_modules(args.lora_modules)
+        modules = apply_vllm_flags(args)  # vLLM's flags: aliases, refusals, the API key, --lora-modules
         args.tls = tls_from_args(args)
         lines = ensure_tokens(Path(args.data_dir), args.host, getattr(args, "expose_admin", False))
     except (ValueError, RuntimeError, OSError) as exc:
