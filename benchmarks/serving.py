@@ -620,7 +620,18 @@ def main() -> None:
 def save(args, env: dict, rows: list[dict]) -> None:
     result = {"environment": env, "args": dict(vars(args)), "scenarios": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    args.out.write_text(json.dumps(plain(result), indent=2, default=str) + "\n")
+
+
+def plain(value):
+    """`value` with inf and NaN as strings: strict JSON has neither."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
 
 
 def parse_args() -> argparse.Namespace:
