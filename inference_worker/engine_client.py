@@ -13,7 +13,8 @@ Semantics:
 - everything that changes the engine or waits on it is a coroutine: `start`/`shutdown`, `abort`,
   `add_lora`/`remove_lora`/`pin_lora`;
 - `generate` is an async generator of `RequestOutput` snapshots whose completions carry the deltas
-  since the previous snapshot (`text_delta`, `token_ids_delta`); it raises a domain error
+  since the previous snapshot (`text_delta`, `token_ids_delta`; a consumer that falls behind gets one
+  snapshot carrying every token produced since, never fewer tokens); it raises a domain error
   (`loraplane.inference_worker.errors`) before its first snapshot for a bad request, and closing it
   early aborts the request and frees its KV blocks.
 """
