@@ -126,8 +126,14 @@ class FakeInference(inference_pb2_grpc.InferenceServicer):
         return pb.ListModelsResponse(models=cards)
 
     async def Tokenize(self, request, context):
-        words = request.text.split()
-        return pb.TokenizeResponse(token_ids=range(len(words)), count=len(words), max_model_len=2048)
+        words = request.text.split() or [m.content for m in request.chat.messages]
+        strs = words if request.return_token_strs else []
+        return pb.TokenizeResponse(
+            token_ids=range(len(words)), count=len(words), max_model_len=2048, token_strs=strs
+        )
+
+    async def Detokenize(self, request, context):
+        return pb.DetokenizeResponse(text=" ".join(f"w{i}" for i in request.token_ids))
 
 
 async def start_fake_worker(

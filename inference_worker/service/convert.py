@@ -115,6 +115,18 @@ def tokenize_input(request: pb.TokenizeRequest, tokenizer: Any) -> list[int]:
     raise InvalidRequestError("nothing to tokenize; set text or chat", param="input")
 
 
+def detokenize_ids(token_ids: Sequence[int], tokenizer: Any) -> str:
+    """The text of `token_ids` (special tokens kept, as vLLM's /detokenize); an id outside the
+    vocabulary is an InvalidRequestError naming it."""
+    if tokenizer is None:
+        raise InvalidRequestError("this worker has no tokenizer; it cannot detokenize", param="tokens")
+    vocab = len(tokenizer)
+    bad = next((i for i in token_ids if not 0 <= i < vocab), None)
+    if bad is not None:
+        raise InvalidRequestError(f"token id {bad} is outside the vocabulary [0, {vocab})", param="tokens")
+    return tokenizer.decode(list(token_ids))
+
+
 def check_fits(prompt: str | list[int], params: SamplingParams, max_model_len: int) -> None:
     """vLLM's 400s for a prompt that leaves no room to generate, and for prompt + max_tokens past the context.
 

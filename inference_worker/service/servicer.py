@@ -29,6 +29,7 @@ from loraplane.inference_worker.sampling_params import SamplingParams
 from loraplane.inference_worker.service.convert import (
     check_fits,
     chunk_from_completion,
+    detokenize_ids,
     engine_prompt,
     generate_start,
     sampling_params_from_proto,
@@ -228,6 +229,15 @@ class InferenceServicer(inference_pb2_grpc.InferenceServicer):
     async def Tokenize(self, request: pb.TokenizeRequest, context: grpc.aio.ServicerContext):
         self._ready().resolve(request.model)
         token_ids = await self._off_loop(tokenize_input, request, self.engine.tokenizer)
+        strs = self.engine.tokenizer.convert_ids_to_tokens(token_ids) if request.return_token_strs else []
         return pb.TokenizeResponse(
-            token_ids=token_ids, count=len(token_ids), max_model_len=int(self.engine.max_model_len)
+            token_ids=token_ids,
+            count=len(token_ids),
+            max_model_len=int(self.engine.max_model_len),
+            token_strs=strs,
         )
+
+    async def Detokenize(self, request: pb.DetokenizeRequest, context: grpc.aio.ServicerContext):
+        self._ready().resolve(request.model)
+        text = await self._off_loop(detokenize_ids, list(request.token_ids), self.engine.tokenizer)
+        return pb.DetokenizeResponse(text=text)
