@@ -17,6 +17,7 @@ from loraplane.gateway.metrics import RequestTracker as Tracker
 from loraplane.gateway.metrics import arrival_of
 from loraplane.gateway.protocol import ChatCompletionRequest, CompletionRequest, SamplingFields
 from loraplane.gateway.responses import ChatFormatter, CompletionFormatter, Formatter
+from loraplane.gateway.unsupported import refuse_unsupported
 
 router = APIRouter()
 WORKER_HEADER = "x-loraplane-worker"
@@ -113,7 +114,9 @@ def _explain_echo(error: OpenAIError, body: CompletionRequest) -> OpenAIError:
 
 
 def _check_n(body: SamplingFields, request: Request) -> None:
-    """`n` within the gateway's bound: each choice is a sequence the engine runs for the whole request."""
+    """`n` within the gateway's bound: each choice is a sequence the engine runs for the whole request;
+    and no field the server cannot honour yet (loraplane.gateway.unsupported)."""
+    refuse_unsupported(body)
     max_n = request.app.state.gateway.config.max_n
     if body.n > max_n:
         raise bad_request(f"n must be at most {max_n} (this gateway's --max-n), got {body.n}", "n")
@@ -144,5 +147,6 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     model = body.model or ""
     streams = await open_streams(pool, model, [chat_request(body, model, request_id)])
     formatter = ChatFormatter(request_id, model or streams[0].start.model, body.n, body.logprobs)
+    formatter.top_logprobs = body.top_logprobs or 0
     first = formatter.opening_chunks() if body.stream else []
     return await _respond(request, streams, formatter, first, body)

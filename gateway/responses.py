@@ -55,15 +55,19 @@ def completion_logprobs(entries: list[pb.TokenLogprob], start_offset: int = 0) -
     }
 
 
-def chat_logprobs(entries: list[pb.TokenLogprob]) -> dict:
-    """OpenAI chat `logprobs`: {"content": [{token, logprob, bytes, top_logprobs}]}."""
+def chat_logprobs(entries: list[pb.TokenLogprob], top: int | None = None) -> dict:
+    """OpenAI chat `logprobs`: {"content": [{token, logprob, bytes, top_logprobs}]}, with the `top` most
+    likely alternatives per token (chat's top_logprobs: 0 means none, as in vLLM; None: all sent)."""
 
     def item(token: str, logprob: float) -> dict:
         return {"token": token, "logprob": logprob, "bytes": list(token.encode())}
 
     return {
         "content": [
-            {**item(e.token, e.logprob), "top_logprobs": [item(t.token, t.logprob) for t in e.top_logprobs]}
+            {
+                **item(e.token, e.logprob),
+                "top_logprobs": [item(t.token, t.logprob) for t in e.top_logprobs[:top]],
+            }
             for e in entries
         ]
     }
@@ -176,6 +180,7 @@ class CompletionFormatter(Formatter):
 class ChatFormatter(Formatter):
     object_name = "chat.completion"
     chunk_object = "chat.completion.chunk"
+    top_logprobs: int | None = None  # the request's top_logprobs, set by the route
 
     def opening_chunks(self) -> list[dict]:
         """The first delta of every choice: the assistant role with empty content."""
@@ -192,7 +197,7 @@ class ChatFormatter(Formatter):
     def on_chunk(self, prompt_index: int, chunk: pb.GenerateChunk) -> dict:
         choice = self.record(prompt_index, chunk)
         delta = {"content": chunk.text} if chunk.text else {}
-        logprobs = chat_logprobs(list(chunk.logprobs)) if self.want_logprobs else None
+        logprobs = chat_logprobs(list(chunk.logprobs), self.top_logprobs) if self.want_logprobs else None
         finish = FINISH_REASONS.get(chunk.finish_reason)
         out = {"index": choice.index, "delta": delta, "logprobs": logprobs, "finish_reason": finish}
         if finish:
@@ -207,7 +212,9 @@ class ChatFormatter(Formatter):
                 {
                     "index": index,
                     "message": {"role": "assistant", "content": "".join(choice.text)},
-                    "logprobs": chat_logprobs(choice.logprobs) if self.want_logprobs else None,
+                    "logprobs": chat_logprobs(choice.logprobs, self.top_logprobs)
+                    if self.want_logprobs
+                    else None,
                     "finish_reason": choice.finish_reason,
                     "stop_reason": choice.stop_reason,
                 }
