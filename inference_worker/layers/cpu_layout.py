@@ -7,7 +7,8 @@ reads them close to it. Measured on SmolLM2's shapes at batch 8, one thread: fp3
 `F.linear` on the large matrices (slower below ~2**18 weights, where a oneDNN call's ~13 us overhead
 dominates); bf16 (AMX / AVX512-BF16 kernels) 1.4-2.6x faster at every size. Each packed layer keeps its
 dense `weight` (the linear-layer contract, the LoRA wrapper and tied embeddings read it) and adds
-`packed_weight`, which its forward uses.
+`packed_weight`, which its forward uses; `release_packed_dense_weights` then drops the dense copies that
+no forward reads (oneDNN-packed weights serve every row count), so a bf16 model is resident once.
 
 fp32 weights go to the weight-streaming AVX-512 kernel of `loraplane.kernels.cpu_gemm` where it builds
 (another ~18% off oneDNN on SmolLM2's layer weights at batch 8, ~30% off its LM head), else to oneDNN.
@@ -15,6 +16,8 @@ fp32 weights go to the weight-streaming AVX-512 kernel of `loraplane.kernels.cpu
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import functools
 import logging
 
@@ -86,3 +89,32 @@ def pack_linear_weights(model: nn.Module, min_numel: int | None = None) -> int:
         module.packed_weight = by_module.get(id(module)) or pack_weight(module.weight, use_panels=False)
     logger.info("packed %d CPU weight matrices (%d in fp32 panels)", len(modules), len(paneled))
     return len(modules)
+
+
+def release_packed_dense_weights(model: nn.Module) -> int:
+    """Drop the dense copy of every weight whose oneDNN-packed copy serves all its forwards, keeping a
+    `meta` tensor of the same shape and dtype (shapes stay readable; any compute on it fails loudly).
+
+    fp32 panel weights keep theirs (prefills above `MAX_ROWS` rows run `F.linear` on it), and so does a
+    weight shared with another module (the tied embedding table). Returns the bytes released.
+    """
+    owners: dict[int, int] = {}
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, torch.Tensor):
+            owners[id(weight)] = owners.get(id(weight), 0) + 1
+    released = 0
+    for module in model.modules():
+        packed = getattr(module, "packed_weight", None)
+        if not isinstance(packed, torch.Tensor) or owners.get(id(module.weight)) != 1:
+            continue
+        released += module.weight.numel() * module.weight.element_size()
+        module.weight = nn.Parameter(torch.empty_like(module.weight, device="meta"), requires_grad=False)
+    logger.info("released %.0f MiB of dense weights kept packed", released / 2**20)
+    return released
+
+
+def return_freed_memory() -> None:
+    """Hand the loader's freed buffers back to the OS (glibc keeps large freed blocks otherwise)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

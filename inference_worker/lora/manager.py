@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,6 +170,7 @@ class LoRAManager:
 
     # ---- internals -----------------------------------------------------------------------------------
     def _add(self, request: LoRARequest, token: object) -> AdapterInfo:
+        started = time.monotonic()
         directory = resolve_adapter_path(request.lora_path, allow_download=self.allow_download)
         config = load_peft_config(directory, self.config.max_lora_rank, self.shapes.num_layers)
         self._check_enabled_modules(config)
@@ -190,7 +192,11 @@ class LoRAManager:
             self._by_name[request.lora_name] = record
             self._by_version[version] = record
             logger.info(
-                "loaded adapter %s (version %s, rank %d)", request.lora_name, version[:12], record.rank
+                "loaded adapter %s (version %s, rank %d) in %.2f s",
+                request.lora_name,
+                version[:12],
+                record.rank,
+                time.monotonic() - started,
             )
             return self._info(record)
 

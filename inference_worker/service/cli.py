@@ -17,7 +17,7 @@ import sys
 from typing import Any
 
 from loraplane.grpc_options import MAX_MESSAGE_BYTES
-from loraplane.inference_worker.config import EngineConfig
+from loraplane.inference_worker.config import CPU_MAX_NUM_SEQS, EngineConfig, parse_bytes
 from loraplane.inference_worker.service.config import (
     DEFAULT_LISTEN,
     DEFAULT_MAX_NUM_SEQS,
@@ -40,8 +40,13 @@ ENGINE_OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
     ("--served-model-name", "served_model_name", str, "the base model's name in requests and ListModels"),
     ("--dtype", "dtype", str, "auto, float32, bfloat16 or float16 (default: auto)"),
     ("--device", "device", str, "auto, cpu or cuda[:N] (default: auto)"),
-    ("--max-num-seqs", "max_num_seqs", int, f"most sequences per batch (default: {DEFAULT_MAX_NUM_SEQS})"),
-    ("--max-model-len", "max_model_len", int, "context length (default: the model's)"),
+    (
+        "--max-num-seqs",
+        "max_num_seqs",
+        int,
+        f"most sequences per batch (default: {DEFAULT_MAX_NUM_SEQS} on CUDA, {CPU_MAX_NUM_SEQS} on CPU)",
+    ),
+    ("--max-model-len", "max_model_len", int, "context length (default: the model's; on CPU at most 2048)"),
     ("--max-num-batched-tokens", "max_num_batched_tokens", int, "most tokens per step"),
     (
         "--long-prefill-token-threshold",
@@ -51,7 +56,14 @@ ENGINE_OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
         "grows (default: 128 on CPU, no cap on CUDA; 0: no cap)",
     ),
     ("--gpu-memory-utilization", "gpu_memory_utilization", float, "GPU memory fraction (default: 0.9)"),
-    ("--cpu-kv-cache-gb", "cpu_kv_cache_gb", float, "KV cache size on CPU in GiB (default: 1)"),
+    (
+        "--kv-cache-memory-bytes",
+        "kv_cache_memory",
+        parse_bytes,
+        "KV cache size, e.g. 512MiB or 2GB (default: on CPU max-num-seqs x max-model-len tokens; on CUDA "
+        "what --gpu-memory-utilization leaves)",
+    ),
+    ("--cpu-kv-cache-gb", "cpu_kv_cache_gb", float, "KV cache size on CPU in GiB (overrides the default)"),
     ("--num-gpu-blocks-override", "num_kv_blocks", int, "KV cache blocks, overriding the sizing"),
     ("--block-size", "block_size", int, "tokens per KV cache block (default: 16)"),
     ("--load-format", "load_format", str, "auto, safetensors, pt or dummy (default: auto)"),

@@ -15,14 +15,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from loraplane.grpc_options import MAX_MESSAGE_BYTES
-from loraplane.inference_worker.config import EngineConfig
+from loraplane.inference_worker.config import CUDA_MAX_NUM_SEQS, EngineConfig
 from loraplane.tls import PLAINTEXT, TLSConfig
 
 ENV_CONTROL_PLANE = "LORAPLANE_CONTROL_PLANE"
 ENV_WORKER_ID = "LORAPLANE_WORKER_ID"
 ENV_WORKER_TOKEN = "LORAPLANE_WORKER_TOKEN"
 DEFAULT_LISTEN = "127.0.0.1:50061"  # loopback unless told otherwise: Generate and reflection are open
-DEFAULT_MAX_NUM_SEQS = EngineConfig.max_num_seqs
+DEFAULT_MAX_NUM_SEQS = CUDA_MAX_NUM_SEQS  # the CLI derives the queue from the engine's resolved value
 QUEUE_LEN_PER_SEQ = 4
 
 

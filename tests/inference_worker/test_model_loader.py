@@ -8,6 +8,7 @@ from transformers import LlamaConfig
 
 from loraplane.inference_worker.config import DTYPE_ALIASES, EngineConfig
 from loraplane.inference_worker.errors import ModelLoadError
+from loraplane.inference_worker.layers.cpu_layout import bf16_supported
 from loraplane.inference_worker.llm_engine import LLMEngine
 from loraplane.inference_worker.model_loader import (
     load_model,
@@ -24,16 +25,22 @@ def test_every_dtype_name_is_a_torch_dtype():
     assert resolve_dtype("half", LlamaConfig(), cpu) is torch.float16
 
 
+CPU_AUTO = torch.bfloat16 if bf16_supported() else torch.float32
+
+
 @pytest.mark.parametrize(
     ("checkpoint", "device", "expected"),
     [
-        (torch.float16, "cpu", torch.float32),
+        (torch.float16, "cpu", CPU_AUTO),
+        (torch.float32, "cpu", CPU_AUTO),
         (torch.float16, "cuda", torch.float16),
         (torch.float32, "cuda", torch.bfloat16),
         (None, "cuda", torch.bfloat16),
     ],
 )
-def test_auto_dtype_is_fp32_on_cpu_and_the_checkpoints_half_type_on_cuda(checkpoint, device, expected):
+def test_auto_dtype_is_bf16_on_cpus_with_bf16_kernels_else_fp32_and_half_on_cuda(
+    checkpoint, device, expected
+):
     hf_config = LlamaConfig(dtype=checkpoint)
     assert resolve_dtype("auto", hf_config, torch.device(device)) is expected
 
