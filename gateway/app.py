@@ -14,6 +14,7 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -27,7 +28,10 @@ from loraplane.gateway.config import ENV_RUNTIME_LORA, GatewayConfig
 from loraplane.gateway.errors import GENERIC_INTERNAL, OpenAIError, request_too_large
 from loraplane.gateway.metrics import ArrivalStamp, GatewayMetrics
 from loraplane.gateway.registry_client import RegistryClient
+from loraplane.gateway.request_log import RequestLog
 from loraplane.gateway.workers import WorkerPool
+from loraplane.observability import ObservabilityConfig, config_from_env
+from loraplane.tracing import provider_for
 
 log = logging.getLogger(__name__)
 RUNTIME_LORA_PATHS = frozenset({"/v1/load_lora_adapter", "/v1/unload_lora_adapter"})
@@ -142,8 +146,17 @@ def _add_error_handlers(app: FastAPI) -> None:
         return _respond(request, OpenAIError(500, GENERIC_INTERNAL))
 
 
-def create_app(config: GatewayConfig, pool: WorkerPool | None = None) -> FastAPI:
-    """The gateway app for `config`; pass `pool` to reuse an existing (started) worker pool in tests."""
+def create_app(
+    config: GatewayConfig,
+    pool: WorkerPool | None = None,
+    observability: ObservabilityConfig | None = None,
+    tracer_provider: Any = None,
+) -> FastAPI:
+    """The gateway app for `config`; pass `pool` to reuse an existing (started) worker pool in tests.
+    Request logs and tracing follow `observability` (default: as the `loraplane` command exported it);
+    `tracer_provider` replaces the one its `otlp_traces_endpoint` would give (tests)."""
+    observability = observability or config_from_env()
+    tracer_provider = tracer_provider or provider_for(observability, "loraplane-gateway")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -185,6 +198,12 @@ def create_app(config: GatewayConfig, pool: WorkerPool | None = None) -> FastAPI
             api_key=config.api_key,
             refuse=lambda request, message: _respond(request, OpenAIError(401, message)),
         )
+    app.add_middleware(
+        RequestLog,
+        config=observability,
+        refuse=lambda request, message: _respond(request, OpenAIError(400, message)),
+        tracer_provider=tracer_provider,
+    )
     app.add_middleware(ArrivalStamp)  # added last, so outermost: timings start before the body is read
 
     @app.get("/v1/models")

@@ -16,6 +16,7 @@ from loraplane.gateway.protocol import (
     ContentPart,
     SamplingFields,
 )
+from loraplane.gateway.request_log import current_request_id
 from loraplane.inference.v1 import inference_pb2 as pb
 
 PromptInput = str | list[int]
@@ -38,7 +39,8 @@ _OPTIONAL_SCALARS = (
 
 
 def new_request_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex}"
+    """`prefix-<id>`: the request's X-Request-Id (loraplane.gateway.request_log), else a random id."""
+    return f"{prefix}-{current_request_id() or uuid.uuid4().hex}"
 
 
 def sampling_params(

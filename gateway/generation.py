@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 
 import grpc
 
+from loraplane.gateway import request_log
 from loraplane.gateway.errors import GENERIC_INTERNAL, OpenAIError, from_grpc, model_not_found, no_worker
 from loraplane.gateway.routing import Miss, choose
 from loraplane.gateway.workers import WorkerHandle, WorkerPool
@@ -43,6 +44,7 @@ class GenerationStream:
     async def __aiter__(self) -> AsyncIterator[pb.GenerateResponse]:
         try:
             while (message := await self._call.read()) is not grpc.aio.EOF:
+                request_log.on_message(message)
                 yield message
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNAVAILABLE:
@@ -79,7 +81,7 @@ async def open_stream(pool: WorkerPool, model: str, request: pb.GenerateRequest)
     exclude: set[str] = set()
     while True:
         worker = await _pick(pool, model, exclude)
-        call = worker.stub.Generate(request)
+        call = worker.stub.Generate(request, metadata=request_log.outgoing_metadata())
         worker.in_flight += 1
         try:
             first = await call.read()
@@ -99,6 +101,7 @@ async def open_stream(pool: WorkerPool, model: str, request: pb.GenerateRequest)
             call.cancel()
             log.error("worker %s (%s) sent no start message", worker.worker_id, worker.endpoint)
             raise OpenAIError(500, GENERIC_INTERNAL)
+        request_log.on_admitted(worker, request, first.start)
         return GenerationStream(worker, call, first.start, pool)
 
 

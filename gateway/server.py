@@ -16,9 +16,10 @@ from loraplane.gateway.workers import WorkerPool
 log = logging.getLogger(__name__)
 
 
-def uvicorn_config(config: GatewayConfig, pool: WorkerPool | None = None) -> uvicorn.Config:
+def uvicorn_config(config: GatewayConfig, pool: WorkerPool | None = None, **app_options) -> uvicorn.Config:
+    """`app_options`: create_app's keyword arguments (observability, tracer_provider)."""
     return uvicorn.Config(
-        create_app(config, pool),
+        create_app(config, pool, **app_options),
         host=config.host,
         port=config.port,
         log_level="warning",
@@ -37,9 +38,9 @@ class BackgroundGateway:
     bound port (config.port may be 0); `await stop()` shuts the server down.
     """
 
-    def __init__(self, config: GatewayConfig, pool: WorkerPool | None = None) -> None:
+    def __init__(self, config: GatewayConfig, pool: WorkerPool | None = None, **app_options) -> None:
         self.config = config
-        self.server = uvicorn.Server(uvicorn_config(config, pool))
+        self.server = uvicorn.Server(uvicorn_config(config, pool, **app_options))
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:

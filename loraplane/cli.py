@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from dataclasses import dataclass
+
+from loraplane import observability
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,8 @@ SUBCOMMANDS = (
     Subcommand("adapters", "loraplane.control_plane.admin_cli.adapters", "manage registered adapters"),
     Subcommand("workers", "loraplane.control_plane.admin_cli.workers", "list inference workers"),
 )
+# Subcommands that serve requests: they take --disable-log-requests and --otlp-traces-endpoint.
+SERVING = frozenset({"serve", "up", "worker", "gateway"})
 
 
 def _load(sub: Subcommand):
@@ -50,13 +53,15 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="loraplane",
         description="Multi-LoRA LLM serving: control plane, inference workers and an OpenAI gateway.",
     )
-    parser.add_argument("--log-level", default="INFO", help="logging level (default: INFO)")
+    observability.add_logging_arguments(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for sub in SUBCOMMANDS:
         sub_parser = subparsers.add_parser(sub.name, help=sub.help, description=sub.help)
         module = _load(sub) if sub.name == command else None
         if module is not None:
             module.add_arguments(sub_parser)
+        if sub.name in SERVING:
+            observability.add_arguments(sub_parser)
         sub_parser.set_defaults(_subcommand=sub, _module=module)
     return parser
 
@@ -69,10 +74,13 @@ def _command_in(argv: list[str]) -> str | None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(_command_in(argv)).parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        config = observability.config_from_args(args)
+        observability.configure_logging(args.log_level, args.log_format)
+    except ValueError as exc:
+        print(f"loraplane: {exc}", file=sys.stderr)
+        return 2
+    observability.export_to_children(args, config)
     if args._module is None:
         print(f"loraplane {args._subcommand.name}: not built yet in this version.", file=sys.stderr)
         return 2

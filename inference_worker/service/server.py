@@ -35,10 +35,13 @@ from loraplane.inference_worker.service.config import WorkerServiceConfig, split
 from loraplane.inference_worker.service.control_client import ControlPlaneClient, WorkerIdentity
 from loraplane.inference_worker.service.interceptors import error_interceptor
 from loraplane.inference_worker.service.metrics import WorkerMetrics
+from loraplane.inference_worker.service.request_log import RequestObserver
 from loraplane.inference_worker.service.served_models import AdapterTarget, ServedModels
 from loraplane.inference_worker.service.servicer import SERVICE_NAME, InferenceServicer
 from loraplane.metrics import MetricsServer
+from loraplane.observability import ObservabilityConfig, config_from_env
 from loraplane.tls import add_port
+from loraplane.tracing import provider_for
 
 logger = logging.getLogger(__name__)
 
@@ -66,14 +69,17 @@ class WorkerServer:
     """One worker: `await start()` binds and loads, `await wait_for_termination()` serves until a signal
     or `request_stop()`, `await stop()` drains and exits (see module doc)."""
 
-    def __init__(self, config: WorkerServiceConfig) -> None:
+    def __init__(self, config: WorkerServiceConfig, observability: ObservabilityConfig | None = None) -> None:
         self.config = config
+        observability = observability or config_from_env()  # as the `loraplane` command exported it
+        self.tracer_provider = provider_for(observability, "loraplane-worker")
+        requests = RequestObserver(config.worker_id, observability, self._model_name, self.tracer_provider)
         engine_config = config.engine
         max_lora = engine_config.max_loras if engine_config.enable_lora else 0
         self.metrics = WorkerMetrics(max_lora, config.max_adapter_labels)
         self.metrics_server: MetricsServer | None = None
         self.server = grpc.aio.server(
-            interceptors=[DecodeInterceptor(), error_interceptor(), self.metrics.interceptor()],
+            interceptors=[DecodeInterceptor(), error_interceptor(), requests, self.metrics.interceptor()],
             options=server_options(config.max_receive_bytes),
         )
         self.health = health.aio.HealthServicer()
@@ -92,6 +98,9 @@ class WorkerServer:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
         )
+
+    def _model_name(self) -> str:
+        return self.engine.model_name if self.engine is not None else ""
 
     @property
     def endpoint(self) -> str:
