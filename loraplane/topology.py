@@ -27,7 +27,7 @@ from pathlib import Path
 
 from loraplane.supervisor import Child, StartupInterrupted, Supervisor, free_port, grpc_healthy, http_ok
 from loraplane.tls import add_tls_arguments, tls_from_args
-from loraplane.vllm_flags import add_vllm_arguments, apply_vllm_flags
+from loraplane.vllm_flags import add_vllm_arguments, apply_vllm_flags, worker_argv
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ def worker_args(args: argparse.Namespace) -> list[str]:
     for flag, _ in WORKER_OPTIONS:
         value = getattr(args, flag.lstrip("-").replace("-", "_"))
         argv += [flag, str(value)] if value is not None else []
-    return argv
+    return argv + worker_argv(args)
 
 
 def control_plane_port(requested: int | None) -> int:

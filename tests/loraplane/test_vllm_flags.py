@@ -1,4 +1,5 @@
-"""`loraplane serve`/`up` take vllm serve's flags: aliases, the API key through the environment."""
+"""`loraplane serve`/`up` take vllm serve's flags (each in the committed `vllm serve --help` list is taken or
+refused by name), `--model` as an alias, engine flags forwarded to the workers, the API key by environment."""
 
 from __future__ import annotations
 
@@ -7,8 +8,20 @@ import os
 
 import pytest
 
-from loraplane import serve, up
-from loraplane.vllm_flags import apply_vllm_flags
+from loraplane import serve, topology, up
+from loraplane.cli import build_parser
+from loraplane.vllm_flags import ALIASES, apply_vllm_flags
+from loraplane.vllm_flags_list import VLLM_SERVE_FLAGS
+
+
+@pytest.fixture(autouse=True)
+def _restore_api_key():
+    """apply_vllm_flags exports the key for the gateway child: keep it out of later tests."""
+    saved = os.environ.get("LORAPLANE_API_KEY")
+    yield
+    os.environ.pop("LORAPLANE_API_KEY", None)
+    if saved is not None:
+        os.environ["LORAPLANE_API_KEY"] = saved
 
 
 def _parse(module, argv: list[str]) -> argparse.Namespace:
@@ -29,10 +42,86 @@ def test_model_is_an_alias_of_the_positional(module):
 
 @pytest.mark.parametrize("module", [serve, up])
 def test_the_api_key_reaches_the_gateway_through_the_environment(module, monkeypatch, tmp_path):
-    monkeypatch.delenv("LORAPLANE_API_KEY", raising=False)
+    os.environ.pop("LORAPLANE_API_KEY", None)
     monkeypatch.setenv("VLLM_API_KEY", "from-vllm")
     apply_vllm_flags(_parse(module, []))
     assert os.environ["LORAPLANE_API_KEY"] == "from-vllm"
     (tmp_path / "key").write_text("from-file\n")
     apply_vllm_flags(_parse(module, ["--api-key-file", str(tmp_path / "key")]))
     assert os.environ["LORAPLANE_API_KEY"] == "from-file"
+
+
+SAMPLES = {"--lora-modules": "sql=/adapters/sql"}
+
+
+def _walk_value(parser: argparse.ArgumentParser, command: str, flag: str) -> list[str]:
+    """`flag`, with a value when it takes one: SAMPLES[flag], else "2" (an int, a float or a string)."""
+    action = parser._subparsers._group_actions[0].choices[command]._option_string_actions[flag]
+    return [flag] if action.nargs == 0 else [flag, SAMPLES.get(flag, "2")]
+
+
+@pytest.mark.parametrize("command", ["serve", "up"])
+@pytest.mark.parametrize("flag", VLLM_SERVE_FLAGS)
+def test_every_vllm_serve_flag_is_taken_or_refused_by_name(command, flag, capsys):
+    """Parsing never ends in argparse's usage dump; a refusal is a ValueError naming the flag."""
+    parser = build_parser(command)
+    argv = [command, "some/model", *_walk_value(parser, command, flag)]
+    args = parser.parse_args(argv)
+    try:
+        apply_vllm_flags(args)
+    except ValueError as exc:
+        long = ALIASES.get(flag, flag)
+        assert str(exc).startswith(long), exc  # named first
+        assert len(str(exc)) > len(long) + 20  # with a reason
+    assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["-tp", "2"], "--tensor-parallel-size 2: tensor, pipeline"),
+        (["--pipeline-parallel-size", "4"], "--pipeline-parallel-size 4: tensor, pipeline"),
+        (["--quantization", "awq"], "--quantization awq: quantized weights are not built"),
+        (["--enable-auto-tool-choice"], "--enable-auto-tool-choice is not taken: tool calling"),
+        (
+            ["--ssl-certfile", "c.pem"],
+            "--ssl-certfile c.pem is not taken: HTTPS for serve and up takes --tls-cert",
+        ),
+        (["--uvicorn-log-level", "debug"], "--uvicorn-log-level debug is not taken: set the log level"),
+    ],
+)
+def test_flags_that_cannot_apply_say_why(argv, message):
+    args = build_parser("serve").parse_args(["serve", *argv])
+    with pytest.raises(ValueError) as caught:
+        apply_vllm_flags(args)
+    assert str(caught.value).startswith(message)
+
+
+@pytest.mark.parametrize("command", ["serve", "up"])
+def test_engine_flags_reach_every_worker(command):
+    argv = [command, "m", "-tp", "1", "--quantization", "None", "--trust-remote-code", "--enforce-eager"]
+    argv += [
+        "--gpu-memory-utilization",
+        "0.5",
+        "--max-num-batched-tokens",
+        "256",
+        "--no-enable-prefix-caching",
+    ]
+    argv += ["--lora-dtype", "float16", "--seed", "7", "--generation-config", "vllm", "--tokenizer", "tok"]
+    args = build_parser(command).parse_args(argv)
+    apply_vllm_flags(args)
+    forwarded = topology.worker_args(args)
+    for pair in (["--gpu-memory-utilization", "0.5"], ["--max-num-batched-tokens", "256"], ["--seed", "7"]):
+        assert forwarded[forwarded.index(pair[0]) + 1] == pair[1]
+    for flag in ("--enforce-eager", "--no-enable-prefix-caching", "--lora-dtype", "--tokenizer"):
+        assert flag in forwarded
+    assert "--tensor-parallel-size" not in forwarded and "--trust-remote-code" not in forwarded
+
+
+def test_every_worker_engine_flag_is_taken_by_serve():
+    from loraplane.inference_worker.service.cli import ENGINE_OPTIONS, ENGINE_SWITCHES, ENGINE_TOGGLES
+
+    parser = build_parser("serve")
+    serve_flags = parser._subparsers._group_actions[0].choices["serve"]._option_string_actions
+    for flag, *_ in (*ENGINE_OPTIONS, *ENGINE_SWITCHES, *ENGINE_TOGGLES):
+        assert flag in serve_flags, flag
