@@ -19,6 +19,7 @@ cost a context-variable lookup outside a generation request.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import logging
@@ -160,11 +161,14 @@ class RequestLog:
                 MutableHeaders(scope=message).append(REQUEST_ID_HEADER, request.record.request_id)
             await send(message)
 
-        record = request.record
+        record, outcome = request.record, None
         try:
             await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            outcome = "cancelled"  # the client went away (or the server is stopping)
+            raise
         finally:
-            record.finish("" if status == 200 else f"status {status}")
+            record.finish(outcome or ("" if status == 200 else f"status {status}"))
             if request.log_requests:
                 with request_context(adapter=record.adapter, worker=record.worker or None):
                     record.log_finished(log)
