@@ -135,6 +135,7 @@ async def completions(body: CompletionRequest, request: Request) -> Response:
         raise _explain_echo(exc, body) from exc
     served = model or streams[0].start.model
     formatter = CompletionFormatter(request_id, served, body.n, body.logprobs is not None, body.echo)
+    formatter.prompt_logprobs = {} if body.prompt_logprobs is not None else None
     first = [c for i, s in enumerate(streams) for c in formatter.on_start(i, s.start, prompts[i])]
     return await _respond(request, streams, formatter, first if body.stream else [], body)
 

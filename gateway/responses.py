@@ -73,6 +73,23 @@ def chat_logprobs(entries: list[pb.TokenLogprob], top: int | None = None) -> dic
     }
 
 
+def prompt_logprobs_json(entries: list[pb.TokenLogprob]) -> list[dict | None]:
+    """vLLM's completion `prompt_logprobs`: None for the first token (nothing precedes it), then per
+    prompt token {token_id: {logprob, rank, decoded_token}} for the token and its top alternatives."""
+
+    def entry(token_id: int, token: str, logprob: float, rank: int) -> tuple[int, dict]:
+        return token_id, {"logprob": logprob, "rank": rank, "decoded_token": token}
+
+    result: list[dict | None] = []
+    for i, e in enumerate(entries):
+        if i == 0 or math.isnan(e.logprob):
+            result.append(None)
+            continue
+        alternatives = dict(entry(t.token_id, t.token, t.logprob, t.rank) for t in e.top_logprobs)
+        result.append({**alternatives, **dict([entry(e.token_id, e.token, e.logprob, e.rank)])})
+    return result
+
+
 def usage_dict(usages: list[pb.Usage]) -> dict:
     prompt = sum(u.prompt_tokens for u in usages)
     completion = sum(u.completion_tokens for u in usages)
@@ -130,9 +147,12 @@ class CompletionFormatter(Formatter):
         self.echo = echo
         self.echo_text: dict[int, str] = {}
         self.echo_logprobs: dict[int, list[pb.TokenLogprob]] = {}
+        self.prompt_logprobs: dict[int, list[dict | None]] | None = None  # {} when the request asks
 
     def on_start(self, prompt_index: int, start: pb.GenerateStart, prompt: str | list[int]) -> list[dict]:
-        """Remember the echo for this prompt; streaming: the chunks that echo it (one per choice)."""
+        """Remember the echo and prompt logprobs for this prompt; streaming: the chunks that echo it."""
+        if self.prompt_logprobs is not None:
+            self.prompt_logprobs[prompt_index] = prompt_logprobs_json(list(start.prompt_logprobs))
         if not self.echo:
             return []
         text = prompt if isinstance(prompt, str) else "".join(e.token for e in start.prompt_logprobs)
@@ -174,6 +194,8 @@ class CompletionFormatter(Formatter):
                 logprobs = completion_logprobs(entries)
             text = prefix + "".join(choice.text)
             choices.append(self._choice_json(index, text, logprobs, choice.finish_reason, choice.stop_reason))
+            if self.prompt_logprobs is not None:
+                choices[-1]["prompt_logprobs"] = self.prompt_logprobs.get(prompt_index)
         return {**self.envelope(choices, chunk=False), "usage": usage_dict(self.usages)}
 
 

@@ -104,10 +104,11 @@ def refuse_unsupported(body: SamplingFields) -> None:
 
 
 def _refuse_completion_fields(body: SamplingFields, extras: dict) -> None:
-    """`best_of` above `n` (the best of several samples) and `prompt_logprobs`, which the engine computes
-    but completion choices do not carry yet."""
+    """`best_of` other than `n` (the best of several samples), and `prompt_logprobs` in a stream or with
+    echo (the non-streamed choices carry them; echo asks the engine for its own)."""
     best_of = extras.get("best_of")
     if best_of is not None and best_of != body.n:
         raise _refuse(f"best_of={best_of!r} (other than n)", "best_of")
-    if getattr(body, "prompt_logprobs", None) is not None:
-        raise _refuse(f"prompt_logprobs={body.prompt_logprobs}", "prompt_logprobs")
+    if getattr(body, "prompt_logprobs", None) is not None and (body.stream or body.echo):
+        with_what = "stream" if body.stream else "echo"
+        raise _refuse(f"prompt_logprobs with {with_what}", "prompt_logprobs")

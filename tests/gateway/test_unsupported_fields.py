@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from loraplane.gateway.responses import chat_logprobs
+from loraplane.gateway.responses import chat_logprobs, prompt_logprobs_json
 from loraplane.inference.v1 import inference_pb2 as pb
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -81,7 +81,8 @@ async def test_neutral_values_and_harmless_extras_are_served(stack, path, base, 
         ("/v1/chat/completions", {"echo": True}, "echo"),
         ("/v1/chat/completions", {"chat_template": "{{ x }}"}, "chat_template"),
         ("/v1/chat/completions", {"continue_final_message": True}, "continue_final_message"),
-        ("/v1/completions", {"prompt_logprobs": 1}, "prompt_logprobs"),
+        ("/v1/completions", {"prompt_logprobs": 1, "stream": True}, "prompt_logprobs"),
+        ("/v1/completions", {"prompt_logprobs": 1, "echo": True}, "prompt_logprobs"),
         ("/v1/completions", {"best_of": 3}, "best_of"),
         (
             "/v1/completions",
@@ -131,3 +132,30 @@ async def test_chat_logprobs_without_top_logprobs_carry_no_alternatives(stack):
     reply = await _post(stack, "/v1/chat/completions", {**CHAT, "logprobs": True, "top_logprobs": 0})
     content = reply.json()["choices"][0]["logprobs"]["content"]
     assert content and all(entry["top_logprobs"] == [] for entry in content)
+
+
+async def test_completion_choices_carry_prompt_logprobs_as_vllm_shapes_them(stack):
+    reply = await _post(
+        stack, "/v1/completions", {**COMPLETION, "prompt": "a b c", "prompt_logprobs": 0, "n": 2}
+    )
+    choices = reply.json()["choices"]
+    expected = [None, {"1": {"logprob": 0.0, "rank": 0, "decoded_token": "b"}}]
+    expected.append({"2": {"logprob": 0.0, "rank": 0, "decoded_token": "c"}})
+    assert [c["prompt_logprobs"] for c in choices] == [expected, expected]
+    plain = await _post(stack, "/v1/completions", COMPLETION)
+    assert "prompt_logprobs" not in plain.json()["choices"][0]
+
+
+async def test_prompt_logprobs_hold_the_token_and_its_alternatives():
+    top = [pb.TopLogprob(token_id=5, token="x", logprob=-0.5, rank=1)]
+    entries = [
+        pb.TokenLogprob(token_id=1, token="a", logprob=float("nan")),
+        pb.TokenLogprob(token_id=2, token="b", logprob=-3.0, rank=4, top_logprobs=top),
+    ]
+    assert prompt_logprobs_json(entries) == [
+        None,
+        {
+            5: {"logprob": -0.5, "rank": 1, "decoded_token": "x"},
+            2: {"logprob": -3.0, "rank": 4, "decoded_token": "b"},
+        },
+    ]
