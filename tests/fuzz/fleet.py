@@ -24,6 +24,7 @@ MODEL = "fuzz-tiny"
 ADAPTER = "fuzz-lora"
 ADMIN_TOKEN = "fuzz-admin-token"
 WORKER_TOKEN = "fuzz-worker-token"
+HEARTBEAT_TIMEOUT_S = 10.0
 
 
 class LoopThread:
@@ -72,6 +73,20 @@ class FuzzFleet:
             return json.loads(response.read())
 
 
+def check_http_response(request: str, response) -> None:
+    """The fuzzers' HTTP contract: no 5xx, and a 4xx body is `{"error": {"message", "type", "param",
+    "code"}}` with a message to act on. `request` describes the request for the failure message."""
+    assert response.status_code < 500, f"{request} -> {response.status_code} {response.text[:500]}"
+    if response.status_code < 400:
+        return
+    body = response.json()
+    assert set(body) == {"error"}, body
+    error = body["error"]
+    assert {"message", "type", "param", "code"} <= set(error), error
+    assert isinstance(error["message"], str) and error["message"], error
+    assert isinstance(error["type"], str) and error["type"], error
+
+
 def _write_tiny_model(out: Path, tokenizer_src: str) -> str:
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -99,7 +114,7 @@ async def _start(model_path: str, root: Path, adapter_root: Path):
             worker_token=WORKER_TOKEN,
             rollout_timeout_s=30.0,
             heartbeat_interval_s=1,
-            heartbeat_timeout_s=10.0,
+            heartbeat_timeout_s=HEARTBEAT_TIMEOUT_S,
         )
     )
     cp_target = f"127.0.0.1:{await control_plane.start()}"

@@ -12,6 +12,7 @@ generates, for the base model and the adapter, directly and through the gateway.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import grpc
@@ -25,7 +26,7 @@ from hypothesis import strategies as st
 from loraplane.inference.v1 import inference_pb2, inference_pb2_grpc
 from loraplane.registry.v1 import registry_pb2, registry_pb2_grpc
 from loraplane.worker.v1 import worker_pb2
-from tests.fuzz.fleet import ADAPTER, ADMIN_TOKEN, MODEL, WORKER_TOKEN
+from tests.fuzz.fleet import ADAPTER, ADMIN_TOKEN, HEARTBEAT_TIMEOUT_S, MODEL, WORKER_TOKEN
 from tests.fuzz.proto_strategies import messages, raw_requests
 
 # (server, proto module, service) for every service the fleet's gRPC servers publish.
@@ -186,9 +187,17 @@ def test_services_still_work_after_fuzzing(fuzz_fleet, channels):
     registry = registry_pb2_grpc.AdapterRegistryStub(channels["control_plane"])
     adapter = registry.GetAdapter(registry_pb2.GetAdapterRequest(name=ADAPTER), timeout=10).adapter
     assert adapter.name == ADAPTER
-    workers = registry.ListWorkers(registry_pb2.ListWorkersRequest(), timeout=10).workers
-    ready = [w.worker_id for w in workers if w.state == registry_pb2.WORKER_STATE_READY]
-    assert ready == ["fuzz-worker"], workers
+    # The generated Hellos' sessions are over: each is marked down when its stream ends, at the latest
+    # when its heartbeats are overdue (the control plane's heartbeat timeout).
+    deadline = time.monotonic() + HEARTBEAT_TIMEOUT_S + 5
+    while (ready := _ready_workers(registry)) != ["fuzz-worker"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert ready == ["fuzz-worker"]
     for channel in channels.values():
         status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
         assert status.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def _ready_workers(registry) -> list[str]:
+    workers = registry.ListWorkers(registry_pb2.ListWorkersRequest(), timeout=10).workers
+    return [w.worker_id for w in workers if w.state == registry_pb2.WORKER_STATE_READY]

@@ -20,21 +20,27 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from tests.fuzz.fleet import ADAPTER, ADMIN_TOKEN, MODEL
+from loraplane.gateway.app import create_app
+from loraplane.gateway.config import GatewayConfig
+from tests.fuzz.fleet import ADAPTER, ADMIN_TOKEN, MODEL, check_http_response
 
-# Every (method, path) the gateway publishes, with its number of examples per generation mode. A route
-# added to the gateway without an entry here fails `test_every_published_route_is_fuzzed`.
-ROUTES = {
-    ("POST", "/v1/completions"): 50,
-    ("POST", "/v1/chat/completions"): 50,
-    ("POST", "/v1/load_lora_adapter"): 20,
-    ("POST", "/v1/unload_lora_adapter"): 20,
-    ("GET", "/v1/models"): 3,
-    ("GET", "/health"): 3,
-    ("GET", "/metrics"): 3,
-}
+
+def published_routes() -> list[tuple[str, str]]:
+    """Every (METHOD, path) of the fuzzed gateway's schema (runtime LoRA updates on), read from the app
+    itself at collection, so that a route added to the gateway is fuzzed without a change here."""
+    config = GatewayConfig(workers=("127.0.0.1:1",), allow_runtime_lora_updating=True)
+    paths = create_app(config).openapi()["paths"]
+    return sorted((method.upper(), path) for path, item in paths.items() for method in item)
+
+
+ROUTES = published_routes()
+# Examples per generation mode: more where a request reaches the engine, few for fixed replies.
+EXAMPLES = {"/v1/completions": 50, "/v1/chat/completions": 50}
+DEFAULT_EXAMPLES = 20
+FIXED_REPLY_EXAMPLES = 3
 # What a fuzzed body may aim at instead of its generated names (None: keep the generated values).
-TARGETS = (None, None, MODEL, ADAPTER)
+NEW_ADAPTER = "fuzz-new"
+TARGETS = (None, None, MODEL, ADAPTER, NEW_ADAPTER)
 # Responses per (path, status) and seconds spent waiting for them, over the module's fuzzing.
 STATUSES: Counter[tuple[str, int]] = Counter()
 CALL_SECONDS: Counter[str] = Counter()
@@ -57,49 +63,38 @@ def session():
         yield http
 
 
-def assert_openai_error(response) -> None:
-    """A 4xx body must be `{"error": {"message", "type", "param", "code"}}` with a message to act on."""
-    body = response.json()
-    assert set(body) == {"error"}, body
-    error = body["error"]
-    assert {"message", "type", "param", "code"} <= set(error), error
-    assert isinstance(error["message"], str) and error["message"], error
-    assert isinstance(error["type"], str) and error["type"], error
-
-
-def check_response(case, response) -> None:
-    request = f"{case.method} {case.path} {json.dumps(case.body, default=repr)[:2000]}"
-    assert response.status_code < 500, f"{request} -> {response.status_code} {response.text[:500]}"
-    if response.status_code >= 400:
-        assert_openai_error(response)
-
-
 def aim(case, target: str | None, fleet) -> None:
-    """Point some generated bodies at what exists (the base model, the adapter and its files), so that
-    they get past the lookup and reach the engine or the control plane's checks."""
+    """Point some generated bodies at what exists (the base model, the adapter and its files, a name a
+    load may register), so that they get past the lookup and reach the engine or the control plane's
+    checks. An unload never names the served adapter: it is checked afterwards."""
     if target is None or not isinstance(case.body, dict):
         return
     if "model" in case.body:
         case.body["model"] = target
-    if "lora_path" in case.body and target == ADAPTER:
+    if "lora_path" in case.body:
         case.body["lora_path"] = fleet.adapter_path
+    if "lora_name" in case.body and target == NEW_ADAPTER:
+        case.body["lora_name"] = target
 
 
 def test_every_published_route_is_fuzzed(openapi):
     published = {(op.ok().method.upper(), op.ok().path) for op in openapi.get_all_operations()}
     assert published == set(ROUTES)
+    assert {("POST", "/v1/completions"), ("POST", "/v1/load_lora_adapter")} <= published
 
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE], ids=lambda m: m.value)
-@pytest.mark.parametrize("route", list(ROUTES), ids=lambda r: f"{r[0]} {r[1]}")
+@pytest.mark.parametrize("route", ROUTES, ids=lambda r: f"{r[0]} {r[1]}")
 def test_route(openapi, session, fuzz_fleet, route, mode):
     method, path = route
     operation = openapi[path][method]
-    if mode == GenerationMode.NEGATIVE and method == "GET":
-        pytest.skip("nothing to negate: the GET routes take no input")
+    takes_input = operation.body.items or list(operation.iter_parameters())
+    examples = EXAMPLES.get(path, DEFAULT_EXAMPLES) if takes_input else FIXED_REPLY_EXAMPLES
+    if mode == GenerationMode.NEGATIVE and not takes_input:
+        pytest.skip("nothing to negate: the route takes no input")
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"} if "lora_adapter" in path else None
 
-    @settings(SETTINGS, max_examples=ROUTES[route])
+    @settings(SETTINGS, max_examples=examples)
     @given(case=operation.as_strategy(generation_mode=mode), target=st.sampled_from(TARGETS))
     def run(case, target):
         aim(case, target, fuzz_fleet)
@@ -107,7 +102,8 @@ def test_route(openapi, session, fuzz_fleet, route, mode):
         response = case.call(session=session, headers=headers, timeout=60)
         CALL_SECONDS[path] += time.monotonic() - start
         STATUSES[path, response.status_code] += 1
-        check_response(case, response)
+        body = json.dumps(case.body, default=repr)[:2000]
+        check_http_response(f"{case.method} {case.path} {body}", response)
 
     run()
 
