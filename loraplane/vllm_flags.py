@@ -184,7 +184,10 @@ def add_vllm_arguments(parser: argparse.ArgumentParser) -> None:
                 flag, dest=_dest(flag), action=action, default=None, help=f"{text} (each worker)"
             )
         else:
-            group.add_argument(flag, dest=_dest(flag), type=kind, default=None, help=f"{text} (each worker)")
+            metavar = flag.lstrip("-").replace("-", "_").upper()
+            group.add_argument(
+                flag, dest=_dest(flag), type=kind, default=None, metavar=metavar, help=f"{text} (each worker)"
+            )
     for flag in VLLM_SERVE_FLAGS:
         long = ALIASES.get(flag, flag)
         if flag in parser._option_string_actions or long != flag or flag in OBSERVABILITY:
