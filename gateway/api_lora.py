@@ -6,7 +6,8 @@ vLLM's plain-text body. Errors are vLLM's: a taken name -> 400 "has already been
 no adapter -> 404; an adapter that cannot be loaded -> 400 naming the problem (vLLM answers 500);
 unloading an unknown name -> 404. The router is mounted only when runtime updates are enabled.
 
-Auth: the caller's `Authorization: Bearer <token>` is forwarded to the control plane, which checks it
+Auth: the caller's `X-Admin-Token` (when the gateway has an API key, `Authorization` carries that key),
+else its `Authorization: Bearer <token>`, is forwarded to the control plane, which checks it
 against its admin token; the gateway holds no token of its own to lend. A control plane with an admin
 token answers a missing or wrong one with UNAUTHENTICATED -> 401; one without lets every caller in,
 which only a gateway on loopback accepts: beyond loopback, `check_registry_is_guarded` stops the gateway
@@ -26,6 +27,7 @@ from loraplane.gateway.protocol import LoadLoRAAdapterRequest, UnloadLoRAAdapter
 
 router = APIRouter()
 log = logging.getLogger(__name__)
+ADMIN_TOKEN_HEADER = "x-admin-token"  # the admin token when Authorization carries the API key
 
 
 async def check_registry_is_guarded(host: str, registry) -> None:
@@ -52,11 +54,14 @@ async def check_registry_is_guarded(host: str, registry) -> None:
 
 
 def _caller_token(request: Request) -> str | None:
-    """The caller's bearer token; None when absent or not sendable as gRPC metadata (printable ASCII),
-    which the control plane then treats as no credential."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token or not all(" " <= c <= "~" for c in token):
+    """The caller's admin token: the `X-Admin-Token` header when sent (with an API key on the gateway,
+    `Authorization` carries that key), else the bearer token; None when absent or not sendable as gRPC
+    metadata (printable ASCII), which the control plane then treats as no credential."""
+    token = request.headers.get(ADMIN_TOKEN_HEADER, "").strip()
+    if not token:
+        scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+        token = bearer.strip() if scheme.lower() == "bearer" else ""
+    if not token or not all(" " <= c <= "~" for c in token):
         return None
     return token
 
@@ -65,7 +70,8 @@ def _unauthenticated(request: Request) -> OpenAIError:
     return OpenAIError(
         401,
         f"{request.url.path} needs the control plane's admin token: send the header "
-        "'Authorization: Bearer <admin token>' (the LORAPLANE_ADMIN_TOKEN the control plane runs with)",
+        "'Authorization: Bearer <admin token>' (the LORAPLANE_ADMIN_TOKEN the control plane runs with), or "
+        f"'{ADMIN_TOKEN_HEADER}: <admin token>' when Authorization carries the gateway's API key",
     )
 
 
