@@ -9,8 +9,9 @@ bad value is rejected before any model is loaded or port is bound. The names her
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -31,11 +32,13 @@ LOAD_FORMATS = ("auto", "safetensors", "pt", "dummy")
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 CPU_LONG_PREFILL_TOKENS = 128  # default prefill chunk cap on CPU (EngineConfig.prefill_cap)
-# Defaults where the engine runs on the CPU: the KV cache there holds max_num_seqs x max_model_len tokens
-# (see `kv_cache_tokens`), so the defaults are what a small CPU serves well, not a GPU's 256 sequences:
-# 4 x 2048 tokens are 180 MiB of bf16 KV for the demo model, and `loraplane serve` stays under 1 GB.
+# Defaults where the engine runs on the CPU: up to 32 sequences share a KV cache with room for 4 of
+# max_model_len tokens (see `kv_cache_tokens`; short requests fit many to that room, and the scheduler
+# preempts when it fills, as on a GPU): 4 x 2048 tokens are 180 MiB of bf16 KV for the demo model, and
+# `loraplane serve` stays near 1 GB.
 CUDA_MAX_NUM_SEQS = 256
-CPU_MAX_NUM_SEQS = 4
+CPU_MAX_NUM_SEQS = 32
+CPU_KV_FULL_SEQUENCES = 4
 CPU_MAX_MODEL_LEN = 2048
 
 
@@ -46,15 +49,17 @@ class EngineConfig:
     `model=None` serves the demo model. KV cache size, first that applies: `num_kv_blocks` (tests use it
     to force preemption); `kv_cache_memory` bytes (vLLM's `kv_cache_memory_bytes`, CPU or GPU; on a GPU
     it replaces `gpu_memory_utilization`); `cpu_kv_cache_gb` GiB on CPU; on CUDA the memory left under
-    `gpu_memory_utilization` after a warm-up forward; on CPU room for `max_num_seqs` sequences of
-    `max_model_len` tokens each. `max_num_seqs=None` means 256 on CUDA and 4 on CPU, and on CPU an unset
+    `gpu_memory_utilization` after a warm-up forward; on CPU room for `max_num_seqs` (at most 4) sequences of
+    `max_model_len` tokens each. `max_num_seqs=None` means 256 on CUDA and 32 on CPU, and on CPU an unset
     `max_model_len` is the model's capped at 2048 (the device is resolved here for `device="auto"`, which
     imports torch; an explicit device keeps this module torch-free). `async_scheduling` queues a decode
     step's successor on the device before reading the step's tokens (default: on for CUDA).
     `long_prefill_token_threshold` caps one prompt's prefill chunk per step so short requests start while
     a long prompt prefills (vLLM's option; default: 128 tokens on CPU, where a step of thousands of prompt
     tokens takes seconds, no cap on CUDA; 0: no cap). With `enable_lora` the LoRA capacity settings are
-    checked here too (`lora_config()`). Every bad value raises ValueError naming the option.
+    checked here too (`lora_config()`). `batch_invariant` (default: env `LORAPLANE_BATCH_INVARIANT`,
+    vLLM's `VLLM_BATCH_INVARIANT`) makes a request's output independent of the rest of its batch
+    (`inference_worker/layers/batch_invariant.py`). Every bad value raises ValueError naming the option.
     """
 
     model: str | None = None
@@ -84,9 +89,12 @@ class EngineConfig:
     lora_target_modules: tuple[str, ...] | None = None
     lora_starvation_steps: int = 32
     long_prefill_token_threshold: int | None = None
+    batch_invariant: bool = field(default_factory=lambda: _env_flag("LORAPLANE_BATCH_INVARIANT"))
 
     def __post_init__(self) -> None:
         self._check_choices()
+        if not isinstance(self.batch_invariant, bool):
+            raise ValueError(f"batch_invariant must be True or False, got {self.batch_invariant!r}")
         for name in ("block_size", "max_loras", "max_lora_rank"):
             _require_positive_int(name, getattr(self, name))
         for name in (
@@ -167,8 +175,9 @@ class EngineConfig:
         return "cuda" if torch.cuda.is_available() else "cpu"
 
     def kv_cache_tokens(self, max_model_len: int) -> int:
-        """Tokens of KV the CPU cache holds when no size is given: `max_num_seqs` full-length sequences."""
-        return self.max_num_seqs * max_model_len
+        """Tokens of KV the CPU cache holds when no size is given: room for `max_num_seqs` full-length
+        sequences, at most 4 (more running sequences share it; `kv_cache_memory` buys more)."""
+        return min(self.max_num_seqs, CPU_KV_FULL_SEQUENCES) * max_model_len
 
     def prefill_cap(self, device_type: str) -> int:
         """The per-step prefill chunk cap (0: none). On CPU a step of thousands of prompt tokens takes
@@ -195,6 +204,15 @@ def parse_bytes(text: str) -> int:
     power = "KMGT".index(unit.upper()) + 1 if unit else 0
     base = 1024 if binary or (unit.isupper() and not suffix) else 1000
     return int(float(number) * base**power)
+
+
+def _env_flag(name: str) -> bool:
+    value = os.environ.get(name, "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return False
+    if value in ("1", "true", "yes", "on"):
+        return True
+    raise ValueError(f"{name} must be 1 or 0 (true/false), got {os.environ[name]!r}")
 
 
 def _require_positive_int(name: str, value: object) -> None:

@@ -20,6 +20,7 @@ from loraplane.inference_worker.context import Context, set_context
 from loraplane.inference_worker.cuda_graphs import CudaGraphRunner
 from loraplane.inference_worker.errors import ModelLoadError
 from loraplane.inference_worker.layers.attention import Attention
+from loraplane.inference_worker.layers.batch_invariant import prepare_model as prepare_batch_invariant
 from loraplane.inference_worker.layers.sampler import PendingSample, Sampler, SampleResult
 from loraplane.inference_worker.models.llama import head_dim_of
 from loraplane.inference_worker.prompt_logprobs import (
@@ -29,6 +30,7 @@ from loraplane.inference_worker.prompt_logprobs import (
 )
 from loraplane.inference_worker.scheduler import ScheduledBatch
 from loraplane.inference_worker.sequence import Sequence
+from loraplane.kernels.dispatch import batch_invariant_mode
 
 if TYPE_CHECKING:
     from transformers import PretrainedConfig
@@ -76,6 +78,8 @@ class ModelRunner:
         self.attn_layers = [m for m in model.modules() if isinstance(m, Attention)]
         self.kv_cache: torch.Tensor | None = None
         self.graphs: CudaGraphRunner | None = None
+        if config.batch_invariant:
+            prepare_batch_invariant(model, device)
 
     # ---- KV cache -------------------------------------------------------------------------------
     def block_bytes(self) -> int:
@@ -85,8 +89,8 @@ class ModelRunner:
 
     def num_blocks_to_allocate(self, max_num_batched_tokens: int) -> int:
         """KV blocks to allocate: the first of `num_kv_blocks`, `kv_cache_memory` bytes, `cpu_kv_cache_gb`
-        (CPU), the memory left under `gpu_memory_utilization` (CUDA), or on CPU room for `max_num_seqs`
-        sequences of `max_model_len` tokens (`EngineConfig.kv_cache_tokens`). A byte budget never buys
+        (CPU), the memory left under `gpu_memory_utilization` (CUDA), or on CPU room for `max_num_seqs` (at
+        most 4) sequences of `max_model_len` tokens (`EngineConfig.kv_cache_tokens`). A byte budget never buys
         more blocks than `max_num_seqs` full sequences can use, and must hold one full sequence."""
         config = self.config
         if config.num_kv_blocks is not None:
@@ -101,10 +105,11 @@ class ModelRunner:
         else:
             tokens = config.kv_cache_tokens(self.max_model_len)
             logger.info(
-                "KV cache sized for max_num_seqs=%d x max_model_len=%d tokens (set --kv-cache-memory-bytes, "
-                "--max-num-seqs or --max-model-len to change it)",
-                config.max_num_seqs,
+                "KV cache sized for %d sequences of max_model_len=%d tokens, shared by up to %d running "
+                "(set --kv-cache-memory-bytes or --max-model-len to change it)",
+                tokens // self.max_model_len,
                 self.max_model_len,
+                config.max_num_seqs,
             )
             return -(-tokens // self.block_size)
         return min(useful, self._blocks_within(budget, source))
@@ -161,7 +166,8 @@ class ModelRunner:
         self.graphs = CudaGraphRunner(
             self.model, self.device, self.config.max_num_seqs, self.max_blocks_per_seq, self.lora_manager
         )
-        self.graphs.capture()
+        with batch_invariant_mode(self.config.batch_invariant):  # the kernels the replays will run
+            self.graphs.capture()
 
     # ---- one step -------------------------------------------------------------------------------
     def execute(
@@ -171,13 +177,18 @@ class ModelRunner:
         prompt logprobs this step scored (prefill chunks of requests that ask for them)."""
         return self.finish(self.launch(batch))
 
-    @torch.inference_mode()
     def launch(self, batch: ScheduledBatch, prev: InFlightStep | None = None) -> InFlightStep:
-        """Queue one batch's model run and sampling on the device without waiting for it.
+        """Queue one batch's model run and sampling on the device without waiting for it (the ops in
+        their batch-invariant forms when configured so).
 
         A lookahead batch (`batch.lookahead`) continues `prev`, whose tokens are not on the host yet: its
         input ids are `prev`'s sampled tokens, taken on the device.
         """
+        with batch_invariant_mode(self.config.batch_invariant):
+            return self._launch(batch, prev)
+
+    @torch.inference_mode()
+    def _launch(self, batch: ScheduledBatch, prev: InFlightStep | None = None) -> InFlightStep:
         is_decode = batch.is_decode
         spans = [] if is_decode else prompt_logprob_spans(batch.seqs, batch.num_new_tokens)
         input_ids, positions, ctx, logits_rows, sample_seqs = self._prepare(batch, is_decode, prev)

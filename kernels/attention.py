@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from loraplane.kernels import fused_ops
-from loraplane.kernels.dispatch import use_triton
+from loraplane.kernels.dispatch import batch_invariant, use_triton
 
 
 def store_kvcache_ref(
@@ -259,13 +259,20 @@ def paged_decode_attention(
     meta: CpuStepMeta | None = None,
 ) -> torch.Tensor:
     """Decode attention (contract: :func:`paged_decode_attention_ref`); split-K on the GPU. ``meta`` is
-    used by the reference path only."""
+    used by the reference path only. In batch-invariant mode the GPU splits contexts at fixed
+    positions and the CPU attends one sequence at a time over its own context (the batched reference
+    pads every context to the longest, and the padded length changes the kernel's blocking)."""
     _check_heads(q, k_cache)
     if use_triton(q):
         from loraplane.kernels import triton_attention_decode
 
         return triton_attention_decode.paged_decode_attention(
             q, k_cache, v_cache, block_tables, context_lens, scale
+        )
+    if batch_invariant():
+        cu_seqlens_q = torch.arange(q.shape[0] + 1, dtype=torch.int32)
+        return paged_prefill_attention_ref(
+            q, k_cache, v_cache, block_tables, cu_seqlens_q, context_lens, scale
         )
     return paged_decode_attention_ref(q, k_cache, v_cache, block_tables, context_lens, scale, meta)
 

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from loraplane.kernels.cpu_ops import huge_empty
+from loraplane.kernels.dispatch import batch_invariant
 from loraplane.kernels.native import Extension, load_extension
 
 PANEL_WIDTH = 16  # fp32 lanes of a zmm register: one 64-byte line per k
@@ -80,10 +81,12 @@ def pack_panels_contiguous(weights: list[torch.Tensor]) -> list[PanelWeight]:
 
 def panel_linear(x: torch.Tensor, packed: PanelWeight, bias: torch.Tensor | None) -> torch.Tensor:
     """y = x W^T (+ b) with W packed by `pack_panels`; more than `MAX_ROWS` rows run `F.linear` on the
-    dense weight (prefill is compute-bound, where MKL's blocked GEMM wins).
+    dense weight (prefill is compute-bound, where MKL's blocked GEMM wins), except in batch-invariant
+    mode: each row's sum runs in k order in the panel kernel whatever the row count, where MKL picks
+    its kernel (and sum order) by the row count.
 
     Shape: x [T, K] fp32, bias [N] or None -> [T, N].
     """
-    if x.shape[0] > MAX_ROWS or x.shape[0] == 0:
+    if x.shape[0] == 0 or (x.shape[0] > MAX_ROWS and not batch_invariant()):
         return F.linear(x, packed.weight, bias)
     return panel_kernels().panel_linear(x, packed.panels, bias, packed.weight.shape[0])

@@ -6,6 +6,10 @@ Rule (decided per call, so a process-wide ``TRITON_INTERPRET`` never slows the C
   is inside :func:`interpret_on_cpu` (the kernel tests enable it through an autouse fixture); then
   the real Triton kernels run under Triton's CPU interpreter.
 
+Batch-invariant mode (:func:`batch_invariant_mode`, vLLM's ``VLLM_BATCH_INVARIANT``): the ops pick tile
+shapes, split counts and paths that do not depend on how many rows the batch has, so a row's result
+never depends on the rows beside it (the engine enters it for a whole step when configured so).
+
 The Triton kernel modules are imported lazily on the first Triton call: ``triton.jit`` decides at
 decoration time whether it builds an interpreted function, so importing them late lets a test
 conftest set ``TRITON_INTERPRET=1`` after other packages already imported ``loraplane.kernels``.
@@ -21,6 +25,7 @@ from collections.abc import Iterator
 import torch
 
 _INTERPRET_ON_CPU: contextvars.ContextVar[bool] = contextvars.ContextVar("interpret_on_cpu", default=False)
+_BATCH_INVARIANT: contextvars.ContextVar[bool] = contextvars.ContextVar("batch_invariant", default=False)
 
 
 def interpreter_enabled() -> bool:
@@ -36,6 +41,21 @@ def interpret_on_cpu() -> Iterator[None]:
         yield
     finally:
         _INTERPRET_ON_CPU.reset(token)
+
+
+@contextlib.contextmanager
+def batch_invariant_mode(enabled: bool = True) -> Iterator[None]:
+    """Within this block (this thread or task), ops run their batch-invariant forms when ``enabled``."""
+    token = _BATCH_INVARIANT.set(enabled)
+    try:
+        yield
+    finally:
+        _BATCH_INVARIANT.reset(token)
+
+
+def batch_invariant() -> bool:
+    """Whether the calling op must give each row a result independent of the batch's other rows."""
+    return _BATCH_INVARIANT.get()
 
 
 def use_triton(tensor: torch.Tensor) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from loraplane.kernels.dispatch import use_triton
+from loraplane.kernels.dispatch import batch_invariant, use_triton
 
 SKINNY_MAX_ROWS = 64
 # Past 16 rows cuBLAS is as fast for the widest (gate_up) and deepest (down) Llama-2-7B projections on
@@ -35,7 +35,14 @@ def linear_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None 
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """:func:`linear_ref`; the Triton skinny GEMM for up to ``SKINNY_MAX_ROWS`` half-precision rows."""
+    """:func:`linear_ref`; the Triton skinny GEMM for up to ``SKINNY_MAX_ROWS`` half-precision rows. In
+    batch-invariant mode every half-precision CUDA GEMM runs the Triton kernel with one tiling per weight
+    shape (64-row tiles, no split-K), whatever the row count: cuBLAS picks its kernel (and split-K) by
+    the row count, so a row's sum order would depend on the batch."""
+    if batch_invariant() and x.dim() == 2 and x.dtype in _HALF and weight.dtype == x.dtype and x.is_cuda:
+        from loraplane.kernels import triton_gemm
+
+        return triton_gemm.skinny_gemm(x, weight, bias, triton_gemm.INVARIANT_CONFIG)
     skinny = x.dim() == 2 and x.shape[0] <= SKINNY_MAX_ROWS and x.dtype in _HALF and weight.dtype == x.dtype
     if skinny and use_triton(x):
         from loraplane.kernels import triton_gemm

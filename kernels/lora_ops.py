@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from loraplane.kernels.dispatch import use_triton
+from loraplane.kernels.dispatch import batch_invariant, use_triton
 from loraplane.kernels.lora_meta import LoRAKernelMeta
 
 # add_lora's paths by token count (H200, benchmarks/results/kernels_lora_decode_h200.json): the one-launch
@@ -138,7 +138,9 @@ def add_lora(
     """``out += x @ A^T @ B^T`` per token and slice (scaling already folded into B).
 
     Path, chosen on the host from the token count (fixed per captured CUDA graph):
-    CPU tensors take :func:`add_lora_ref`; up to ``FUSED_MAX_TOKENS`` tokens take the one-launch fused
+    CPU tensors take :func:`add_lora_ref`. In batch-invariant mode every token count takes the SGMV
+    shrink (no split-K) and expand with one fixed tiling, so a token's delta does not depend on the
+    batch. Otherwise up to ``FUSED_MAX_TOKENS`` tokens take the one-launch fused
     kernel of :mod:`kernels.triton_lora_fused`, up to ``DECODE_MAX_TOKENS`` the tiled decode kernels of
     :mod:`kernels.triton_lora_decode` (split-K shrink into fp32 partials, then the expand); ``buffer`` is
     unused by both. More tokens take the SGMV shrink into ``buffer`` then the expand.
@@ -154,12 +156,13 @@ def add_lora(
     if not use_triton(x):
         add_lora_ref(out, x, lora_a, lora_b, meta)
         return
-    if num_tokens <= FUSED_MAX_TOKENS:
+    invariant = batch_invariant()
+    if num_tokens <= FUSED_MAX_TOKENS and not invariant:
         from loraplane.kernels import triton_lora_fused
 
         triton_lora_fused.fused_add_lora(out, x, lora_a, lora_b, meta, _slice_offsets(lora_b, None))
         return
-    if num_tokens <= min(meta.max_tiled_tokens, DECODE_MAX_TOKENS):
+    if num_tokens <= min(meta.max_tiled_tokens, DECODE_MAX_TOKENS) and not invariant:
         from loraplane.kernels import triton_lora_decode
 
         triton_lora_decode.decode_add_lora(out, x, lora_a, lora_b, meta, _slice_offsets(lora_b, None))
@@ -187,12 +190,27 @@ def add_lora_ref(
     accumulate in fp32; ``y`` is rounded to that dtype in between, as in the two-kernel GPU path):
     upcasting bf16 operands costs more than the products at these sizes. Few, large ops also matter
     on a busy CPU, where each multi-threaded op can wait a scheduler tick for its threads.
+
+    In batch-invariant mode (:func:`~loraplane.kernels.dispatch.batch_invariant`) each token is its own
+    ``[1, in]`` product of a batched matmul, whose shape (and so its sum order) does not depend on how
+    many tokens share the slot, and the delta is added as a separate rounding.
     """
     dtype = out.dtype
+    rows_alone = batch_invariant()
     for slot, rank, tokens in _slot_segments(meta, x.shape[0], lora_a[0].shape[1]):
         xs = _rows(x, tokens).to(dtype)
-        y = xs @ torch.cat([a[slot, :rank] for a in lora_a]).to(dtype).t()  # [n, num_slices * rank]
+        a_cat = torch.cat([a[slot, :rank] for a in lora_a]).to(dtype)  # [num_slices * rank, in]
         b_diag = torch.block_diag(*[b[slot, :, :rank] for b in lora_b]).to(dtype)  # [sum(out_i), S*rank]
+        if rows_alone:
+            n = xs.shape[0]
+            y = torch.bmm(xs[:, None, :], a_cat.t().expand(n, *a_cat.t().shape))
+            delta = torch.bmm(y, b_diag.t().expand(n, *b_diag.t().shape))[:, 0]
+            if tokens is None:
+                out.add_(delta)
+            else:
+                out.index_add_(0, tokens, delta)
+            continue
+        y = xs @ a_cat.t()  # [n, num_slices * rank]
         if tokens is None:
             out.addmm_(y, b_diag.t())
         else:

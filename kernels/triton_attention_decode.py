@@ -12,7 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
-from loraplane.kernels.dispatch import dot_precision
+from loraplane.kernels.dispatch import batch_invariant, dot_precision
 from loraplane.kernels.triton_attention_common import LOG2E, cache_offsets, online_softmax_step
 
 
@@ -95,20 +95,39 @@ def _decode_reduce_kernel(
     PARTITION: tl.constexpr,
     NUM_SPLITS: tl.constexpr,
     SPLITS_P2: tl.constexpr,
+    IN_ORDER: tl.constexpr,
 ):
     pid_b, head = tl.program_id(0), tl.program_id(1)
     ctx = tl.load(context_lens_ptr + pid_b)
     splits = tl.arange(0, SPLITS_P2)
-    used = splits < tl.minimum(tl.cdiv(ctx, PARTITION), NUM_SPLITS)
-    row = (pid_b * tl.num_programs(1) + head) * NUM_SPLITS + splits
+    num_used = tl.minimum(tl.cdiv(ctx, PARTITION), NUM_SPLITS)
+    used = splits < num_used
+    first = (pid_b * tl.num_programs(1) + head) * NUM_SPLITS
+    row = first + splits
     m = tl.load(stats_ptr + row * 2, mask=used, other=float("-inf"))
-    l_sum = tl.load(stats_ptr + row * 2 + 1, mask=used, other=0.0)
-    weight = l_sum * tl.exp2(m - tl.max(m, 0))
-    weight = tl.where(used, weight, 0.0)
+    m_max = tl.max(m, 0)  # exact in any order
     dims = tl.arange(0, HEAD_DIM)
-    part = tl.load(part_ptr + row[:, None] * HEAD_DIM + dims[None, :], mask=used[:, None], other=0.0)
-    out = tl.sum(part * weight[:, None], 0) / tl.sum(weight, 0)
+    if IN_ORDER:
+        # one split after another: the sum's order depends on this sequence's splits only, not on
+        # the tree shape of a reduction over the batch-wide SPLITS_P2 lanes
+        acc = tl.zeros((HEAD_DIM,), tl.float32)
+        total = m_max * 0.0
+        for split in range(0, num_used):
+            w = tl.load(stats_ptr + (first + split) * 2 + 1) * tl.exp2(
+                tl.load(stats_ptr + (first + split) * 2) - m_max
+            )
+            acc += tl.load(part_ptr + (first + split) * HEAD_DIM + dims) * w
+            total += w
+        out = acc / total
+    else:
+        l_sum = tl.load(stats_ptr + row * 2 + 1, mask=used, other=0.0)
+        weight = tl.where(used, l_sum * tl.exp2(m - m_max), 0.0)
+        part = tl.load(part_ptr + row[:, None] * HEAD_DIM + dims[None, :], mask=used[:, None], other=0.0)
+        out = tl.sum(part * weight[:, None], 0) / tl.sum(weight, 0)
     tl.store(out_ptr + pid_b * stride_ob + head * stride_oh + dims, out.to(out_ptr.dtype.element_ty))
+
+
+INVARIANT_PARTITION = 256  # positions per split in batch-invariant mode (a multiple of every block_n)
 
 
 def _num_splits(batch: int, kv_heads: int, max_context: int, block_n: int, device: torch.device) -> int:
@@ -143,8 +162,14 @@ def paged_decode_attention(
     block_n = block_n or (32 if group == 1 else 64)
     num_warps = num_warps or (2 if group == 1 else 4)
     max_context = block_tables.shape[1] * block_size
-    splits = splits or _num_splits(batch, kv_heads, max_context, block_n, q.device)
-    partition = triton.cdiv(triton.cdiv(max_context, splits), block_n) * block_n
+    invariant = batch_invariant()
+    if invariant:
+        # fixed partitions, always reduced in split order: a sequence's splits depend on its own context
+        partition = INVARIANT_PARTITION
+        splits = max(2, triton.cdiv(max_context, partition))
+    else:
+        splits = splits or _num_splits(batch, kv_heads, max_context, block_n, q.device)
+        partition = triton.cdiv(triton.cdiv(max_context, splits), block_n) * block_n
     out = torch.empty_like(q)
     part = torch.empty(batch * heads * splits, head_dim, dtype=torch.float32, device=q.device)
     stats = torch.empty(batch * heads * splits, 2, dtype=torch.float32, device=q.device)
@@ -187,5 +212,6 @@ def paged_decode_attention(
             PARTITION=partition,
             NUM_SPLITS=splits,
             SPLITS_P2=triton.next_power_of_2(splits),
+            IN_ORDER=invariant,
         )
     return out

@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from loraplane.kernels.dispatch import dot_precision
+from loraplane.kernels.dispatch import batch_invariant, dot_precision
 from loraplane.kernels.triton_attention_common import LOG2E, cache_offsets, online_softmax_step
 
 
@@ -88,7 +88,7 @@ def paged_prefill_attention(
     heads, head_dim = q.shape[1], q.shape[2]
     if max_seqlen_q is None:
         max_seqlen_q = int((cu_seqlens_q[1:] - cu_seqlens_q[:-1]).max())
-    block_m = 64 if max_seqlen_q > 16 else 16
+    block_m = 64 if max_seqlen_q > 16 or batch_invariant() else 16  # invariant: one tile shape always
     out = torch.empty_like(q)
     grid = (triton.cdiv(max_seqlen_q, block_m), seq_lens.shape[0], heads)
     _prefill_kernel[grid](

@@ -22,6 +22,12 @@ class GemmConfig:
     block_k: int = 256
     num_stages: int = 4
     num_warps: int = 4
+    block_m: int | None = None  # None: the row count rounded up to a power of two, 16 to 64
+
+
+# Batch-invariant mode: one tiling for every row count (kernels.gemm.linear), so a row's sums run in
+# the same order whether it is alone or in a batch of hundreds.
+INVARIANT_CONFIG = GemmConfig(block_n=64, block_k=64, num_stages=4, num_warps=4, block_m=64)
 
 
 def config_for(num_rows: int, out_features: int) -> GemmConfig:
@@ -83,7 +89,7 @@ def skinny_gemm(
     if weight.shape[1] != in_features:
         raise ValueError(f"x has {in_features} features but weight is {tuple(weight.shape)}")
     cfg = config or GemmConfig()
-    block_m = max(16, triton.next_power_of_2(min(num_rows, 64)))
+    block_m = cfg.block_m or max(16, triton.next_power_of_2(min(num_rows, 64)))
     out = torch.empty(num_rows, out_features, dtype=x.dtype, device=x.device)
     grid = (triton.cdiv(out_features, cfg.block_n), triton.cdiv(num_rows, block_m))
     _skinny_gemm_kernel[grid](

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from loraplane.kernels.dispatch import dot_precision
+from loraplane.kernels.dispatch import batch_invariant, dot_precision
 from loraplane.kernels.lora_meta import MAX_SLICES_PER_LAUNCH, LoRAKernelMeta
 from loraplane.kernels.triton_lora_common import (
     check_b_slices,
@@ -114,8 +114,9 @@ def _expand_kernel(
 
 
 def expand_config(num_tokens: int) -> ExpandConfig:
-    """Default expand tiles (from the H200 sweep in benchmarks/results/kernels_h200_sweep.json)."""
-    if num_tokens <= 512:
+    """Default expand tiles (from the H200 sweep in benchmarks/results/kernels_h200_sweep.json); in
+    batch-invariant mode the prefill tiling for every token count."""
+    if num_tokens <= 512 and not batch_invariant():
         return ExpandConfig(block_m=16, block_n=128)
     return ExpandConfig(block_m=64, block_n=128, num_warps=8)
 

@@ -17,7 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
-from loraplane.kernels.dispatch import dot_precision
+from loraplane.kernels.dispatch import batch_invariant, dot_precision
 from loraplane.kernels.lora_meta import MAX_SLICES_PER_LAUNCH, LoRAKernelMeta
 from loraplane.kernels.triton_lora_common import (
     check_a_slices,
@@ -103,8 +103,11 @@ def _shrink_kernel(
 
 
 def shrink_config(num_tokens: int, max_rank: int) -> ShrinkConfig:
-    """Default shrink tiles (H200 sweep): split-K for decode-sized batches, taller row tiles for prefill."""
+    """Default shrink tiles (H200 sweep): split-K for decode-sized batches, taller row tiles for prefill;
+    in batch-invariant mode one tiling for every token count, without split-K."""
     block_n = max(16, min(64, triton.next_power_of_2(max_rank)))
+    if batch_invariant():
+        return ShrinkConfig(block_m=64, block_n=block_n, block_k=128, split_k=1)
     if num_tokens <= 128:
         return ShrinkConfig(block_m=16, block_n=block_n, block_k=256, split_k=4)
     if num_tokens <= 1024:

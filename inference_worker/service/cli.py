@@ -76,6 +76,12 @@ ENGINE_OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
 ENGINE_SWITCHES = (
     ("--enable-lora", "enable_lora", "serve LoRA adapters"),
     ("--enforce-eager", "enforce_eager", "never capture CUDA graphs"),
+    (
+        "--batch-invariant",
+        "batch_invariant",
+        "a request's output does not depend on the rest of its batch (slower; default: "
+        "$LORAPLANE_BATCH_INVARIANT)",
+    ),
 )
 
 
