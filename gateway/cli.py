@@ -6,7 +6,12 @@ import argparse
 import sys
 
 from loraplane.gateway.auth import add_api_key_arguments
-from loraplane.gateway.config import DEFAULT_MAX_N, DEFAULT_MAX_REQUEST_BYTES, DEFAULT_PORT
+from loraplane.gateway.config import (
+    DEFAULT_MAX_N,
+    DEFAULT_MAX_REQUEST_BYTES,
+    DEFAULT_PORT,
+    UVICORN_LOG_LEVELS,
+)
 from loraplane.tls import add_tls_arguments
 
 
@@ -60,6 +65,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--ssl-keyfile", default=None, metavar="PEM", help="private key of --ssl-certfile")
     add_api_key_arguments(parser)
+    parser.add_argument(
+        "--uvicorn-log-level",
+        choices=UVICORN_LOG_LEVELS,
+        default=None,
+        help="level of uvicorn's own loggers (default: warning; env LORAPLANE_UVICORN_LOG_LEVEL)",
+    )
 
 
 def _https(args: argparse.Namespace):
@@ -99,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
             max_request_bytes=args.max_request_bytes,
             max_n=args.max_n,
             api_key=api_key_from(args),
+            uvicorn_log_level=args.uvicorn_log_level,
         )
     except ValueError as exc:
         print(f"loraplane gateway: {exc}", file=sys.stderr)

@@ -13,6 +13,8 @@ from loraplane.tls import PLAINTEXT, TLSConfig
 ENV_CONTROL_PLANE = "LORAPLANE_CONTROL_PLANE"
 ENV_RUNTIME_LORA = "LORAPLANE_ALLOW_RUNTIME_LORA_UPDATING"
 ENV_WORKERS = "LORAPLANE_WORKERS"
+ENV_UVICORN_LOG_LEVEL = "LORAPLANE_UVICORN_LOG_LEVEL"
+UVICORN_LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 DEFAULT_PORT = 8000
 # Half of gRPC's 16 MiB message limit, so every body that passes converts to a Generate message the worker
 # accepts; ~2 million tokens of text, far past any context length. vLLM sets no limit.
@@ -66,6 +68,7 @@ class GatewayConfig:
     tls: TLSConfig = PLAINTEXT
     https: TLSConfig = PLAINTEXT
     api_key: str | None = field(default=None, repr=False)  # gateway.auth; repr=False keeps it out of logs
+    uvicorn_log_level: str = "warning"  # vLLM's --uvicorn-log-level: uvicorn's own loggers
 
     def __post_init__(self) -> None:
         if not self.control_plane and not self.workers:
@@ -85,6 +88,8 @@ class GatewayConfig:
             raise ValueError("affinity_slack and max_adapter_labels must be >= 0")
         if self.https.ca is not None or (self.https.enabled and not self.https.serves_tls):
             raise ValueError("HTTPS takes --ssl-certfile and --ssl-keyfile only (no client certificates)")
+        if self.uvicorn_log_level not in UVICORN_LOG_LEVELS:
+            raise ValueError(f"uvicorn_log_level must be one of {', '.join(UVICORN_LOG_LEVELS)}")
         for name in ("max_request_bytes", "max_n"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -98,6 +103,7 @@ class GatewayConfig:
             "workers": env_workers,
             "allow_runtime_lora_updating": env_flag(ENV_RUNTIME_LORA),
             "api_key": os.environ.get("LORAPLANE_API_KEY") or os.environ.get("VLLM_API_KEY") or None,
+            "uvicorn_log_level": os.environ.get(ENV_UVICORN_LOG_LEVEL) or "warning",
         }
         values.update({k: v for k, v in overrides.items() if v is not None and v != ()})
         values["workers"] = tuple(values.get("workers", ()))

@@ -22,7 +22,7 @@ def uvicorn_config(config: GatewayConfig, pool: WorkerPool | None = None, **app_
         create_app(config, pool, **app_options),
         host=config.host,
         port=config.port,
-        log_level="warning",
+        log_level=config.uvicorn_log_level,
         access_log=False,
         timeout_graceful_shutdown=5,
         lifespan="on",

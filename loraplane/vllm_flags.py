@@ -20,6 +20,7 @@ import logging
 import os
 
 from loraplane.gateway.auth import ENV_API_KEY, add_api_key_arguments, api_key_from
+from loraplane.gateway.config import ENV_UVICORN_LOG_LEVEL, UVICORN_LOG_LEVELS
 from loraplane.vllm_flags_list import VLLM_SERVE_FLAGS
 
 log = logging.getLogger(__name__)
@@ -131,10 +132,7 @@ _GROUPS = (
         "`loraplane gateway` takes --ssl-certfile/--ssl-keyfile)",
         "ssl-keyfile ssl-certfile ssl-ca-certs enable-ssl-refresh ssl-cert-reqs",
     ),
-    (
-        "set the log level of every process with --log-level, and the format with --log-format",
-        "uvicorn-log-level log-config-file",
-    ),
+    ("set the log level with --log-level and the format with --log-format", "log-config-file"),
     ("set HF_TOKEN in the environment instead (an argument shows in `ps`)", "hf-token"),
     (
         "models come from a local folder or the Hugging Face cache (HF_HOME); a revision or a download "
@@ -172,6 +170,12 @@ def add_vllm_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("vLLM compatibility (vllm serve's names; see loraplane/vllm_flags.py)")
     group.add_argument("--model", dest="model_flag", default=None, help="same as the positional MODEL")
     add_api_key_arguments(group)
+    group.add_argument(
+        "--uvicorn-log-level",
+        choices=UVICORN_LOG_LEVELS,
+        default=None,
+        help="level of the gateway's uvicorn loggers (default: warning)",
+    )
     taken = set(parser._option_string_actions)
     for flag, _, kind, text in _worker_flags():
         if flag in taken:
@@ -249,4 +253,6 @@ def apply_vllm_flags(args: argparse.Namespace) -> list[tuple[str, str, str | Non
     key = api_key_from(args)
     if key:
         os.environ[ENV_API_KEY] = key  # the gateway child inherits it; `ps` never shows it
+    if args.uvicorn_log_level:
+        os.environ[ENV_UVICORN_LOG_LEVEL] = args.uvicorn_log_level  # the gateway child reads it
     return parse_modules(args.lora_modules)

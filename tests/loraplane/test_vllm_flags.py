@@ -15,13 +15,16 @@ from loraplane.vllm_flags_list import VLLM_SERVE_FLAGS
 
 
 @pytest.fixture(autouse=True)
-def _restore_api_key():
-    """apply_vllm_flags exports the key for the gateway child: keep it out of later tests."""
-    saved = os.environ.get("LORAPLANE_API_KEY")
+def _restore_exports():
+    """apply_vllm_flags exports the key and uvicorn's level for the gateway child: keep them out of later
+    tests."""
+    names = ("LORAPLANE_API_KEY", "LORAPLANE_UVICORN_LOG_LEVEL")
+    saved = {name: os.environ.get(name) for name in names}
     yield
-    os.environ.pop("LORAPLANE_API_KEY", None)
-    if saved is not None:
-        os.environ["LORAPLANE_API_KEY"] = saved
+    for name, value in saved.items():
+        os.environ.pop(name, None)
+        if value is not None:
+            os.environ[name] = value
 
 
 def _parse(module, argv: list[str]) -> argparse.Namespace:
@@ -51,7 +54,7 @@ def test_the_api_key_reaches_the_gateway_through_the_environment(module, monkeyp
     assert os.environ["LORAPLANE_API_KEY"] == "from-file"
 
 
-SAMPLES = {"--lora-modules": "sql=/adapters/sql"}
+SAMPLES = {"--lora-modules": "sql=/adapters/sql", "--uvicorn-log-level": "debug"}
 
 
 def _walk_value(parser: argparse.ArgumentParser, command: str, flag: str) -> list[str]:
@@ -87,7 +90,7 @@ def test_every_vllm_serve_flag_is_taken_or_refused_by_name(command, flag, capsys
             ["--ssl-certfile", "c.pem"],
             "--ssl-certfile c.pem is not taken: HTTPS for serve and up takes --tls-cert",
         ),
-        (["--uvicorn-log-level", "debug"], "--uvicorn-log-level debug is not taken: set the log level"),
+        (["--log-config-file", "x.json"], "--log-config-file x.json is not taken: set the log level"),
     ],
 )
 def test_flags_that_cannot_apply_say_why(argv, message):
@@ -125,3 +128,12 @@ def test_every_worker_engine_flag_is_taken_by_serve():
     serve_flags = parser._subparsers._group_actions[0].choices["serve"]._option_string_actions
     for flag, *_ in (*ENGINE_OPTIONS, *ENGINE_SWITCHES, *ENGINE_TOGGLES):
         assert flag in serve_flags, flag
+
+
+def test_uvicorn_log_level_reaches_the_gateway_config():
+    from loraplane.gateway.config import GatewayConfig
+
+    apply_vllm_flags(build_parser("serve").parse_args(["serve", "--uvicorn-log-level", "debug"]))
+    assert GatewayConfig.from_env(workers=("127.0.0.1:1",)).uvicorn_log_level == "debug"
+    with pytest.raises(ValueError, match="uvicorn_log_level must be one of"):
+        GatewayConfig(workers=("127.0.0.1:1",), uvicorn_log_level="loud")
