@@ -120,7 +120,6 @@ class RequestState:
             prompt_logprobs=None if self.prompt_logprobs is None else list(self.prompt_logprobs),
         )
 
-
     def update(self) -> RequestUpdate:
         """What is new since the previous update (see `RequestUpdate`): O(new tokens), no copies of what
         was already handed over, no text."""
