@@ -131,7 +131,9 @@ class WorkerControlServicer(worker_pb2_grpc.WorkerControlServicer):
         except grpc.aio.AioRpcError as exc:  # pragma: no cover - transport teardown
             logger.debug("worker %s stream read ended: %s", session.worker_id, exc.code())
         finally:
-            session.close(session.close_reason or "worker closed its stream")
+            # Disconnect here, not only when the writer loop ends: after a client cancels, grpc may never
+            # resume the response generator, and the session would look connected until heartbeats lapse.
+            self.hub.disconnect(session, session.close_reason or "worker closed its stream")
 
 
 def _request_id(field: str, context) -> str:
@@ -150,9 +152,11 @@ async def _next_command(session: WorkerSession):
         return session.outbox.get_nowait()
     getter = asyncio.ensure_future(session.outbox.get())
     closer = asyncio.ensure_future(session.closed.wait())
-    done, pending = await asyncio.wait({getter, closer}, return_when=asyncio.FIRST_COMPLETED)
-    for task in pending:
-        task.cancel()
-    if getter in done:
+    try:
+        done, _ = await asyncio.wait({getter, closer}, return_when=asyncio.FIRST_COMPLETED)
+    finally:  # also when the stream is cancelled mid-wait: no task is left pending
+        getter.cancel()
+        closer.cancel()
+    if getter in done and not getter.cancelled():
         return getter.result()
     return None

@@ -146,3 +146,18 @@ async def test_heartbeat_with_impossible_numbers_is_invalid_argument(registry, t
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "heartbeat" in error.details()
     listed = await registry.ListWorkers(reg.ListWorkersRequest(include_down=True))
     assert [(w.worker_id, w.kv_usage) for w in listed.workers] == [("odd", 0.0)]
+
+
+async def test_a_cancelled_stream_is_down_at_once_not_after_the_heartbeat_timeout(registry, target):
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = worker_pb2_grpc.WorkerControlStub(channel).Connect()
+        await call.write(wk.ConnectRequest(hello=wk.Hello(worker_id="gone", base_model_name="tiny-llama")))
+        await call.read()  # the Sync: the session is registered
+        listed = await registry.ListWorkers(reg.ListWorkersRequest())
+        assert [w.worker_id for w in listed.workers] == ["gone"]
+        call.cancel()
+        for _ in range(40):  # 2 s, well under the heartbeat timeout
+            if not (await registry.ListWorkers(reg.ListWorkersRequest())).workers:
+                break
+            await asyncio.sleep(0.05)
+    assert (await registry.ListWorkers(reg.ListWorkersRequest())).workers == []
