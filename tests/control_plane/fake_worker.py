@@ -102,7 +102,12 @@ class FakeWorker:
         async with grpc.aio.insecure_channel(self.target, options=options) as channel:
             call = worker_pb2_grpc.WorkerControlStub(channel).Connect(metadata=metadata, wait_for_ready=True)
             lock = asyncio.Lock()
-            await self._write(call, lock, wk.ConnectRequest(hello=self._hello()))
+            try:
+                await self._write(call, lock, wk.ConnectRequest(hello=self._hello()))
+            except grpc.aio.AioRpcError:
+                # A write racing the server's refusal fails as a transport error; the call's status says why.
+                code, details = await call.code(), await call.details()
+                raise grpc.aio.AioRpcError(code, None, None, details) from None
             self.num_connects += 1
             beats: asyncio.Task | None = None
             try:
