@@ -16,6 +16,7 @@ from loraplane.control_plane.config import (
     DEFAULT_WORKER_TOKEN_ENV,
     ControlPlaneConfig,
 )
+from loraplane.metrics import add_metrics_port_argument
 from loraplane.tls import add_tls_arguments, tls_from_args
 
 logger = logging.getLogger(__name__)
@@ -67,12 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_MAX_RECEIVE_BYTES,
         help="largest request accepted (4 MiB)",
     )
-    parser.add_argument(
-        "--metrics-port",
-        type=int,
-        default=0,
-        help="serve Prometheus /metrics on this port of the --listen host (default: 0, off)",
-    )
+    add_metrics_port_argument(parser)
     add_tls_arguments(parser, "its gRPC port")
 
 

@@ -15,10 +15,12 @@ Semantics:
 
 from __future__ import annotations
 
+import argparse
 import bisect
 import logging
 import threading
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import HistogramMetricFamily
@@ -38,6 +40,18 @@ TOKEN_LATENCY_BUCKETS = (
     0.001, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
     1.0, 2.5, 5.0, 7.5, 10.0,
 )  # fmt: skip
+
+
+def add_metrics_port_argument(parser: argparse.ArgumentParser | Any) -> None:
+    """`--metrics-port`, the same on every server command (0: no metrics endpoint)."""
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=0,
+        help="serve Prometheus /metrics on this port of the --listen host (default: 0, off)",
+    )
+
+
 DEFAULT_MAX_ADAPTER_LABELS = 64
 
 

@@ -29,6 +29,7 @@ from loraplane.inference_worker.service.config import (
     parse_lora_modules,
     split_host_port,
 )
+from loraplane.metrics import add_metrics_port_argument
 from loraplane.tls import add_tls_arguments, tls_from_args
 
 logger = logging.getLogger(__name__)
@@ -142,12 +143,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help='static adapters: name=path or JSON {"name", "path", "base_model_name"} (needs --enable-lora)',
     )
-    service.add_argument(
-        "--metrics-port",
-        type=int,
-        default=0,
-        help="serve Prometheus /metrics on this port of the --listen host (default: 0, off)",
-    )
+    add_metrics_port_argument(service)
     service.add_argument(
         "--max-adapter-labels",
         type=int,
