@@ -82,6 +82,18 @@ def control_plane_address(log: str) -> str:
     return match.group(1)
 
 
+def grpc_status(target: str, call, tls=None) -> grpc.StatusCode:
+    """The status `call(channel)` ends with on a channel to `target` (plaintext unless `tls` is given)."""
+    from loraplane.tls import PLAINTEXT, channel
+
+    with channel(target, PLAINTEXT if tls is None else tls) as chan:
+        try:
+            call(chan)
+        except grpc.RpcError as exc:
+            return exc.code()
+    return grpc.StatusCode.OK
+
+
 def rogue_connect(target: str, worker_id: str = "rogue", token: str = "") -> grpc.StatusCode:
     """Open WorkerControl.Connect with a Hello (and `token`, when given) and return the status it ends with;
     OK means the control plane accepted the stranger and sent it a command."""

@@ -25,6 +25,7 @@ from loraplane.registry.v1 import registry_pb2_grpc
 from loraplane.supervisor import free_port
 from loraplane.worker.v1 import worker_pb2 as wk
 from loraplane.worker.v1 import worker_pb2_grpc
+from tests.e2e.e2e_support import grpc_status
 
 ADMIN = {"authorization": "Bearer edge-admin-secret"}
 
@@ -91,15 +92,6 @@ def edge(request, tmp_path, control_plane) -> Iterator[tuple[str, bool]]:
         proc.wait(timeout=20)
 
 
-def _grpc_code(target: str, call) -> grpc.StatusCode:
-    with grpc.insecure_channel(target) as channel:
-        try:
-            call(channel)
-        except grpc.RpcError as exc:
-            return exc.code()
-    return grpc.StatusCode.OK
-
-
 def test_rest_reads_pass_and_admin_routes_are_refused_unless_exposed(edge):
     url, exposed = edge
     assert httpx.get(f"{url}/v1/adapters").json()["adapters"] == []
@@ -117,14 +109,14 @@ def test_grpc_reads_pass_and_the_worker_stream_is_never_published(edge):
     url, exposed = edge
     target = url.removeprefix("http://")
     registry = registry_pb2_grpc.AdapterRegistryStub
-    listing = _grpc_code(target, lambda c: registry(c).ListAdapters(reg.ListAdaptersRequest(), timeout=10))
+    listing = grpc_status(target, lambda c: registry(c).ListAdapters(reg.ListAdaptersRequest(), timeout=10))
     assert listing == grpc.StatusCode.OK
     delete = reg.DeleteAdapterRequest(name="not-there")
     metadata = tuple(ADMIN.items())
-    deleted = _grpc_code(target, lambda c: registry(c).DeleteAdapter(delete, metadata=metadata, timeout=10))
+    deleted = grpc_status(target, lambda c: registry(c).DeleteAdapter(delete, metadata=metadata, timeout=10))
     assert deleted == (grpc.StatusCode.NOT_FOUND if exposed else grpc.StatusCode.PERMISSION_DENIED)
     hello = wk.ConnectRequest(hello=wk.Hello(worker_id="rogue", endpoint="127.0.0.1:9"))
-    joined = _grpc_code(
+    joined = grpc_status(
         target, lambda c: next(worker_pb2_grpc.WorkerControlStub(c).Connect(iter([hello]), timeout=10))
     )
     assert joined == grpc.StatusCode.PERMISSION_DENIED

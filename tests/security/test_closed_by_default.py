@@ -31,7 +31,7 @@ from loraplane.supervisor import free_port
 from loraplane.tls import PLAINTEXT, TLSConfig, channel
 from loraplane.worker.v1 import worker_pb2 as wk
 from loraplane.worker.v1 import worker_pb2_grpc
-from tests.e2e.e2e_support import UpProcess, control_plane_address, write_random_adapter
+from tests.e2e.e2e_support import UpProcess, control_plane_address, grpc_status, write_random_adapter
 from tests.security.tls_certs import CertFiles, make_certs
 
 BASE_MODEL = "SmolLM2-135M-Instruct"
@@ -111,15 +111,6 @@ def edge(request, fleet) -> str:
     return f"{host}:{fleet.port}"
 
 
-def _code(target: str, tls: TLSConfig, call: Callable[[grpc.Channel], object]) -> grpc.StatusCode:
-    with channel(target, tls) as chan:
-        try:
-            call(chan)
-        except grpc.RpcError as exc:
-            return exc.code()
-    return grpc.StatusCode.OK
-
-
 def test_up_makes_the_tokens_once_and_keeps_them_private(fleet):
     log = fleet.up.log_path.read_text()
     for name in ("admin-token", "worker-token"):
@@ -160,10 +151,10 @@ def test_grpc_registry_writes_need_the_admin_token_direct_and_through_the_edge(f
     for target in (fleet.control_plane, edge):
         for call in calls.values():
             for metadata in ((), (("authorization", "Bearer wrong"),)):
-                refused = _code(target, fleet.mtls, lambda c, f=call, m=metadata: f(c, m))
+                refused = grpc_status(target, lambda c, f=call, m=metadata: f(c, m), fleet.mtls)
                 assert refused == grpc.StatusCode.UNAUTHENTICATED
         for call in calls.values():  # create, then delete, with the token
-            assert _code(target, fleet.mtls, lambda c, f=call: f(c, admin)) == grpc.StatusCode.OK
+            assert grpc_status(target, lambda c, f=call: f(c, admin), fleet.mtls) == grpc.StatusCode.OK
 
 
 def _connect(metadata) -> Callable[[grpc.Channel], object]:
@@ -179,10 +170,13 @@ def _connect(metadata) -> Callable[[grpc.Channel], object]:
 def test_worker_control_needs_the_worker_token_and_is_never_on_the_edge(fleet, edge):
     member = fleet.bearer("worker-token")
     for metadata in ((), (("authorization", "Bearer wrong"),), fleet.bearer("admin-token")):
-        assert _code(fleet.control_plane, fleet.mtls, _connect(metadata)) == grpc.StatusCode.UNAUTHENTICATED
-    assert _code(fleet.control_plane, fleet.mtls, _connect(member)) == grpc.StatusCode.OK
+        assert (
+            grpc_status(fleet.control_plane, _connect(metadata), fleet.mtls)
+            == grpc.StatusCode.UNAUTHENTICATED
+        )
+    assert grpc_status(fleet.control_plane, _connect(member), fleet.mtls) == grpc.StatusCode.OK
     for metadata in ((), member):
-        assert _code(edge, fleet.mtls, _connect(metadata)) == grpc.StatusCode.PERMISSION_DENIED
+        assert grpc_status(edge, _connect(metadata), fleet.mtls) == grpc.StatusCode.PERMISSION_DENIED
 
 
 def test_completion_over_tls_and_generate_through_the_edge(fleet, edge):
@@ -207,6 +201,6 @@ def test_clients_without_the_ca_or_a_client_certificate_are_refused(fleet, edge)
     )
     stranger = TLSConfig(ca=fleet.certs.ca)  # trusts the servers, but has no client certificate
     for tls in (PLAINTEXT, stranger):  # mutual TLS on the control plane
-        assert _code(fleet.control_plane, tls, listing) == grpc.StatusCode.UNAVAILABLE
-    assert _code(fleet.control_plane, fleet.mtls, listing) == grpc.StatusCode.OK
-    assert _code(edge, PLAINTEXT, listing) == grpc.StatusCode.UNAVAILABLE
+        assert grpc_status(fleet.control_plane, listing, tls) == grpc.StatusCode.UNAVAILABLE
+    assert grpc_status(fleet.control_plane, listing, fleet.mtls) == grpc.StatusCode.OK
+    assert grpc_status(edge, listing, PLAINTEXT) == grpc.StatusCode.UNAVAILABLE
